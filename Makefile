@@ -1,0 +1,43 @@
+# Thin wrappers around commands you could type by hand. `make help` lists them.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help venv run test lint migration bench clean
+
+help:
+	@echo "make run        set up and run the service on embedded defaults (SQLite, SMTP sink, demo)"
+	@echo "make test       set up and run the whole test suite"
+	@echo "make lint       ruff + mypy"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make migration  regenerate the initial migration from soap_service/tables.py"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Spyne 2.14)"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m soap_service.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check soap_service tests bench
+	$(BIN)/mypy soap_service
+
+migration: $(STAMP)
+	$(BIN)/python scripts/make_migration.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/deliver.py
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

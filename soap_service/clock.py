@@ -1,0 +1,40 @@
+"""The service's notion of "now": naive UTC, replaceable in tests.
+
+Every module asks :func:`utcnow` instead of calling ``datetime.now`` so that tests can
+move time forward (follow-ups after 3 days, lease expiry, retention) without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+
+def _system_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+_now: Callable[[], datetime] = _system_now
+
+
+def utcnow() -> datetime:
+    """Current time as a naive UTC datetime (the storage convention)."""
+    return _now()
+
+
+@contextmanager
+def frozen_clock(start: datetime) -> Iterator[Callable[[timedelta], None]]:
+    """Freeze :func:`utcnow` at ``start``; yields ``advance(delta)``. Tests only."""
+    global _now
+    current = [start]
+    previous = _now
+    _now = lambda: current[0]  # noqa: E731
+
+    def advance(delta: timedelta) -> None:
+        current[0] = current[0] + delta
+
+    try:
+        yield advance
+    finally:
+        _now = previous

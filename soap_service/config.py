@@ -1,0 +1,112 @@
+"""Settings: environment variables ``MC_*`` over an optional TOML file, one frozen object.
+
+Precedence: environment > TOML file (``MC_CONFIG`` or ``./msgcenter.toml``) > defaults.
+TOML keys are the variable names without the ``MC_`` prefix, lower-cased
+(``database_url = "postgresql+psycopg://..."``).  Nothing here touches the database or
+the network; the object is built once per process by :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from soap_service.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/msgcenter.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service. Field ``x`` is read from ``MC_X``."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # SQLite only: FULL survives power loss; NORMAL (WAL) survives a process crash only
+    sqlite_synchronous: str = "full"
+    instance_id: int = 1
+    public_url: str = "http://127.0.0.1:8080"
+    # Authentication
+    session_ttl: int = 86400  # seconds a Logon session token stays valid
+    credential_cache_ttl: int = 60  # seconds a verified login/password is cached in-process
+    # Bad-input limits
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_events_per_call: int = 1000
+    max_xml_depth: int = 64
+    # Email relay
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_tls: str = "none"  # none | starttls | tls
+    smtp_timeout: float = 30.0
+    smtp_concurrency: int = 8  # simultaneous connections per relay
+    # Dispatch
+    worker_batch_size: int = 100
+    worker_poll_interval: float = 1.0
+    lease_seconds: int = 120
+    batch_min_share: float = 0.2  # share of each dispatch round reserved for the batch queue
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    # Tracking
+    tracking_url: str = ""
+    secret: str = "change-me"
+    # Housekeeping
+    retention_days: int = 30
+    # Development sink
+    mail_dir: str = "var/mail"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_tracking_url(self) -> str:
+        return (self.tracking_url or self.public_url).rstrip("/")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value for MC_{name.upper()}: {raw!r}") from exc
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from a TOML file, the environment and explicit overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    toml_path = env.get("MC_CONFIG") or ("msgcenter.toml" if Path("msgcenter.toml").exists() else "")
+    if toml_path:
+        try:
+            values.update(tomllib.loads(Path(toml_path).read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {toml_path}: {exc}") from exc
+    defaults = Settings()
+    result: dict[str, Any] = {}
+    for f in fields(Settings):
+        default = getattr(defaults, f.name)
+        raw = env.get(f"MC_{f.name.upper()}", values.get(f.name))
+        if f.name in overrides:
+            raw = overrides[f.name]
+        result[f.name] = default if raw is None else _coerce(f.name, raw, default)
+    settings = Settings(**result)
+    if not 0 <= settings.instance_id <= 255:
+        raise ConfigError("MC_INSTANCE_ID must be between 0 and 255")
+    if settings.smtp_tls not in {"none", "starttls", "tls"}:
+        raise ConfigError("MC_SMTP_TLS must be one of none, starttls, tls")
+    return settings

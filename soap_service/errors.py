@@ -1,0 +1,78 @@
+"""The one exception tree.
+
+Domain code raises these; only the SOAP edge turns them into faults (``fault_code``,
+``faultstring``, ``detail``) and only the CLI turns them into exit codes. Third-party
+exceptions are wrapped where they enter (``raise X from exc``).
+"""
+
+from __future__ import annotations
+
+
+class MessageCenterError(Exception):
+    """Base class. ``message`` is short and safe to show to a caller."""
+
+    fault_code = "Server"
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class ClientError(MessageCenterError):
+    """The caller's mistake: answered as ``SOAP-ENV:Client``."""
+
+    fault_code = "Client"
+
+
+class ServerError(MessageCenterError):
+    """Our mistake or an unavailable dependency: answered as ``SOAP-ENV:Server``."""
+
+    fault_code = "Server"
+
+
+class ConfigError(ServerError):
+    """Invalid configuration (environment or TOML)."""
+
+
+class NotFound(ClientError):
+    """A named object (event, template, operator...) does not exist."""
+
+
+class Conflict(ClientError):
+    """The request contradicts the current state (duplicate name, idempotency mismatch...)."""
+
+
+class ValidationFailed(ClientError):
+    """Input that is well-formed but not acceptable (missing type, bad email...)."""
+
+
+class AuthError(ClientError):
+    """Authentication or authorisation failure; subclasses carry the suite's codes."""
+
+
+class InvalidCredentials(AuthError):
+    """Wrong login or password (never reported as an expired session)."""
+
+
+class SessionExpired(AuthError):
+    """Unknown, invalid or expired session token: ``XSV-350008``."""
+
+
+class ZoneDenied(AuthError):
+    """Caller's IP is outside every security zone, or the zone forbids the method: ``XSV-350013``."""
+
+
+class TemplateSyntaxError(ClientError):
+    """A template uses syntax outside what is supported; carries line and column."""
+
+    def __init__(self, message: str, line: int = 0, column: int = 0, part: str = "") -> None:
+        where = f"{part} " if part else ""
+        super().__init__(f"{where}line {line}, column {column}: {message}")
+        self.line = line
+        self.column = column
+        self.part = part
+
+
+class RenderError(MessageCenterError):
+    """Rendering failed at send time (required field missing, limit exceeded)."""

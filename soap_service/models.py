@@ -1,0 +1,127 @@
+"""Plain values shared by every stage: statuses, queues, lanes, channels, the Event.
+
+No I/O here. Names follow the suite's SOAP/REST vocabulary (SPEC §4.1).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class EventStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    DELIVERY_FAILED = "deliveryFailed"
+    ROUTING_FAILED = "routingFailed"
+    TARGETING_FAILED = "targetingFailed"
+    TOO_OLD = "tooOld"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in {EventStatus.PENDING, EventStatus.PROCESSING, EventStatus.PAUSED}
+
+
+class Queue(enum.StrEnum):
+    """Real-time (``nms:rtEvent``) or batch (``nms:batchEvent``)."""
+
+    RT = "rt"
+    BATCH = "batch"
+
+
+class Lane(enum.StrEnum):
+    """Priority lane of an event type; order of the members is the dispatch order."""
+
+    CRITICAL = "critical"
+    TRANSACTIONAL = "transactional"
+    BULK = "bulk"
+
+    @property
+    def rank(self) -> int:
+        return list(Lane).index(self)
+
+
+class Channel(enum.StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+
+
+# wishedChannel numbers of the suite (SPEC §2.4) -> our channel
+WISHED_CHANNELS: dict[int, Channel] = {
+    0: Channel.EMAIL,
+    1: Channel.SMS,
+    40: Channel.PUSH,
+    41: Channel.PUSH,
+    42: Channel.PUSH,
+}
+
+PLID_SHIFT = 56
+PLID_PK_MASK = (1 << PLID_SHIFT) - 1
+
+
+def make_plid(instance_id: int, primary_key: int) -> int:
+    """``plId = (instance_id << 56) | primary_key`` (SPEC §2.5)."""
+    return (instance_id << PLID_SHIFT) | primary_key
+
+
+def split_plid(plid: int) -> tuple[int, int]:
+    """Inverse of :func:`make_plid`: ``(instance_id, primary_key)``."""
+    return plid >> PLID_SHIFT, plid & PLID_PK_MASK
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored event, as the pipeline sees it."""
+
+    id: int
+    queue: Queue
+    event_type: str
+    ctx_xml: str
+    status: EventStatus = EventStatus.PENDING
+    email: str | None = None
+    mobile_phone: str | None = None
+    wished_channel: int = 0
+    email_format: int = 0
+    external_id: str | None = None
+    origin: str | None = None
+    language: str | None = None
+    country: str | None = None
+    registration_token: str | None = None
+    mobile_app_uuid: str | None = None
+    scheduled_at: datetime | None = None
+    expiration_at: datetime | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    error_count: int = 0
+    process_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    parent_id: int | None = None
+    last_error: str | None = None
+
+    @property
+    def channel(self) -> Channel:
+        return WISHED_CHANNELS.get(self.wished_channel, Channel.EMAIL)
+
+    @property
+    def address(self) -> str | None:
+        if self.channel is Channel.SMS:
+            return self.mobile_phone
+        if self.channel is Channel.PUSH:
+            return self.registration_token or self.mobile_app_uuid
+        return self.email
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, enum.Enum):
+                value = value.value
+            out[key] = value
+        return out

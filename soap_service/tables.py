@@ -1,0 +1,274 @@
+"""SQLAlchemy Core table definitions: the whole schema, one place.
+
+Times are stored as naive UTC datetimes on both SQLite and PostgreSQL. Migrations under
+``migrations/versions`` are generated from this metadata (``make migration``) and a
+contract test fails when the two differ.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# ---------------------------------------------------------------- ingest / queue
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("queue", String(8), nullable=False),  # rt | batch
+    Column("event_type", String(64), nullable=False),
+    Column("status", String(20), nullable=False, default="pending"),
+    # dispatch order: queue rank * 10 + lane rank (lower first), fixed at ingest
+    Column("priority", SmallInteger, nullable=False, default=1),
+    Column("email", String(320)),
+    Column("mobile_phone", String(64)),
+    Column("wished_channel", Integer, nullable=False, default=0),
+    Column("email_format", Integer, nullable=False, default=0),
+    Column("external_id", String(255)),
+    Column("origin", String(255)),
+    Column("language", String(32)),
+    Column("country", String(32)),
+    Column("registration_token", String(1024)),
+    Column("mobile_app_uuid", String(255)),
+    Column("scheduled_at", DateTime),
+    Column("expiration_at", DateTime),
+    Column("attributes", Text, nullable=False, default="{}"),  # JSON: every attribute as sent
+    Column("ctx_xml", Text, nullable=False),  # the raw <ctx> element
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("process_at", DateTime, nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claimed_until", DateTime),
+    Column("last_error", Text),
+    Column("idempotency_key", String(255)),
+    Column("payload_hash", String(64)),
+    Column("parent_id", BigId, ForeignKey("events.id", ondelete="SET NULL")),
+    Column("followup_rule_id", Integer),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_events_due", "status", "priority", "process_at"),
+    Index("ix_events_idempotency_key", "idempotency_key", unique=True),
+    Index("ix_events_type_created", "event_type", "created_at"),
+    Index("ix_events_created_at", "created_at"),
+    Index("ix_events_parent_id", "parent_id"),
+    UniqueConstraint("parent_id", "followup_rule_id", name="uq_events_followup_once"),
+)
+
+event_status_log = Table(
+    "event_status_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", BigId, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_event_status_log_event_id", "event_id"),
+)
+
+# ---------------------------------------------------------------- authentication
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("login", String(128), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("rights", String(64), nullable=False, default="mc"),  # comma-separated: mc, admin
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 of the token
+    Column("operator_id", Integer, ForeignKey("operators.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+security_zones = Table(
+    "security_zones",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("cidr", String(64), nullable=False),
+    Column("allow_user_password", Boolean, nullable=False, default=False),
+    Column("allow_empty_password", Boolean, nullable=False, default=False),
+    Column("session_token_only", Boolean, nullable=False, default=False),
+    Column("show_errors", Boolean, nullable=False, default=False),
+    Column("is_proxy", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 of the key
+    Column("prefix", String(16), nullable=False),  # first characters, to recognise a key
+    Column("operator_id", Integer, ForeignKey("operators.id", ondelete="SET NULL")),
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+)
+
+# ---------------------------------------------------------------- catalog
+event_types = Table(
+    "event_types",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("label", String(255), nullable=False, default=""),
+    Column("lane", String(16), nullable=False, default="transactional"),
+    Column("max_attempts", Integer, nullable=False, default=5),
+    Column("validity_seconds", Integer, nullable=False, default=86400),
+    Column("retention_seconds", Integer, nullable=False, default=30 * 86400),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False),
+    Column("channel", String(8), nullable=False),
+    Column("draft", Text, nullable=False, default="{}"),  # JSON content of the draft
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_templates_event_type_channel", "event_type", "channel"),
+)
+
+template_versions = Table(
+    "template_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("template_id", Integer, ForeignKey("templates.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content", Text, nullable=False),  # JSON, immutable once written
+    Column("content_hash", String(64), nullable=False),
+    Column("published_at", DateTime, nullable=False),
+    Column("published_by", String(128), nullable=False),
+    Column("unpublished_at", DateTime),
+    UniqueConstraint("template_id", "version"),
+)
+
+seeds = Table(
+    "seeds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("template_id", Integer, ForeignKey("templates.id", ondelete="CASCADE"), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("ctx_xml", Text, nullable=False),
+    Column("external_id", String(255)),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("template_id", "address"),
+)
+
+# ---------------------------------------------------------------- logs
+delivery_log = Table(
+    "delivery_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", BigId, ForeignKey("events.id", ondelete="CASCADE")),
+    Column("template_version_id", Integer),
+    Column("channel", String(8), nullable=False),
+    Column("address", String(1024)),
+    Column("outcome", String(20), nullable=False),  # sent | temporary | permanent | proof ...
+    Column("response_code", Integer),
+    Column("response_text", Text),
+    Column("message_id", String(255)),
+    Column("duration_ms", Integer),
+    Column("is_proof", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_delivery_log_event_id", "event_id"),
+    Index("ix_delivery_log_created_at", "created_at"),
+)
+
+tracking_log = Table(
+    "tracking_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("delivery_id", BigId, ForeignKey("delivery_log.id", ondelete="CASCADE")),
+    Column("event_id", BigId, ForeignKey("events.id", ondelete="CASCADE")),
+    Column("kind", String(8), nullable=False),  # open | click
+    Column("url", Text),
+    Column("user_agent", String(512)),
+    Column("ip", String(64)),
+    Column("machine", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_tracking_log_event_id", "event_id"),
+    Index("ix_tracking_log_created_at", "created_at"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(320), nullable=False, unique=True),
+    Column("reason", Text, nullable=False),
+    Column("source", String(16), nullable=False),  # bounce | manual (denylist)
+    Column("created_at", DateTime, nullable=False),
+)
+
+exclusion_log = Table(
+    "exclusion_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", BigId, ForeignKey("events.id", ondelete="CASCADE")),
+    Column("address", String(320)),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_exclusion_log_created_at", "created_at"),
+)
+
+followup_rules = Table(
+    "followup_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False),
+    Column("template", String(128), nullable=False),
+    Column("after_seconds", Integer, nullable=False),
+    Column("condition", String(16), nullable=False),  # not-opened | not-clicked
+    Column("channel", String(8), nullable=False, default="email"),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+worker_heartbeats = Table(
+    "worker_heartbeats",
+    metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("seen_at", DateTime, nullable=False),
+)

@@ -1,0 +1,211 @@
+"""Shared fixtures: real databases (SQLite file, PostgreSQL when reachable) and live servers.
+
+PostgreSQL: ``MC_TEST_DATABASE_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``)
+names a server; each test session creates its own throw-away database on it, so parallel
+runs never share tables.  When the server is unreachable, PostgreSQL tests are skipped —
+unless ``MC_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from soap_service.config import Settings, load_settings
+from soap_service.store import Database, make_engine, schema
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("MC_TEST_DATABASE_URL", DEFAULT_PG)
+REQUIRE_PG = os.environ.get("MC_REQUIRE_POSTGRES") == "1"
+
+
+def _pg_admin_engine():
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session (dropped afterwards)."""
+    try:
+        admin = _pg_admin_engine()
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL required but unreachable at {PG_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_URL}")
+    name = f"mc_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: a SQLite file, then PostgreSQL (test runs twice)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/mc.db"
+    url = request.getfixturevalue("pg_server_url")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mc.db"
+
+
+@pytest.fixture
+def postgres_url(pg_server_url: str) -> str:
+    _reset_postgres(pg_server_url)
+    return pg_server_url
+
+
+def make_settings(database_url: str, **overrides) -> Settings:
+    env = {"MC_DATABASE_URL": database_url, "MC_SQLITE_SYNCHRONOUS": "normal"}
+    return load_settings(env, **overrides)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """A migrated database (SQLite file and PostgreSQL)."""
+    database = Database(make_engine(settings), settings)
+    schema.upgrade(database)
+    yield database
+    database.dispose()
+
+
+# ------------------------------------------------------------------ processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def msgcenter_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "soap_service.cli", *args]
+
+
+def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``msgcenter ARGS`` as a user would, in a subprocess."""
+    proc = subprocess.run(
+        msgcenter_cmd(*args), env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=120, cwd=env.get("_CWD", str(ROOT)),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"msgcenter {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class LiveServer:
+    url: str
+    env: dict[str, str]
+    process: subprocess.Popen
+
+    @property
+    def soap_url(self) -> str:
+        return f"{self.url}/nl/jsp/soaprouter.jsp"
+
+    def wsdl_url(self, schema_name: str = "nms:rtEvent") -> str:
+        return f"{self.url}/nl/jsp/schemawsdl.jsp?schema={schema_name}"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run_cli(self.env, *args, check=check)
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"server exited with {proc.returncode}: {out[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} not ready after {timeout}s")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start ``msgcenter serve`` on a free loopback port; stopped at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def _start(database_url: str, *extra_args: str, env: dict[str, str] | None = None,
+               init: bool = True) -> LiveServer:
+        port = free_port()
+        full_env = {
+            "MC_DATABASE_URL": database_url,
+            "MC_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "MC_SQLITE_SYNCHRONOUS": "normal",
+            "MC_MAIL_DIR": str(tmp_path / "mail"),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        if init:
+            run_cli(full_env, "init")
+        proc = subprocess.Popen(
+            msgcenter_cmd("serve", "--host", "127.0.0.1", "--port", str(port), *extra_args),
+            env={**os.environ, **full_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, cwd=str(ROOT),
+        )
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz", proc=proc)
+        return LiveServer(url=base, env=full_env, process=proc)
+
+    yield _start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -125,3 +125,53 @@ class Event:
                 value = value.value
             out[key] = value
         return out
+
+
+# ---------------------------------------------------------------- messages and outcomes
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """What a template version produced for one event (any channel)."""
+
+    channel: Channel
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    from_addr: str = ""
+    reply_to: str = ""
+    sms: str = ""
+    push_title: str = ""
+    push_body: str = ""
+    push_data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EmailMessage:
+    """A fully addressed email, ready for the email channel."""
+
+    from_addr: str
+    to: str
+    subject: str
+    message_id: str  # stable, derived from the event: "<mc.{instance}.{event_id}@{domain}>"
+    html: str = ""
+    text: str = ""
+    reply_to: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class SendOutcome(enum.StrEnum):
+    SENT = "sent"  # relay / provider accepted (2xx)
+    TEMPORARY = "temporary"  # 4xx, timeout, refused connection, disconnect: retry later
+    PERMANENT = "permanent"  # 5xx: never retry
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Outcome of one send attempt, as a value (the worker records it)."""
+
+    outcome: SendOutcome
+    code: int | None = None
+    text: str = ""
+    duration_ms: int = 0
+    at_rcpt: bool = False  # the failure came at RCPT TO (a hard bounce for the address)

@@ -18,12 +18,14 @@ from soap_service.errors import ClientError, MessageCenterError
 
 # Modules providing ``register(subparsers)``; order is the order in ``--help``.
 COMMAND_MODULES = (
-    "soap_service.cli.base",
-    "soap_service.cli.admin",
-    "soap_service.cli.events",
-    "soap_service.cli.catalog",
-    "soap_service.cli.runtime",
-    "soap_service.cli.observe",
+    "soap_service.cli.base",  # init
+    "soap_service.cli.serve",  # serve
+    "soap_service.cli.worker",  # worker, devsmtp
+    "soap_service.cli.admin",  # operator, zone, apikey
+    "soap_service.cli.events",  # events, push
+    "soap_service.cli.catalog",  # eventtype, template, seed
+    "soap_service.cli.tracking",  # followup, quarantine, exclusions, purge
+    "soap_service.cli.observe",  # status, history
 )
 
 EXIT_OK = 0

@@ -175,3 +175,47 @@ class SendResult:
     text: str = ""
     duration_ms: int = 0
     at_rcpt: bool = False  # the failure came at RCPT TO (a hard bounce for the address)
+
+
+# ---------------------------------------------------------------- catalog values
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    label: str = ""
+    lane: Lane = Lane.TRANSACTIONAL
+    max_attempts: int = 5
+    validity_seconds: int = 86400
+    retention_seconds: int = 30 * 86400
+
+
+@dataclass(frozen=True)
+class TemplateContent:
+    """The editable content of a template (a draft, or frozen in a published version)."""
+
+    from_addr: str = ""
+    reply_to: str = ""
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    sms: str = ""
+    push_title: str = ""
+    push_body: str = ""
+    push_data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    """An immutable published version; what routing hands to rendering."""
+
+    id: int
+    template_id: int
+    template_name: str
+    event_type: str
+    channel: Channel
+    version: int
+    content: TemplateContent
+    content_hash: str
+    published_at: datetime
+    published_by: str

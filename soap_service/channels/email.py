@@ -1,0 +1,190 @@
+"""Email channel: MIME building and SMTP delivery to one relay, outcomes as values.
+
+The only module that imports aiosmtplib.  :class:`EmailChannel` keeps a small pool of
+open SMTP connections to the relay configured in :class:`~soap_service.config.Settings`
+(``MC_SMTP_HOST``, ``MC_SMTP_PORT``, ``MC_SMTP_USER``, ``MC_SMTP_PASSWORD``,
+``MC_SMTP_TLS`` none / starttls / tls) and never has more than ``smtp_concurrency``
+transactions in flight.  ``send()`` never raises for a delivery problem: it returns a
+:class:`~soap_service.models.SendResult` (sent / temporary / permanent, the relay's code
+and text, whether the failure came at ``RCPT TO``).  Deciding what an outcome means for
+the event (retry, give up) is the worker's job, not this module's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import email.utils
+import logging
+import time
+from collections.abc import Sequence
+from email.message import EmailMessage as MimeMessage
+
+import aiosmtplib
+
+from soap_service.config import Settings
+from soap_service.models import EmailMessage, SendOutcome, SendResult
+
+log = logging.getLogger(__name__)
+
+_POLICY = email.policy.SMTP
+_PROBE_AFTER = 5.0  # seconds idle before a pooled connection is probed with NOOP
+
+
+def _cte(body: str) -> str:
+    """7bit when the body is plain ASCII with short lines, else quoted-printable."""
+    if body.isascii() and all(len(line) < 990 for line in body.splitlines()):
+        return "7bit"
+    return "quoted-printable"
+
+
+def build_mime(msg: EmailMessage) -> MimeMessage:
+    """A proper MIME message: multipart/alternative when both parts exist."""
+    mime = MimeMessage(policy=_POLICY)
+    mime["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+    mime["Message-ID"] = msg.message_id
+    mime["From"] = msg.from_addr
+    mime["To"] = msg.to
+    mime["Subject"] = msg.subject
+    if msg.reply_to:
+        mime["Reply-To"] = msg.reply_to
+    mime["MIME-Version"] = "1.0"
+    for name, value in msg.headers.items():
+        mime[name] = value
+    if msg.text or not msg.html:
+        mime.set_content(msg.text, cte=_cte(msg.text))
+        if msg.html:
+            mime.add_alternative(msg.html, subtype="html", cte=_cte(msg.html))
+    else:
+        mime.set_content(msg.html, subtype="html", cte=_cte(msg.html))
+    return mime
+
+
+def classify_code(code: int | None) -> SendOutcome:
+    """5xx is permanent; everything else that is not 2xx is worth another try."""
+    if code is not None and 200 <= code < 300:
+        return SendOutcome.SENT
+    if code is not None and 500 <= code < 600:
+        return SendOutcome.PERMANENT
+    return SendOutcome.TEMPORARY
+
+
+def _result_from_error(exc: BaseException, started: float) -> SendResult:
+    """Map an aiosmtplib / network exception to a SendResult (never raises)."""
+    ms = int((time.monotonic() - started) * 1000)
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        first = exc.recipients[0] if exc.recipients else None
+        code = first.code if first else None
+        text = first.message if first else str(exc)
+        return SendResult(classify_code(code), code, text, ms, at_rcpt=True)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        # a relay configuration problem, not the message's fault: keep retrying
+        return SendResult(SendOutcome.TEMPORARY, exc.code, f"auth: {exc.message}", ms)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return SendResult(classify_code(exc.code), exc.code, exc.message, ms)
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return SendResult(SendOutcome.TEMPORARY, None, "timeout", ms)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return SendResult(SendOutcome.TEMPORARY, None, f"disconnected: {exc}", ms)
+    if isinstance(exc, aiosmtplib.SMTPConnectError | OSError):
+        return SendResult(SendOutcome.TEMPORARY, None, f"connection failed: {exc}", ms)
+    return SendResult(SendOutcome.TEMPORARY, None, f"{type(exc).__name__}: {exc}"[:500], ms)
+
+
+class EmailChannel:
+    """SMTP delivery to one relay with reused connections and bounded concurrency.
+
+    Create and use it inside one running event loop; ``close()`` it on that loop.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._limit = asyncio.Semaphore(max(1, settings.smtp_concurrency))
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._closed = False
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_user or None,
+            password=s.smtp_password or None,
+            use_tls=s.smtp_tls == "tls",
+            start_tls=s.smtp_tls == "starttls",
+            timeout=s.smtp_timeout,
+        )
+
+    async def _checkout(self) -> aiosmtplib.SMTP:
+        """An open connection: an idle one that is still alive, else a new one.
+
+        A connection idle for a while is probed with NOOP first, so a relay's idle
+        timeout costs a reconnect rather than a failed (and deferred) message.
+        """
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and time.monotonic() - since < _PROBE_AFTER:
+                return client
+            if client.is_connected:
+                try:
+                    await client.noop()
+                    return client
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    pass
+            client.close()
+        client = self._new_client()
+        await client.connect()
+        return client
+
+    def _checkin(self, client: aiosmtplib.SMTP) -> None:
+        if self._closed or not client.is_connected:
+            client.close()
+        else:
+            self._idle.append((client, time.monotonic()))
+
+    async def send(self, msg: EmailMessage) -> SendResult:
+        """Send one message; the outcome is a value, never an exception."""
+        data = build_mime(msg).as_bytes(policy=_POLICY)
+        async with self._limit:
+            started = time.monotonic()
+            client: aiosmtplib.SMTP | None = None
+            try:
+                client = await self._checkout()
+                _refused, response = await client.sendmail(msg.from_addr, [msg.to], data)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                if client is not None:
+                    self._discard_after_error(client, exc)
+                return _result_from_error(exc, started)
+            self._checkin(client)
+            ms = int((time.monotonic() - started) * 1000)
+            return SendResult(SendOutcome.SENT, 250, response[:500] or "OK", ms)
+
+    def _discard_after_error(self, client: aiosmtplib.SMTP, exc: BaseException) -> None:
+        """Keep a connection after a clean SMTP refusal (sendmail sent RSET), else drop it."""
+        if isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
+            self._checkin(client)
+        else:
+            client.close()
+
+    async def close(self) -> None:
+        """QUIT every idle connection (best effort)."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for client, _since in idle:
+            try:
+                await asyncio.wait_for(client.quit(), timeout=2)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+
+
+async def _send_all(settings: Settings, messages: Sequence[EmailMessage]) -> list[SendResult]:
+    channel = EmailChannel(settings)
+    try:
+        return list(await asyncio.gather(*(channel.send(m) for m in messages)))
+    finally:
+        await channel.close()
+
+
+def send_messages(settings: Settings, messages: Sequence[EmailMessage]) -> list[SendResult]:
+    """Synchronous helper (CLI, proofs): send ``messages`` over one pool, in order of results."""
+    return asyncio.run(_send_all(settings, messages))

@@ -1,0 +1,157 @@
+"""The email channel against a real SMTP server (aiosmtpd in-process, with scripted faults)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from soap_service.channels.email import EmailChannel, send_messages
+from soap_service.config import load_settings
+from soap_service.devsmtp import Fault, MailSink
+from soap_service.models import EmailMessage, SendOutcome
+
+
+def _msg(n: int = 1, to: str = "john.doe@example.com", **kw) -> EmailMessage:
+    fields = {
+        "from_addr": "shop@example.org",
+        "to": to,
+        "subject": f"Order {n} confirmed — merci",
+        "message_id": f"<mc.1.{n}@example.org>",
+        "html": f"<p>Hello <b>John</b>, order {n}</p>",
+        "text": f"Hello John, order {n}",
+    }
+    fields.update(kw)
+    return EmailMessage(**fields)
+
+
+def _settings(sink: MailSink, **kw):
+    env = {"MC_SMTP_HOST": sink.host, "MC_SMTP_PORT": str(sink.port)}
+    return load_settings(env, **kw)
+
+
+def test_sends_multipart_alternative_with_headers(tmp_path):
+    """A message with both parts arrives as multipart/alternative with Date, Message-ID,
+    From, To, Subject and Reply-To, and is stored as an .eml file by the sink."""
+    with MailSink(directory=tmp_path / "mail") as sink:
+        msg = _msg(reply_to="help@example.org", headers={"X-MC-Event": "1"})
+        [result] = send_messages(_settings(sink), [msg])
+        assert result.outcome is SendOutcome.SENT
+        assert result.code == 250
+        [got] = sink.wait_for(1)
+    mime = got.message
+    assert mime.get_content_type() == "multipart/alternative"
+    assert mime["Message-ID"] == "<mc.1.1@example.org>"
+    assert mime["From"] == "shop@example.org"
+    assert mime["To"] == "john.doe@example.com"
+    assert mime["Subject"] == "Order 1 confirmed — merci"
+    assert mime["Reply-To"] == "help@example.org"
+    assert mime["X-MC-Event"] == "1"
+    assert mime["Date"]
+    parts = {p.get_content_type(): p.get_content() for p in mime.iter_parts()}
+    assert parts["text/plain"].strip() == "Hello John, order 1"
+    assert "<b>John</b>" in parts["text/html"]
+    assert got.rcpt_tos == ("john.doe@example.com",)
+    assert got.path is not None and got.path.read_bytes() == got.data
+
+
+@pytest.mark.parametrize(
+    ("html", "text", "ctype"),
+    [("", "plain only", "text/plain"), ("<p>html only</p>", "", "text/html")],
+)
+def test_single_part_messages(html, text, ctype):
+    """A message with only one part is sent as that single part, not multipart."""
+    with MailSink() as sink:
+        [result] = send_messages(_settings(sink), [_msg(html=html, text=text)])
+        [got] = sink.wait_for(1)
+    assert result.outcome is SendOutcome.SENT
+    assert got.message.get_content_type() == ctype
+
+
+def test_connections_are_reused_and_concurrency_bounded():
+    """Fifty messages over a pool of 3 use at most 3 SMTP connections."""
+    peers: set = set()
+
+    class CountingSink(MailSink):
+        pass
+
+    with CountingSink() as sink:
+        original = sink.handler.handle_DATA
+
+        async def handle_data(server, session, envelope):
+            peers.add(session.peer)
+            return await original(server, session, envelope)
+
+        sink.handler.handle_DATA = handle_data  # type: ignore[method-assign]
+        results = send_messages(_settings(sink, smtp_concurrency=3),
+                                [_msg(n) for n in range(50)])
+        sink.wait_for(50)
+    assert all(r.outcome is SendOutcome.SENT for r in results)
+    assert len(sink.messages) == 50
+    assert 1 <= len(peers) <= 3
+
+
+def _fault_plan(reply: str, stage: str):
+    return lambda rcpt, attempt: Fault(reply, stage)
+
+
+@pytest.mark.parametrize(
+    ("reply", "stage", "outcome", "code", "at_rcpt"),
+    [
+        ("450 4.2.1 mailbox busy", "rcpt", SendOutcome.TEMPORARY, 450, True),
+        ("550 5.1.1 no such user", "rcpt", SendOutcome.PERMANENT, 550, True),
+        ("451 4.3.0 try later", "data", SendOutcome.TEMPORARY, 451, False),
+        ("554 5.7.1 rejected", "data", SendOutcome.PERMANENT, 554, False),
+    ],
+)
+def test_relay_refusals_are_classified(reply, stage, outcome, code, at_rcpt):
+    """4xx is temporary, 5xx permanent, with the relay's code and text; RCPT failures say so."""
+    with MailSink(plan=_fault_plan(reply, stage)) as sink:
+        [result] = send_messages(_settings(sink), [_msg()])
+    assert result.outcome is outcome
+    assert result.code == code
+    assert reply.split(" ", 1)[1] in result.text
+    assert result.at_rcpt is at_rcpt
+    assert sink.messages == []
+
+
+def test_disconnect_is_temporary():
+    """A relay dropping the connection mid-transaction is a temporary failure."""
+    with MailSink(plan=_fault_plan("disconnect", "data")) as sink:
+        [result] = send_messages(_settings(sink), [_msg()])
+    assert result.outcome is SendOutcome.TEMPORARY
+    assert result.code is None
+    assert sink.messages == []
+
+
+def test_refused_connection_is_temporary():
+    """Nothing listening on the relay port is a temporary failure, not an exception."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings({"MC_SMTP_HOST": "127.0.0.1", "MC_SMTP_PORT": str(port)})
+    [result] = send_messages(settings, [_msg()])
+    assert result.outcome is SendOutcome.TEMPORARY
+    assert "connection" in result.text.lower()
+
+
+def test_failure_then_success_on_the_same_channel():
+    """After a refusal the channel keeps working: the next message is sent."""
+    plan = lambda rcpt, attempt: Fault("450 busy", "rcpt") if rcpt.startswith("busy") else None  # noqa: E731
+    with MailSink(plan=plan) as sink:
+
+        async def run():
+            channel = EmailChannel(_settings(sink, smtp_concurrency=1))
+            try:
+                first = await channel.send(_msg(1, to="busy@example.com"))
+                second = await channel.send(_msg(2))
+            finally:
+                await channel.close()
+            return first, second
+
+        first, second = asyncio.run(run())
+        sink.wait_for(1)
+    assert first.outcome is SendOutcome.TEMPORARY
+    assert second.outcome is SendOutcome.SENT
+    assert [m.message_id for m in sink.messages] == ["<mc.1.2@example.org>"]

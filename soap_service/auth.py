@@ -1,0 +1,457 @@
+"""Who is calling: passwords, session tokens, security zones and API keys -> Principal.
+
+The SOAP edge builds :class:`Credentials` from the request and asks
+:meth:`Authenticator.authenticate`; it gets a :class:`Principal` or one of
+``InvalidCredentials`` (wrong login/password, unknown key, missing right),
+``SessionExpired`` (``XSV-350008``: unknown/expired ``___`` token, never a wrong
+password) or ``ZoneDenied`` (``XSV-350013``).  The hot path (~1,000 requests/s) is
+served from small in-process caches: zones, sessions, API keys and operators for
+``settings.auth_cache_ttl`` seconds (so a removed zone, revoked key or logoff in another
+process takes effect within that delay), and successful password checks for
+``settings.credential_cache_ttl`` seconds, keyed by a hash that includes the stored
+password hash (a password change invalidates it).  Clear secrets are never stored,
+cached or logged.  This module builds no SQL (that is ``store/auth.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from soap_service import clock
+from soap_service.config import Settings
+from soap_service.errors import InvalidCredentials, SessionExpired, ValidationFailed, ZoneDenied
+from soap_service.store import Database
+from soap_service.store import auth as store
+from soap_service.store.auth import Operator, Zone
+
+log = logging.getLogger(__name__)
+
+RIGHTS = frozenset({"mc", "admin"})
+SESSION_PREFIX = "___"
+API_KEY_PREFIX = "mc_"
+TRUSTED_LOGIN = "mc"
+BAD_LOGIN = "Invalid login or password. Connection denied."
+EXPIRED = "XSV-350008 Session token expired"
+ZONE_DENIED = "XSV-350013 IP address not allowed"
+CACHE_MAX_ENTRIES = 10_000
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str                 # sessiontoken as received (element/cookie/header), '' if none
+    bearer: str | None         # API key from `Authorization: Bearer ...`
+    remote_addr: str           # REMOTE_ADDR
+    forwarded_for: str | None  # X-Forwarded-For header, honoured only from zones flagged proxy
+
+
+@dataclass(frozen=True)
+class Principal:
+    operator_id: int | None
+    login: str
+    rights: frozenset[str]
+    via: str                   # "session" | "password" | "apikey" | "trusted"
+
+    def has_right(self, right: str) -> bool:
+        """``admin`` holds every right."""
+        return right in self.rights or "admin" in self.rights
+
+
+# ---------------------------------------------------------------- passwords and tokens
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
+_SCRYPT_MAXMEM = 128 * 1024 * 1024
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$N$r$p$salt$hash`` (base64): salted, slow, self-describing."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R,
+                            p=_SCRYPT_P, maxmem=_SCRYPT_MAXMEM, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Constant-time check of ``password`` against :func:`hash_password`'s output.
+
+    Also reads ``pbkdf2_sha256$iterations$salt$hash``. A malformed hash never matches.
+    """
+    parts = stored.split("$")
+    try:
+        if parts[0] == "scrypt" and len(parts) == 6:
+            n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+            expected = _unb64(parts[5])
+            got = hashlib.scrypt(password.encode("utf-8"), salt=_unb64(parts[4]), n=n, r=r, p=p,
+                                 maxmem=_SCRYPT_MAXMEM, dklen=len(expected))
+        elif parts[0] == "pbkdf2_sha256" and len(parts) == 4:
+            expected = _unb64(parts[3])
+            got = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), _unb64(parts[2]),
+                                      int(parts[1]), dklen=len(expected))
+        else:
+            return False
+    except (ValueError, OverflowError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def new_session_token() -> str:
+    return f"{SESSION_PREFIX}{uuid.uuid4()}"
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """``login/password`` split at the **first** ``/`` (as the suite's SDK does), else None.
+
+    A session token (``___...``) is never split, even if it contains a slash.
+    """
+    if token.startswith(SESSION_PREFIX) or "/" not in token:
+        return None
+    login, _, password = token.partition("/")
+    return login, password
+
+
+def parse_rights(rights: Iterable[str]) -> frozenset[str]:
+    result = frozenset(r.strip() for r in rights if r.strip())
+    unknown = result - RIGHTS
+    if unknown:
+        raise ValidationFailed(f"unknown right(s): {', '.join(sorted(unknown))} "
+                               f"(known: {', '.join(sorted(RIGHTS))})")
+    return result or frozenset({"mc"})
+
+
+# ---------------------------------------------------------------- zones and client address
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address from REMOTE_ADDR or an X-Forwarded-For hop; IPv4-mapped IPv6 -> IPv4."""
+    value = text.strip()
+    if value.startswith("[") and "]" in value:  # "[::1]:8080"
+        value = value[1:value.index("]")]
+    elif value.count(":") == 1:  # "10.0.0.1:8080"
+        value = value.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(value.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def parse_cidr(cidr: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError as exc:
+        raise ValidationFailed(f"invalid network {cidr!r}: {exc}") from exc
+
+
+class ZoneTable:
+    """Zones with parsed networks, most specific first (the first match wins)."""
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        parsed = [(parse_cidr(z.cidr), z) for z in zones]
+        parsed.sort(key=lambda item: (-item[0].prefixlen, item[1].name))
+        self._zones: Sequence[tuple[IPNetwork, Zone]] = parsed
+
+    def match(self, ip: IPAddress | None) -> Zone | None:
+        if ip is None:
+            return None
+        for network, zone in self._zones:
+            if ip.version == network.version and ip in network:
+                return zone
+        return None
+
+    def is_proxy(self, ip: IPAddress | None) -> bool:
+        return ip is not None and any(
+            z.is_proxy and ip.version == n.version and ip in n for n, z in self._zones)
+
+    def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
+        """REMOTE_ADDR, or the right-most X-Forwarded-For hop that is not a declared proxy.
+
+        X-Forwarded-For is read only when REMOTE_ADDR is in a zone flagged ``is_proxy``; an
+        unparsable hop is returned as is (it then matches no zone and is refused).
+        """
+        remote = parse_ip(remote_addr)
+        if remote is None:
+            return remote_addr.strip()
+        if not forwarded_for or not self.is_proxy(remote):
+            return str(remote)
+        current = remote
+        for hop in reversed([h for h in forwarded_for.split(",") if h.strip()]):
+            ip = parse_ip(hop)
+            if ip is None:
+                return hop.strip()[:64]
+            current = ip
+            if not self.is_proxy(ip):
+                break
+        return str(current)
+
+
+# ---------------------------------------------------------------- the authenticator
+
+
+class _TtlCache:
+    """A small dict with per-entry expiry on the service clock; thread-safe enough."""
+
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self._now = now
+        self._data: dict[str, tuple[datetime, datetime, Any]] = {}
+
+    def get(self, key: str) -> Any | None:
+        entry = self._data.get(key)
+        if entry is None or not entry[0] <= self._now() < entry[1]:  # expired or clock jumped
+            return None
+        return entry[2]
+
+    def put(self, key: str, value: Any, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        if len(self._data) >= CACHE_MAX_ENTRIES:
+            self._data.clear()
+        now = self._now()
+        self._data[key] = (now, now + timedelta(seconds=ttl), value)
+
+    def pop(self, key: str) -> None:
+        self._data.pop(key, None)
+
+
+class Authenticator:
+    """Turns :class:`Credentials` into a :class:`Principal`; one per process (caches)."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._cache = _TtlCache(clock.utcnow)
+        self._cache_secret = secrets.token_bytes(32)  # credential-cache keys are HMACs
+        self._lock = threading.Lock()
+        self._zones: tuple[datetime, ZoneTable] | None = None
+
+    # -- zones
+    def zones(self) -> ZoneTable:
+        """The zone table, re-read from the database every ``auth_cache_ttl`` seconds."""
+        now = clock.utcnow()
+        ttl = timedelta(seconds=self.settings.auth_cache_ttl)
+        cached = self._zones
+        if cached is not None and cached[0] <= now < cached[0] + ttl:
+            return cached[1]
+        with self._lock:
+            table = ZoneTable(store.list_zones(self.db))
+            self._zones = (now, table)
+        return table
+
+    def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
+        return self.zones().client_ip(remote_addr, forwarded_for)
+
+    def zone_for(self, remote_addr: str, forwarded_for: str | None) -> Zone | None:
+        """The caller's zone (for ``show_errors``), or None outside every zone."""
+        table = self.zones()
+        return table.match(parse_ip(table.client_ip(remote_addr, forwarded_for)))
+
+    def _zone_or_deny(self, remote_addr: str, forwarded_for: str | None) -> Zone:
+        table = self.zones()
+        ip = table.client_ip(remote_addr, forwarded_for)
+        zone = table.match(parse_ip(ip))
+        if zone is None:
+            log.info("auth.zone_denied ip=%s", ip)
+            raise ZoneDenied(ZONE_DENIED, f"address {ip} is outside every security zone")
+        return zone
+
+    # -- the hot path
+    def authenticate(self, creds: Credentials, right: str = "mc") -> Principal:
+        """Check the caller's zone and credentials, then that it holds ``right``."""
+        zone = self._zone_or_deny(creds.remote_addr, creds.forwarded_for)
+        token = creds.token.strip()
+        if not token and creds.bearer:
+            principal = self._by_api_key(creds.bearer.strip())
+        elif not token:
+            raise InvalidCredentials(BAD_LOGIN, "no session token")
+        elif (pair := split_token(token)) is not None:
+            principal = self._by_password(zone, *pair)
+        else:
+            principal = self._by_session(token)
+        if not principal.has_right(right):
+            log.info("auth.right_missing login=%s right=%s", principal.login, right)
+            raise InvalidCredentials(BAD_LOGIN, f"operator lacks the right {right!r}")
+        return principal
+
+    def _by_password(self, zone: Zone, login: str, password: str) -> Principal:
+        if zone.session_token_only:
+            raise ZoneDenied(ZONE_DENIED, f"zone {zone.name!r} accepts session tokens only")
+        if password == "":
+            return self._trusted(zone, login)
+        if not zone.allow_user_password:
+            raise ZoneDenied(ZONE_DENIED, f"zone {zone.name!r} does not allow login/password")
+        op = self._check_password(login, password)
+        return Principal(op.id, op.login, op.rights, "password")
+
+    def _trusted(self, zone: Zone, login: str) -> Principal:
+        """``login/`` with an empty password: only in a zone with ``allow_empty_password``."""
+        if not zone.allow_empty_password:
+            raise InvalidCredentials(BAD_LOGIN, "empty password")
+        op = self._operator(login)
+        if op is not None:
+            return Principal(op.id, op.login, op.rights, "trusted")
+        if login == TRUSTED_LOGIN:
+            return Principal(None, TRUSTED_LOGIN, frozenset({"mc"}), "trusted")
+        raise InvalidCredentials(BAD_LOGIN, "unknown login")
+
+    def _operator(self, login: str) -> Operator | None:
+        key = "op:" + login
+        op = self._cache.get(key)
+        if op is None:
+            op = store.get_operator(self.db, login)
+            if op is not None:
+                self._cache.put(key, op, self.settings.auth_cache_ttl)
+        return op
+
+    def _check_password(self, login: str, password: str) -> Operator:
+        op = self._operator(login)
+        if op is None:
+            verify_password(password, _dummy_hash())  # same cost as a real check: no enumeration
+            raise InvalidCredentials(BAD_LOGIN, "unknown login")
+        material = f"{op.id}\0{op.password_hash}\0{password}".encode()
+        key = "pw:" + hmac.new(self._cache_secret, material, "sha256").hexdigest()
+        if self._cache.get(key):
+            return op
+        if not verify_password(password, op.password_hash):
+            log.info("auth.password_rejected operator_id=%s", op.id)
+            raise InvalidCredentials(BAD_LOGIN, "wrong password")
+        self._cache.put(key, True, self.settings.credential_cache_ttl)
+        return op
+
+    def _by_session(self, token: str) -> Principal:
+        if not token.startswith(SESSION_PREFIX):
+            raise SessionExpired(EXPIRED, "not a session token")
+        token_hash = sha256_hex(token)
+        key = "s:" + token_hash
+        found = self._cache.get(key)
+        if found is None:
+            found = store.find_session(self.db, token_hash)
+            if found is None:
+                raise SessionExpired(EXPIRED, "unknown session token")
+            self._cache.put(key, found, self.settings.auth_cache_ttl)
+        op, expires_at = found
+        if expires_at <= clock.utcnow():
+            self._cache.pop(key)
+            raise SessionExpired(EXPIRED, "session token expired")
+        return Principal(op.id, op.login, op.rights, "session")
+
+    def _by_api_key(self, api_key: str) -> Principal:
+        if not api_key.startswith(API_KEY_PREFIX):
+            raise InvalidCredentials(BAD_LOGIN, "malformed API key")
+        key_hash = sha256_hex(api_key)
+        found = self._cache.get("k:" + key_hash)
+        if found is None:
+            found = store.find_api_key(self.db, key_hash)
+            if found is None:
+                raise InvalidCredentials(BAD_LOGIN, "unknown API key")
+            self._cache.put("k:" + key_hash, found, self.settings.auth_cache_ttl)
+        record, op = found
+        if record.revoked_at is not None:
+            raise InvalidCredentials(BAD_LOGIN, "API key revoked")
+        if op is not None:
+            return Principal(op.id, op.login, op.rights, "apikey")
+        return Principal(None, f"apikey:{record.name}", frozenset({"mc"}), "apikey")
+
+    # -- xtk:session
+    def logon(self, login: str, password: str, remote_addr: str,
+              forwarded_for: str | None) -> tuple[str, Principal]:
+        """Check login/password and open a session: returns (``___<uuid>`` token, principal)."""
+        zone = self._zone_or_deny(remote_addr, forwarded_for)
+        if password == "":
+            trusted = self._trusted(zone, login)
+            op = self._operator(trusted.login)
+            if op is None:  # the built-in trusted "mc" has no row to hang a session on
+                raise InvalidCredentials(BAD_LOGIN, "no operator for a session")
+        else:
+            op = self._check_password(login, password)
+        token = new_session_token()
+        expires_at = clock.utcnow() + timedelta(seconds=self.settings.session_ttl)
+        store.add_session(self.db, sha256_hex(token), op.id, expires_at)
+        log.info("auth.logon operator_id=%s", op.id)
+        return token, Principal(op.id, op.login, op.rights, "session")
+
+    def logoff(self, token: str) -> None:
+        """End a session (no-op for anything that is not a live ``___`` token)."""
+        token = token.strip()
+        if not token.startswith(SESSION_PREFIX):
+            return
+        token_hash = sha256_hex(token)
+        self._cache.pop("s:" + token_hash)
+        if store.delete_session(self.db, token_hash):
+            log.info("auth.logoff")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+# ---------------------------------------------------------------- administration (CLI)
+
+
+def create_operator(db: Database, login: str, password: str,
+                    rights: Iterable[str] = ("mc",)) -> Operator:
+    """Add an operator with a hashed password; ``/`` is refused in logins (token syntax)."""
+    login = login.strip()
+    if not login or "/" in login or login.startswith(SESSION_PREFIX):
+        raise ValidationFailed("a login must be non-empty, without '/' and not start with '___'")
+    if not password:
+        raise ValidationFailed("a password must not be empty")
+    op = store.add_operator(db, login, hash_password(password), parse_rights(rights))
+    log.info("auth.operator_added operator_id=%s", op.id)
+    return op
+
+
+def change_password(db: Database, login: str, password: str) -> None:
+    if not password:
+        raise ValidationFailed("a password must not be empty")
+    store.set_password_hash(db, login, hash_password(password))
+    log.info("auth.password_changed login=%s", login)
+
+
+def create_zone(db: Database, name: str, cidr: str, **flags: bool) -> Zone:
+    """Add a zone; the CIDR is validated and normalised (``10.1.2.3/8`` -> ``10.0.0.0/8``)."""
+    if not name.strip():
+        raise ValidationFailed("a zone needs a name")
+    return store.add_zone(db, Zone(name=name.strip(), cidr=str(parse_cidr(cidr)), **flags))
+
+
+def create_api_key(db: Database, name: str,
+                   operator_login: str | None = None) -> tuple[str, store.ApiKey]:
+    """A new key ``mc_...``: returned in clear once, stored as sha256."""
+    if not name.strip():
+        raise ValidationFailed("an API key needs a name")
+    key = new_api_key()
+    record = store.add_api_key(db, name.strip(), sha256_hex(key), key[:8], operator_login)
+    log.info("auth.apikey_created name=%s", record.name)
+    return key, record

@@ -32,6 +32,7 @@ class Settings:
     # Authentication
     session_ttl: int = 86400  # seconds a Logon session token stays valid
     credential_cache_ttl: int = 60  # seconds a verified login/password is cached in-process
+    auth_cache_ttl: int = 5  # seconds zones, sessions, API keys, operators are cached in-process
     # Bad-input limits
     max_body_bytes: int = 2 * 1024 * 1024
     max_events_per_call: int = 1000

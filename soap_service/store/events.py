@@ -1,0 +1,254 @@
+"""Event storage, ingest side: insert events (idempotently), list them, show one.
+
+Only SQLAlchemy Core here, and one transaction per call: the hot path of ``PushEvent``
+is one ``INSERT ... RETURNING`` plus a commit; ``PushEvents`` is one multi-row insert.
+Rows come in as plain column dicts (built and validated by ``soap_service.ingest``) and
+go out as :class:`soap_service.models.Event` values.  The dispatch side (claims, leases,
+outcomes) lives in ``store.queue``, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from soap_service import wakeup
+from soap_service.errors import Conflict, ServerError
+from soap_service.models import Event, EventStatus, Queue
+from soap_service.store import Database
+from soap_service.tables import event_status_log, event_types, events
+
+# Every column an ingested row may set; rows are padded to this set so that one
+# executemany ("insertmanyvalues") statement carries the whole call.
+INSERT_COLUMNS = (
+    "queue", "event_type", "status", "priority", "email", "mobile_phone", "wished_channel",
+    "email_format", "external_id", "origin", "language", "country", "registration_token",
+    "mobile_app_uuid", "scheduled_at", "expiration_at", "attributes", "ctx_xml", "error_count",
+    "process_at", "idempotency_key", "payload_hash", "parent_id", "followup_rule_id",
+    "created_at", "updated_at",
+)
+_INSERT_DEFAULTS: dict[str, Any] = {c: None for c in INSERT_COLUMNS} | {
+    "status": EventStatus.PENDING.value, "priority": 1, "wished_channel": 0,
+    "email_format": 0, "attributes": "{}", "error_count": 0,
+}
+_IDEMPOTENCY_RETRIES = 3
+LANE_CACHE_SECONDS = 5.0
+
+
+class IdempotencyConflict(Conflict):
+    """An idempotency key already names a different event; ``index`` is its place in the call."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__("idempotency key already used for a different event")
+        self.index = index
+
+
+@dataclass(frozen=True)
+class StoredIds:
+    """Primary keys of one call's events, in order; ``replayed`` marks idempotent repeats."""
+
+    ids: list[int]
+    replayed: list[bool]
+
+
+# ---------------------------------------------------------------- insert
+
+
+def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
+    """Insert ``rows`` in one transaction (all or none) and wake the dispatcher.
+
+    A row with an ``idempotency_key`` already stored with the same ``payload_hash``
+    yields the original id instead of a new row; with another hash the whole call
+    fails with :class:`IdempotencyConflict`.  Two concurrent inserts of one key meet
+    on the unique index: the loser retries, re-reads and compares.
+    """
+    for attempt in range(_IDEMPOTENCY_RETRIES):
+        try:
+            with db.begin() as conn:
+                stored = _insert_in(conn, rows)
+                if not all(stored.replayed) and not db.is_postgres:
+                    wakeup.notify_in_transaction(conn)
+        except IntegrityError as exc:
+            if attempt + 1 == _IDEMPOTENCY_RETRIES or not _has_keys(rows):
+                raise ServerError("could not store the events", str(exc.orig)[:200]) from exc
+            continue
+        if not all(stored.replayed):
+            wakeup.notify_after_commit(db)
+        return stored
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _returning(conn: Connection) -> tuple[Any, ...]:
+    """``RETURNING id`` -- on PostgreSQL with the wake-up NOTIFY folded into the same
+    statement (``pg_notify`` is delivered at commit and de-duplicated per transaction),
+    which saves the separate ``NOTIFY`` round trip of ``wakeup.notify_in_transaction``."""
+    if conn.dialect.name == "postgresql":
+        return (events.c.id, func.pg_notify(wakeup.CHANNEL, ""))
+    return (events.c.id,)
+
+
+def _has_keys(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return any(r.get("idempotency_key") for r in rows)
+
+
+def _insert_in(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
+    ids: list[int | None] = [None] * len(rows)
+    replayed = [False] * len(rows)
+    if _has_keys(rows):
+        _resolve_keys(conn, rows, ids, replayed)
+    fresh = [i for i, pk in enumerate(ids) if pk is None and not replayed[i]]
+    returning = _returning(conn)
+    if len(fresh) == 1:
+        (i,) = fresh
+        ids[i] = conn.execute(insert(events).returning(*returning), _padded(rows[i])).scalar()
+    elif fresh:
+        stmt = insert(events).returning(*returning, sort_by_parameter_order=True)
+        result = conn.execute(stmt, [_padded(rows[i]) for i in fresh])
+        for i, pk in zip(fresh, result.scalars(), strict=True):
+            ids[i] = pk
+    _fill_duplicates(rows, ids)
+    return StoredIds(ids=[int(pk) for pk in ids if pk is not None], replayed=replayed)
+
+
+def _resolve_keys(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], ids: list[int | None],
+    replayed: list[bool],
+) -> None:
+    """Map already-stored keys to their ids; raise on a key reused with another payload."""
+    keys = {r["idempotency_key"] for r in rows if r.get("idempotency_key")}
+    found = {
+        key: (pk, digest)
+        for key, pk, digest in conn.execute(
+            select(events.c.idempotency_key, events.c.id, events.c.payload_hash).where(
+                events.c.idempotency_key.in_(keys)
+            )
+        )
+    }
+    first_in_call: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        key = row.get("idempotency_key")
+        if not key:
+            continue
+        if key in found:
+            pk, digest = found[key]
+            if digest != row.get("payload_hash"):
+                raise IdempotencyConflict(i)
+            ids[i], replayed[i] = pk, True
+        elif key in first_in_call:
+            if rows[first_in_call[key]].get("payload_hash") != row.get("payload_hash"):
+                raise IdempotencyConflict(i)
+            replayed[i] = True
+        else:
+            first_in_call[key] = i
+
+
+def _fill_duplicates(rows: Sequence[Mapping[str, Any]], ids: list[int | None]) -> None:
+    """A key repeated inside one call gets the id of its first occurrence."""
+    by_key: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        key = row.get("idempotency_key")
+        if not key:
+            continue
+        if ids[i] is None:
+            ids[i] = by_key[key]
+        else:
+            by_key.setdefault(key, ids[i])  # type: ignore[arg-type]
+
+
+def _padded(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(_INSERT_DEFAULTS)
+    out.update(row)
+    return out
+
+
+# ---------------------------------------------------------------- event types (cached)
+
+_lane_cache: weakref.WeakKeyDictionary[Database, tuple[float, dict[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def event_type_lanes(db: Database) -> dict[str, str]:
+    """``{event type name: lane}``, re-read at most every few seconds (read-only cache)."""
+    cached = _lane_cache.get(db)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    with db.connect() as conn:
+        lanes = {name: lane for name, lane in conn.execute(
+            select(event_types.c.name, event_types.c.lane)
+        )}
+    _lane_cache[db] = (now + LANE_CACHE_SECONDS, lanes)
+    return lanes
+
+
+def forget_event_types(db: Database) -> None:
+    """Drop the cached lanes (after a change to ``event_types`` in this process)."""
+    _lane_cache.pop(db, None)
+
+
+# ---------------------------------------------------------------- read
+
+
+def event_from_row(row: Row[Any] | Mapping[str, Any]) -> Event:
+    """Turn an ``events`` row into an :class:`Event`."""
+    m = row._mapping if isinstance(row, Row) else row
+    return Event(
+        id=m["id"], queue=Queue(m["queue"]), event_type=m["event_type"], ctx_xml=m["ctx_xml"],
+        status=EventStatus(m["status"]), email=m["email"], mobile_phone=m["mobile_phone"],
+        wished_channel=m["wished_channel"], email_format=m["email_format"],
+        external_id=m["external_id"], origin=m["origin"], language=m["language"],
+        country=m["country"], registration_token=m["registration_token"],
+        mobile_app_uuid=m["mobile_app_uuid"], scheduled_at=m["scheduled_at"],
+        expiration_at=m["expiration_at"], attributes=json.loads(m["attributes"] or "{}"),
+        error_count=m["error_count"], process_at=m["process_at"], created_at=m["created_at"],
+        updated_at=m["updated_at"], parent_id=m["parent_id"], last_error=m["last_error"],
+    )
+
+
+def get_event(db: Database, pk: int) -> Event | None:
+    """The event with primary key ``pk``, or None."""
+    with db.connect() as conn:
+        row = conn.execute(select(events).where(events.c.id == pk)).first()
+    return None if row is None else event_from_row(row)
+
+
+def list_events(
+    db: Database, *, status: str | None = None, event_type: str | None = None,
+    queue: str | None = None, limit: int = 50,
+) -> list[Event]:
+    """Newest events first, optionally filtered by status, type and queue."""
+    stmt = select(events).order_by(events.c.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(events.c.status == status)
+    if event_type:
+        stmt = stmt.where(events.c.event_type == event_type)
+    if queue:
+        stmt = stmt.where(events.c.queue == queue)
+    with db.connect() as conn:
+        return [event_from_row(row) for row in conn.execute(stmt)]
+
+
+def status_history(db: Database, pk: int) -> list[dict[str, Any]]:
+    """Status changes of one event, oldest first (``event_status_log``)."""
+    stmt = (
+        select(event_status_log.c.status, event_status_log.c.reason,
+               event_status_log.c.created_at)
+        .where(event_status_log.c.event_id == pk)
+        .order_by(event_status_log.c.id)
+    )
+    with db.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
+def count_events(db: Database) -> int:
+    """Number of stored events (tests and health output)."""
+    with db.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(events)).scalar_one())

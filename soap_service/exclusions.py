@@ -1,0 +1,98 @@
+"""Exclusions: never send to a quarantined (hard-bounced) or denylisted address.
+
+The worker calls :func:`exclude_if_listed` before sending (a listed address ends the event
+``ignored`` with an exclusion-log row) and :func:`quarantine_after_failure` after a
+permanent failure at RCPT.  Manual entries (``msgcenter quarantine add``) are the
+denylist; a bounce never overwrites one.  Addresses are compared normalised
+(:func:`normalise_address`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from soap_service import clock
+from soap_service.errors import NotFound, ValidationFailed
+from soap_service.models import Event, SendOutcome, SendResult
+from soap_service.store import Database, logs
+from soap_service.store.logs import Exclusion, QuarantineEntry
+
+log = logging.getLogger(__name__)
+
+SOURCE_BOUNCE = "bounce"
+SOURCE_MANUAL = "manual"
+
+
+def normalise_address(address: str) -> str:
+    """Emails compare case-insensitively; phone numbers without spaces or dashes."""
+    value = address.strip()
+    if "@" in value:
+        return value.lower()
+    return "".join(ch for ch in value if ch not in " -.()")
+
+
+def exclusion_reason(entry: QuarantineEntry) -> str:
+    kind = "denylisted" if entry.source == SOURCE_MANUAL else "quarantined"
+    return f"{kind}: {entry.reason}"
+
+
+def exclude_if_listed(db: Database, event: Event) -> str | None:
+    """End ``event`` ``ignored`` if its address is listed; returns the reason, else None."""
+    if not event.address:
+        return None
+    address = normalise_address(event.address)
+    with db.begin() as conn:
+        entry = logs.get_quarantine(conn, address)
+        if entry is None:
+            return None
+        reason = exclusion_reason(entry)
+        logs.mark_ignored(conn, event.id, address, reason, clock.utcnow())
+    log.info("event.ignored event_id=%s source=%s", event.id, entry.source)
+    return reason
+
+
+def quarantine_after_failure(db: Database, event: Event, result: SendResult) -> bool:
+    """Quarantine the event's address after a permanent failure at RCPT; True if it did."""
+    if result.outcome is not SendOutcome.PERMANENT or not result.at_rcpt or not event.address:
+        return False
+    reason = f"{result.code or ''} {result.text}".strip()[:500] or "rejected at RCPT"
+    with db.begin() as conn:
+        logs.put_quarantine(conn, normalise_address(event.address), reason, SOURCE_BOUNCE,
+                            clock.utcnow())
+    log.info("address.quarantined event_id=%s code=%s", event.id, result.code)
+    return True
+
+
+def add(db: Database, address: str, reason: str = "") -> QuarantineEntry:
+    """Add (or turn into) a manual denylist entry."""
+    value = normalise_address(address)
+    if not value:
+        raise ValidationFailed("an address is required")
+    with db.begin() as conn:
+        return logs.put_quarantine(conn, value, reason or "denylisted by an operator",
+                                   SOURCE_MANUAL, clock.utcnow())
+
+
+def remove(db: Database, address: str) -> None:
+    with db.begin() as conn:
+        if not logs.delete_quarantine(conn, normalise_address(address)):
+            raise NotFound(f"{address} is not in quarantine")
+
+
+def lookup(db: Database, address: str) -> QuarantineEntry | None:
+    with db.connect() as conn:
+        return logs.get_quarantine(conn, normalise_address(address))
+
+
+def list_entries(db: Database, source: str | None = None, limit: int = 1000
+                 ) -> list[QuarantineEntry]:
+    with db.connect() as conn:
+        return logs.list_quarantine(conn, source, limit)
+
+
+def list_exclusions(db: Database, since_seconds: int | None = None, event_id: int | None = None,
+                    limit: int = 100) -> list[Exclusion]:
+    since = None if since_seconds is None else clock.utcnow() - timedelta(seconds=since_seconds)
+    with db.connect() as conn:
+        return logs.list_exclusions(conn, since, event_id, limit)

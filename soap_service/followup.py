@@ -1,0 +1,110 @@
+"""Follow-up messages: due rules -> one child event per parent, through the normal pipeline.
+
+A rule (``msgcenter followup add``) says: for events of type T sent at least ``after`` ago
+whose message was not opened (or not clicked) by a person — machine hits do not count —
+send template F with the **same ctx**.  :func:`tick` is the scheduled job: it creates the
+child events (status ``pending``, ``parent_id`` and ``followup_rule_id`` set, the event
+type of template F) and the dispatcher sends them like any other event.  The unique
+constraint ``uq_events_followup_once`` makes "at most one follow-up per parent and rule"
+hold even with several workers running the job at once.  Only events received after the
+rule was created are followed up, so adding a rule never mails the whole history.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+from soap_service import clock, wakeup
+from soap_service.config import Settings
+from soap_service.errors import NotFound, ValidationFailed
+from soap_service.models import Channel
+from soap_service.store import Database, logs
+from soap_service.store.logs import FollowupRule
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("not-opened", "not-clicked")
+WISHED_CHANNEL = {Channel.EMAIL.value: 0, Channel.SMS.value: 1, Channel.PUSH.value: 40}
+BATCH = 500  # parents examined per rule and transaction
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+
+
+def parse_duration(text: str) -> int:
+    """``"3d"``, ``"36h"``, ``"1d12h"``, ``"90m"``, ``"45s"`` or plain seconds -> seconds."""
+    value = text.strip().lower()
+    if value.isdigit():
+        return int(value)
+    parts = _DURATION.findall(value)
+    if not parts or _DURATION.sub("", value).strip():
+        raise ValidationFailed(f"invalid duration {text!r} (use e.g. 3d, 12h, 30m, 1d12h)")
+    return sum(int(number) * _UNITS[unit] for number, unit in parts)
+
+
+def add_rule(db: Database, name: str, event_type: str, template: str, after: str,
+             condition: str, channel: str | None = None) -> FollowupRule:
+    """Create a rule; the template must exist (it may be published later)."""
+    if condition not in CONDITIONS:
+        raise ValidationFailed(f"condition must be one of {', '.join(CONDITIONS)}")
+    after_seconds = parse_duration(after)
+    if after_seconds <= 0:
+        raise ValidationFailed("--after must be positive")
+    with db.begin() as conn:
+        target = logs.template_target(conn, template)
+        if target is None:
+            raise NotFound(f"template {template!r} does not exist")
+        chosen = channel or target[1]
+        if chosen not in WISHED_CHANNEL:
+            raise ValidationFailed(f"unknown channel {chosen!r}")
+        return logs.insert_rule(conn, name=name, event_type=event_type, template=template,
+                                after_seconds=after_seconds, condition=condition,
+                                channel=chosen, at=clock.utcnow())
+
+
+def list_rules(db: Database) -> list[FollowupRule]:
+    with db.connect() as conn:
+        return logs.list_rules(conn)
+
+
+def set_enabled(db: Database, name: str, enabled: bool) -> None:
+    with db.begin() as conn:
+        if not logs.set_rule_enabled(conn, name, enabled):
+            raise NotFound(f"follow-up rule {name!r} does not exist")
+
+
+def tick(db: Database, settings: Settings | None = None) -> int:
+    """The scheduled job: create every due follow-up event; returns how many were created."""
+    with db.connect() as conn:
+        rules = logs.list_rules(conn, enabled_only=True)
+    created = sum(_run_rule(db, rule) for rule in rules)
+    if created:
+        wakeup.notify_after_commit(db)
+    return created
+
+
+def _run_rule(db: Database, rule: FollowupRule) -> int:
+    created = 0
+    while True:
+        now = clock.utcnow()
+        with db.begin() as conn:
+            target = logs.template_target(conn, rule.template)
+            if target is None:
+                log.warning("followup.template_missing rule=%s", rule.name)
+                return created
+            sent_before = now - timedelta(seconds=rule.after_seconds)
+            parents = logs.followup_candidates(conn, rule, sent_before, BATCH)
+            wished = WISHED_CHANNEL.get(rule.channel, 0)
+            children = [logs.insert_followup_child(conn, parent, rule, target[0], wished, now)
+                        for parent in parents]
+            made = [child for child in children if child is not None]
+            if made:
+                wakeup.notify_in_transaction(conn)
+        for parent, child in zip(parents, children, strict=True):
+            if child is not None:
+                log.info("followup.created rule=%s parent_id=%s event_id=%s",
+                         rule.name, parent, child)
+        created += len(made)
+        if len(parents) < BATCH or not made:
+            return created

@@ -1,0 +1,153 @@
+"""The tracking endpoints: ``GET /r/o/<token>`` (open pixel) and ``GET /r/c/<token>`` (click).
+
+A request is answered at once — the pixel, or a 302 to the link's target — and the hit is
+handed to a :class:`Recorder` thread that writes it to the tracking log, so a slow or
+unavailable database never delays a reader's click.  A token that does not verify
+records nothing and gets a plain 404 (no redirect: the target of a forged click cannot be
+trusted).  ``web.py`` mounts :class:`TrackingApp` under ``/r/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from soap_service import clock, track
+from soap_service.config import Settings
+from soap_service.store import Database, logs
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/r/"
+# the smallest transparent GIF (1x1)
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
+            ("Pragma", "no-cache")]
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One verified open or click, as seen at the edge."""
+
+    token: track.TrackingToken
+    user_agent: str
+    ip: str
+    at: datetime
+
+
+def record_hit(db: Database, hit: Hit) -> bool:
+    """Write one hit (delivery id and machine flag resolved now); False if the event is gone."""
+    with db.begin() as conn:
+        sent = logs.sent_delivery(conn, hit.token.event_id)
+        if sent is None:
+            return False
+        logs.insert_tracking(
+            conn, event_id=hit.token.event_id, delivery_id=sent.delivery_id,
+            kind=hit.token.kind, url=hit.token.url or None, user_agent=hit.user_agent,
+            ip=hit.ip, machine=track.is_machine(hit.user_agent, sent.sent_at, hit.at),
+            at=hit.at,
+        )
+    return True
+
+
+class Recorder:
+    """A bounded queue and one daemon thread writing hits; drops (and logs) when full."""
+
+    def __init__(self, db: Database, maxsize: int = 10_000) -> None:
+        self.db = db
+        self._queue: queue.Queue[Hit | None] = queue.Queue(maxsize=maxsize)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, hit: Hit) -> None:
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(hit)
+        except queue.Full:
+            log.warning("tracking.dropped event_id=%s kind=%s", hit.token.event_id, hit.token.kind)
+
+    def flush(self) -> None:
+        """Block until every submitted hit has been written (tests, shutdown)."""
+        self._queue.join()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mc-tracking",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            hit = self._queue.get()
+            try:
+                if hit is None:
+                    return
+                if not record_hit(self.db, hit):
+                    log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
+            except Exception:  # a lost hit must never kill the recorder
+                log.exception("tracking.record_failed event_id=%s", hit.token.event_id)
+            finally:
+                self._queue.task_done()
+
+
+def _client_ip(environ: dict[str, Any]) -> str:
+    return str(environ.get("REMOTE_ADDR") or "")
+
+
+def _not_found(start_response: StartResponse) -> Iterable[bytes]:
+    body = b"not found\n"
+    start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
+                                     ("Content-Length", str(len(body))), *NO_CACHE])
+    return [body]
+
+
+class TrackingApp:
+    """WSGI application for ``/r/o/<token>`` and ``/r/c/<token>``; 404 for anything else."""
+
+    def __init__(self, db: Database, settings: Settings, recorder: Recorder | None = None,
+                 client_ip: Callable[[dict[str, Any]], str] = _client_ip) -> None:
+        self.db = db
+        self.secret = settings.secret
+        self.recorder = recorder or Recorder(db)
+        self.client_ip = client_ip  # web.py may pass its zone-aware X-Forwarded-For resolver
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO") or "")
+        method = str(environ.get("REQUEST_METHOD") or "GET").upper()
+        if method not in {"GET", "HEAD"} or not path.startswith(PREFIX):
+            return _not_found(start_response)
+        code, _, token = path[len(PREFIX):].partition("/")
+        kind = {"o": track.OPEN, "c": track.CLICK}.get(code)
+        verified = track.verify_token(self.secret, token, kind) if kind and token else None
+        if verified is None:
+            log.info("tracking.bad_token path_kind=%s", code[:2])
+            return _not_found(start_response)
+        if method == "GET":
+            self.recorder.submit(Hit(
+                token=verified, user_agent=str(environ.get("HTTP_USER_AGENT") or ""),
+                ip=self.client_ip(environ), at=clock.utcnow(),
+            ))
+        if verified.kind == track.OPEN:
+            start_response("200 OK", [("Content-Type", "image/gif"),
+                                      ("Content-Length", str(len(PIXEL))), *NO_CACHE])
+            return [PIXEL]
+        location = track.location_header(verified.url)
+        start_response("302 Found", [("Location", location), ("Content-Length", "0"),
+                                     *NO_CACHE])
+        return [b""]

@@ -1,0 +1,339 @@
+"""The personalisation engine: a compiled template + event data -> text, sandboxed.
+
+Pure and closed: the tree from :mod:`compiler` is interpreted here over plain data (the
+event's attributes and its ``<ctx>`` XML).  There is no Python attribute access, no
+import, no file or network: a template can only read fields of ``rtEvent`` and call the
+functions listed in :data:`syntax.FUNCTIONS`.  Work is bounded by a step budget, a wall
+clock deadline and a maximum output size; exceeding one is a :class:`RenderError`.
+
+Values are ``str``, numbers, ``bool``, ``None`` (missing) or :class:`Nodes` (the XML
+elements a path selected, like an E4X XMLList).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from lxml import etree
+
+from soap_service.errors import RenderError
+from soap_service.render.compiler import compile_source
+from soap_service.render.syntax import (
+    ROOT_NAME,
+    BinOp,
+    Call,
+    Expr,
+    For,
+    If,
+    Literal,
+    Node,
+    Not,
+    Output,
+    Path,
+    Text,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_output_chars: int = 1024 * 1024
+    max_steps: int = 200_000
+    max_seconds: float = 2.0
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Elements selected by a path (possibly none)."""
+
+    items: tuple[Any, ...]  # lxml elements
+
+    def text(self) -> str:
+        return "".join(self.items[0].itertext()) if self.items else ""
+
+
+@dataclass(frozen=True)
+class EventData:
+    """What ``rtEvent`` means to a template: the event's attributes and its ``<ctx>``."""
+
+    attributes: dict[str, str]
+    ctx: Any  # lxml element or None
+
+
+Value = str | int | float | bool | None | Nodes
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          huge_tree=False, remove_comments=True, remove_pis=True)
+
+
+def parse_ctx(ctx_xml: str) -> Any:
+    """The ``<ctx>`` element of an event (or ``None`` when there is none / it is empty)."""
+    if not ctx_xml or not ctx_xml.strip():
+        return None
+    try:
+        root = etree.fromstring(ctx_xml.encode("utf-8"), _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise RenderError("event ctx is not well-formed XML", str(exc)) from exc
+    if _local(root) != "ctx":
+        found = [c for c in root if _local(c) == "ctx"]
+        return found[0] if found else root
+    return root
+
+
+def _local(el: Any) -> str:
+    tag = el.tag
+    if not isinstance(tag, str):
+        return ""
+    return tag.rsplit("}", 1)[-1]
+
+
+@lru_cache(maxsize=1024)
+def compile_template(source: str, part: str = "") -> tuple[Node, ...]:
+    """Compile once per distinct source (the worker renders the same versions again)."""
+    return compile_source(source, part)
+
+
+def render_source(source: str, data: EventData, *, escape: bool, part: str = "",
+                  limits: Limits = DEFAULT_LIMITS) -> str:
+    """Render one template part. ``escape`` HTML-escapes every inserted value."""
+    if "<%" not in source and "{{" not in source and "{%" not in source and "{#" not in source:
+        return source
+    return Interpreter(data, escape, limits).run(compile_template(source, part))
+
+
+class Interpreter:
+    def __init__(self, data: EventData, escape: bool, limits: Limits) -> None:
+        self.data = data
+        self.escape = escape
+        self.limits = limits
+        self.steps = 0
+        self.size = 0
+        self.deadline = time.monotonic() + limits.max_seconds
+        self.out: list[str] = []
+        self.scope: dict[str, Nodes] = {}
+
+    def run(self, nodes: tuple[Node, ...]) -> str:
+        self.block(nodes)
+        return "".join(self.out)
+
+    def tick(self, cost: int = 1) -> None:
+        self.steps += cost
+        if self.steps > self.limits.max_steps:
+            raise RenderError(f"render step limit exceeded ({self.limits.max_steps})")
+        if self.steps & 0x3FF == 0 and time.monotonic() > self.deadline:
+            raise RenderError(f"render time limit exceeded ({self.limits.max_seconds}s)")
+
+    def write(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > self.limits.max_output_chars:
+            raise RenderError(f"render output limit exceeded ({self.limits.max_output_chars} "
+                              "characters)")
+        self.out.append(text)
+
+    def block(self, nodes: tuple[Node, ...]) -> None:
+        for node in nodes:
+            self.tick()
+            if isinstance(node, Text):
+                self.write(node.value)
+            elif isinstance(node, Output):
+                text = to_text(self.eval(node.expr))
+                self.write(html.escape(text, quote=True) if self.escape else text)
+            elif isinstance(node, If):
+                self.branch(node)
+            elif isinstance(node, For):
+                self.loop(node)
+
+    def branch(self, node: If) -> None:
+        for cond, body in node.branches:
+            if truthy(self.eval(cond)):
+                self.block(body)
+                return
+        self.block(node.otherwise)
+
+    def loop(self, node: For) -> None:
+        source = self.eval(node.source)
+        items = source.items if isinstance(source, Nodes) else ()
+        saved = self.scope.get(node.var)
+        try:
+            for item in items:
+                self.tick()
+                self.scope[node.var] = Nodes((item,))
+                self.block(node.body)
+        finally:
+            if saved is None:
+                self.scope.pop(node.var, None)
+            else:
+                self.scope[node.var] = saved
+
+    def eval(self, expr: Expr) -> Value:
+        self.tick()
+        if isinstance(expr, Literal):
+            return expr.value
+        if isinstance(expr, Path):
+            return self.lookup(expr)
+        if isinstance(expr, Not):
+            return not truthy(self.eval(expr.operand))
+        if isinstance(expr, BinOp):
+            return self.binop(expr)
+        if isinstance(expr, Call):
+            return self.call(expr)
+        raise RenderError("unknown expression")  # pragma: no cover - the tree is closed
+
+    def binop(self, expr: BinOp) -> Value:
+        left = self.eval(expr.left)
+        if expr.op == "and":
+            return truthy(left) and truthy(self.eval(expr.right))
+        if expr.op == "or":
+            return truthy(left) or truthy(self.eval(expr.right))
+        return compare(expr.op, left, self.eval(expr.right))
+
+    def lookup(self, path: Path) -> Value:
+        value: Value
+        steps = path.steps
+        if path.root == ROOT_NAME:
+            value, steps = self.root_step(steps)
+        else:
+            value = self.scope.get(path.root)
+        for kind, key in steps:
+            if not isinstance(value, Nodes):
+                return None
+            self.tick(len(value.items))
+            value = step(value, kind, key)
+        return value
+
+    def root_step(self, steps: tuple[tuple[str, str | int], ...]
+                  ) -> tuple[Value, tuple[tuple[str, str | int], ...]]:
+        if not steps:
+            return None, ()
+        kind, key = steps[0]
+        if kind == "child" and key == "ctx":
+            ctx = self.data.ctx
+            return Nodes((ctx,) if ctx is not None else ()), steps[1:]
+        if kind in ("child", "attr") and isinstance(key, str):
+            return self.data.attributes.get(key), steps[1:]
+        return None, ()
+
+    def call(self, expr: Call) -> Value:
+        args = [self.eval(a) for a in expr.args]
+        if expr.name == "required":
+            if to_text(args[0]) == "":
+                first = expr.args[0]
+                name = first.text if isinstance(first, Path) else "value"
+                raise RenderError(f"required field missing: {name}", name)
+            return args[0]
+        return FUNCTIONS[expr.name](*args)
+
+
+def step(nodes: Nodes, kind: str, key: str | int) -> Value:
+    if kind == "child":
+        return Nodes(tuple(c for el in nodes.items for c in el if _local(c) == key))
+    if kind == "attr":
+        if not nodes.items:
+            return None
+        for name, value in nodes.items[0].attrib.items():
+            if name.rsplit("}", 1)[-1] == key:
+                return str(value)
+        return None
+    assert isinstance(key, int)
+    return Nodes((nodes.items[key],)) if -len(nodes.items) <= key < len(nodes.items) else None
+
+
+def to_text(value: Value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Nodes):
+        return value.text()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def truthy(value: Value) -> bool:
+    if isinstance(value, Nodes):
+        if not value.items:
+            return False
+        first = value.items[0]
+        return bool(value.text() or len(first) or first.attrib)
+    if isinstance(value, str):
+        return value != ""
+    return bool(value)
+
+
+def to_number(value: Value) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = to_text(value).strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b,
+}
+
+
+def compare(op: str, left: Value, right: Value) -> bool:
+    """Numbers compare as numbers when both sides are numeric, otherwise as text."""
+    a, b = to_number(left), to_number(right)
+    if a is not None and b is not None:
+        return _COMPARE[op](a, b)
+    return _COMPARE[op](to_text(left), to_text(right))
+
+
+def _number(value: Value, places: Value = 2) -> str:
+    num = to_number(value)
+    digits = to_number(places)
+    if num is None:
+        return to_text(value)
+    return f"{num:.{max(0, min(int(digits or 0), 10))}f}"
+
+
+def _length(value: Value) -> int:
+    if isinstance(value, Nodes):
+        return len(value.items)
+    return len(to_text(value))
+
+
+def _truncate(value: Value, size: Value) -> str:
+    text, n = to_text(value), int(to_number(size) or 0)
+    return text if len(text) <= n else text[: max(0, n - 1)] + "…"
+
+
+def _replace(value: Value, old: Value, new: Value) -> str:
+    text, a, b = to_text(value), to_text(old), to_text(new)
+    if not a:
+        return text
+    if len(text) + text.count(a) * (len(b) - len(a)) > DEFAULT_LIMITS.max_output_chars:
+        raise RenderError("render output limit exceeded (replace)")
+    return text.replace(a, b)
+
+
+FUNCTIONS: dict[str, Callable[..., Value]] = {
+    "default": lambda v, d: v if to_text(v) != "" else d,
+    "upper": lambda v: to_text(v).upper(),
+    "lower": lambda v: to_text(v).lower(),
+    "trim": lambda v: to_text(v).strip(),
+    "capitalize": lambda v: to_text(v)[:1].upper() + to_text(v)[1:].lower(),
+    "title": lambda v: to_text(v).title(),
+    "length": _length,
+    "count": _length,
+    "number": _number,
+    "urlencode": lambda v: urllib.parse.quote(to_text(v), safe=""),
+    "truncate": _truncate,
+    "replace": _replace,
+}

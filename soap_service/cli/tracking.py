@@ -1,0 +1,138 @@
+"""``msgcenter followup|quarantine|exclusions|purge``: follow-ups, exclusions, housekeeping."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from soap_service import exclusions, followup, housekeeping
+from soap_service.cli.context import CliContext
+from soap_service.store.logs import FollowupRule
+
+RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
+                "created_at"]
+
+
+def _after(seconds: int) -> str:
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _rule_row(rule: FollowupRule) -> dict:
+    row = dataclasses.asdict(rule)
+    row["after"] = _after(rule.after_seconds)
+    return row
+
+
+def cmd_followup_add(args: argparse.Namespace, ctx: CliContext) -> int:
+    rule = followup.add_rule(ctx.db, args.name, args.event_type, args.template, args.after,
+                             getattr(args, "if"), args.channel)
+    ctx.emit(_rule_row(rule))
+    return 0
+
+
+def cmd_followup_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    ctx.emit([_rule_row(rule) for rule in followup.list_rules(ctx.db)], RULE_COLUMNS)
+    return 0
+
+
+def cmd_followup_enable(args: argparse.Namespace, ctx: CliContext) -> int:
+    enabled = args.followup_command == "enable"
+    followup.set_enabled(ctx.db, args.name, enabled)
+    ctx.emit({"name": args.name, "enabled": enabled})
+    return 0
+
+
+def cmd_followup_run(args: argparse.Namespace, ctx: CliContext) -> int:
+    ctx.emit({"created": followup.tick(ctx.db, ctx.settings)})
+    return 0
+
+
+def cmd_quarantine_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    entries = exclusions.list_entries(ctx.db, args.source, args.limit)
+    ctx.emit([dataclasses.asdict(e) for e in entries],
+             ["address", "source", "reason", "created_at"])
+    return 0
+
+
+def cmd_quarantine_add(args: argparse.Namespace, ctx: CliContext) -> int:
+    ctx.emit(dataclasses.asdict(exclusions.add(ctx.db, args.address, args.reason or "")))
+    return 0
+
+
+def cmd_quarantine_remove(args: argparse.Namespace, ctx: CliContext) -> int:
+    exclusions.remove(ctx.db, args.address)
+    ctx.emit({"address": exclusions.normalise_address(args.address), "removed": True})
+    return 0
+
+
+def cmd_exclusions_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    since = followup.parse_duration(args.since) if args.since else None
+    rows = exclusions.list_exclusions(ctx.db, since, args.event, args.limit)
+    ctx.emit([dataclasses.asdict(r) for r in rows],
+             ["id", "event_id", "address", "reason", "created_at"])
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, ctx: CliContext) -> int:
+    counts = housekeeping.purge(ctx.db, ctx.settings, dry_run=args.dry_run,
+                                batch_size=args.batch_size)
+    ctx.emit({"dry_run": args.dry_run, **counts})
+    return 0
+
+
+def _register_followup(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("followup", help="follow-up rules (send again to non-openers)")
+    cmds = group.add_subparsers(dest="followup_command", metavar="ACTION", required=True)
+    p = cmds.add_parser("add", help="add a rule")
+    p.add_argument("name")
+    p.add_argument("--event-type", required=True, help="events of this type are followed up")
+    p.add_argument("--template", required=True, help="template of the follow-up message")
+    p.add_argument("--after", required=True, help="delay after sending, e.g. 3d, 12h, 1d12h")
+    p.add_argument("--if", required=True, choices=followup.CONDITIONS,
+                   help="who gets it: those who did not open, or did not click")
+    p.add_argument("--channel", choices=sorted(followup.WISHED_CHANNEL),
+                   help="channel of the follow-up (default: the template's)")
+    p.set_defaults(func=cmd_followup_add)
+    cmds.add_parser("list", help="list rules").set_defaults(func=cmd_followup_list)
+    for action in ("disable", "enable"):
+        p = cmds.add_parser(action, help=f"{action} a rule")
+        p.add_argument("name")
+        p.set_defaults(func=cmd_followup_enable)
+    cmds.add_parser("run", help="create due follow-ups now (the scheduled job, once)"
+                    ).set_defaults(func=cmd_followup_run)
+
+
+def _register_quarantine(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("quarantine", help="quarantined and denylisted addresses")
+    cmds = group.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
+    p = cmds.add_parser("list", help="list entries")
+    p.add_argument("--source", choices=[exclusions.SOURCE_BOUNCE, exclusions.SOURCE_MANUAL])
+    p.add_argument("--limit", type=int, default=1000)
+    p.set_defaults(func=cmd_quarantine_list)
+    p = cmds.add_parser("add", help="denylist an address (never sent to)")
+    p.add_argument("address")
+    p.add_argument("--reason", help="why (shown in the exclusion log)")
+    p.set_defaults(func=cmd_quarantine_add)
+    p = cmds.add_parser("remove", help="release an address")
+    p.add_argument("address")
+    p.set_defaults(func=cmd_quarantine_remove)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_followup(sub)
+    _register_quarantine(sub)
+    group = sub.add_parser("exclusions", help="why events were not sent (exclusion log)")
+    cmds = group.add_subparsers(dest="exclusions_command", metavar="ACTION", required=True)
+    p = cmds.add_parser("list", help="list exclusion-log rows, newest first")
+    p.add_argument("--since", help="only this recent, e.g. 24h")
+    p.add_argument("--event", type=int, help="only this event id (primary key)")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_exclusions_list)
+    p = sub.add_parser("purge", help="delete events and logs past their retention")
+    p.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+    p.add_argument("--batch-size", type=int, default=housekeeping.DEFAULT_BATCH,
+                   help="rows per transaction")
+    p.set_defaults(func=cmd_purge)

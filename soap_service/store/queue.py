@@ -1,0 +1,267 @@
+"""Event storage, dispatch side: claims with leases, reaping, outcomes, delivery log.
+
+A claim moves due events (``pending``, ``process_at`` <= now) to ``processing`` with a
+lease (``claimed_by``, ``claimed_until``) in one ``UPDATE ... WHERE id IN (SELECT ...)
+RETURNING`` statement.  On PostgreSQL the inner SELECT takes ``FOR UPDATE SKIP LOCKED``,
+so any number of workers share the queue without taking an event twice.  On SQLite the
+statement runs inside ``BEGIN IMMEDIATE`` (the engine's begin hook), so claims are
+serialised by the write lock, and the ``status = 'pending'`` condition is repeated in the
+UPDATE itself; one worker process is the supported SQLite setup.
+
+Order: real-time before batch, then the type's lane, then age — that is the ``priority``
+column set at ingest (queue rank * 10 + lane rank), then ``process_at``, then ``id``.  A
+share of every claim (``batch_min_share``) is reserved for the batch queue so a real-time
+flood cannot starve it.  Outcomes are recorded only while the caller still holds the
+lease, so a worker whose lease was reaped cannot overwrite another worker's state.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
+
+from soap_service.models import Event, EventStatus
+from soap_service.store import Database
+from soap_service.store.events import event_from_row
+from soap_service.tables import delivery_log, event_status_log, events, worker_heartbeats
+
+BATCH_PRIORITY = 10  # priorities below this are the real-time queue (queue rank 0)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One send attempt for the delivery log."""
+
+    channel: str
+    address: str | None
+    outcome: str  # sent | temporary | permanent
+    template_version_id: int | None = None
+    response_code: int | None = None
+    response_text: str = ""
+    message_id: str | None = None
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed event: its next status, and the attempt if any."""
+
+    event_id: int
+    status: EventStatus
+    reason: str = ""
+    error_count: int = 0  # the event's error count after this outcome
+    process_at: datetime | None = None  # when due again (pending); None keeps "now"
+    delivery: Delivery | None = None
+
+
+# ---------------------------------------------------------------- claims
+
+
+def _claim_stmt(db: Database, worker_id: str, now: datetime, until: datetime, limit: int,
+                realtime: bool) -> Any:
+    due = and_(events.c.status == EventStatus.PENDING.value, events.c.process_at <= now)
+    queue_filter = (events.c.priority < BATCH_PRIORITY) if realtime else (
+        events.c.priority >= BATCH_PRIORITY)
+    ids = (
+        select(events.c.id)
+        .where(due, queue_filter)
+        .order_by(events.c.priority, events.c.process_at, events.c.id)
+        .limit(limit)
+    )
+    if db.is_postgres:
+        ids = ids.with_for_update(skip_locked=True)
+    # A CTE, not "IN (subquery)": PostgreSQL may re-run a plain subquery per outer row,
+    # and with SKIP LOCKED each run picks other rows, so LIMIT would not hold.
+    picked = ids.cte("picked")
+    return (
+        update(events)
+        .where(events.c.id.in_(select(picked.c.id)),
+               events.c.status == EventStatus.PENDING.value)
+        .values(status=EventStatus.PROCESSING.value, claimed_by=worker_id,
+                claimed_until=until, updated_at=now)
+        .returning(*events.c)
+    )
+
+
+def claim_events(db: Database, worker_id: str, *, limit: int, now: datetime,
+                 lease_seconds: int, batch_min_share: float = 0.2) -> list[Event]:
+    """Lease up to ``limit`` due events to ``worker_id``, in dispatch order.
+
+    Real-time events fill at most ``limit - ceil(limit * batch_min_share)`` places; the
+    batch queue gets the rest (and whatever the real-time queue left unused).
+    """
+    until = now + timedelta(seconds=lease_seconds)
+    reserved = min(limit, math.ceil(limit * batch_min_share)) if batch_min_share > 0 else 0
+    with db.begin() as conn:
+        rows = list(conn.execute(_claim_stmt(db, worker_id, now, until, limit - reserved, True)))
+        rt_full = len(rows) == limit - reserved
+        if len(rows) < limit:
+            rows += conn.execute(
+                _claim_stmt(db, worker_id, now, until, limit - len(rows), False))
+        if rt_full and len(rows) < limit:  # the batch queue left part of its share unused
+            rows += conn.execute(
+                _claim_stmt(db, worker_id, now, until, limit - len(rows), True))
+    claimed = [event_from_row(r) for r in rows]
+    order = {r.id: (r.priority, r.process_at, r.id) for r in rows}
+    claimed.sort(key=lambda e: order[e.id])
+    return claimed
+
+
+def reap_expired_leases(db: Database, now: datetime) -> int:
+    """Give events whose lease ran out (their worker died) back to the queue."""
+    expired = and_(events.c.status == EventStatus.PROCESSING.value,
+                   events.c.claimed_until < now)
+    with db.begin() as conn:
+        ids = [r.id for r in conn.execute(select(events.c.id).where(expired))]
+        if not ids:
+            return 0
+        conn.execute(
+            update(events)
+            .where(events.c.id.in_(ids), expired)
+            .values(status=EventStatus.PENDING.value, claimed_by=None, claimed_until=None,
+                    updated_at=now)
+        )
+        _log_status(conn, [(i, EventStatus.PENDING.value, "lease expired") for i in ids], now)
+    return len(ids)
+
+
+def release_claims(db: Database, worker_id: str, event_ids: Sequence[int], now: datetime) -> None:
+    """Hand back events claimed but not attempted (a worker stopping cleanly)."""
+    if not event_ids:
+        return
+    with db.begin() as conn:
+        conn.execute(
+            update(events)
+            .where(events.c.id.in_(list(event_ids)), events.c.claimed_by == worker_id,
+                   events.c.status == EventStatus.PROCESSING.value)
+            .values(status=EventStatus.PENDING.value, claimed_by=None, claimed_until=None,
+                    updated_at=now)
+        )
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+def record_outcomes(db: Database, worker_id: str, outcomes: Sequence[Outcome],
+                    now: datetime) -> int:
+    """Store outcomes, status-log and delivery-log rows in one transaction.
+
+    Returns how many events were updated (an event whose lease this worker lost is
+    left alone; its attempt is still logged).
+    """
+    if not outcomes:
+        return 0
+    with db.begin() as conn:
+        changed = _update_events(conn, worker_id, outcomes, now)
+        _log_status(conn, [(o.event_id, o.status.value, o.reason or None) for o in outcomes],
+                    now)
+        rows = [_delivery_row(o.event_id, o.delivery, now) for o in outcomes if o.delivery]
+        if rows:
+            conn.execute(insert(delivery_log), rows)
+    return changed
+
+
+def _update_events(conn: Connection, worker_id: str, outcomes: Sequence[Outcome],
+                   now: datetime) -> int:
+    stmt = (
+        update(events)
+        .where(events.c.id == bindparam("b_id"), events.c.claimed_by == bindparam("b_worker"),
+               events.c.status == EventStatus.PROCESSING.value)
+        .values(status=bindparam("b_status"), last_error=bindparam("b_error"),
+                error_count=bindparam("b_errors"), process_at=bindparam("b_at"),
+                claimed_by=None, claimed_until=None, updated_at=now)
+    )
+    params = [
+        {
+            "b_id": o.event_id, "b_worker": worker_id, "b_status": o.status.value,
+            "b_error": o.reason or None, "b_errors": o.error_count,
+            "b_at": o.process_at or now,
+        }
+        for o in outcomes
+    ]
+    result = conn.execute(stmt, params)
+    return int(result.rowcount or 0)
+
+
+def _delivery_row(event_id: int | None, d: Delivery, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event_id, "template_version_id": d.template_version_id,
+        "channel": d.channel, "address": d.address, "outcome": d.outcome,
+        "response_code": d.response_code, "response_text": d.response_text[:2000],
+        "message_id": d.message_id, "duration_ms": d.duration_ms, "is_proof": False,
+        "created_at": now,
+    }
+
+
+def _log_status(conn: Connection, entries: Sequence[tuple[int, str, str | None]],
+                now: datetime) -> None:
+    if entries:
+        conn.execute(insert(event_status_log), [
+            {"event_id": i, "status": s, "reason": r, "created_at": now} for i, s, r in entries
+        ])
+
+
+def resume_paused(db: Database, event_type: str, channel: str | None, now: datetime) -> int:
+    """Release events held as ``paused`` for ``event_type`` back to the queue (resume)."""
+    cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type)
+    with db.begin() as conn:
+        ids = [r.id for r in conn.execute(select(events.c.id, events.c.wished_channel)
+                                          .where(cond)) if _channel_matches(r, channel)]
+        if ids:
+            conn.execute(update(events).where(events.c.id.in_(ids), cond).values(
+                status=EventStatus.PENDING.value, process_at=now, updated_at=now))
+            _log_status(conn, [(i, EventStatus.PENDING.value, "template resumed") for i in ids],
+                        now)
+    return len(ids)
+
+
+def _channel_matches(row: Any, channel: str | None) -> bool:
+    if channel is None:
+        return True
+    from soap_service.models import WISHED_CHANNELS, Channel
+
+    return WISHED_CHANNELS.get(row.wished_channel, Channel.EMAIL).value == channel
+
+
+# ---------------------------------------------------------------- reads and heartbeats
+
+
+def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:
+    """Delivery-log rows of one event, oldest first."""
+    c = delivery_log.c
+    stmt = (
+        select(c.id, c.created_at, c.channel, c.address, c.outcome, c.response_code,
+               c.response_text, c.template_version_id, c.message_id, c.duration_ms, c.is_proof)
+        .where(c.event_id == event_id)
+        .order_by(c.id)
+    )
+    with db.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime) -> None:
+    """Record that ``worker_id`` is alive (one row per worker)."""
+    import os
+
+    hb = worker_heartbeats.c
+    with db.begin() as conn:
+        done = conn.execute(
+            update(worker_heartbeats).where(hb.worker_id == worker_id).values(seen_at=now)
+        ).rowcount
+        if not done:
+            conn.execute(insert(worker_heartbeats).values(
+                worker_id=worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                started_at=started_at, seen_at=now))
+
+
+def forget_worker(db: Database, worker_id: str) -> None:
+    """Remove a stopping worker's heartbeat row."""
+    with db.begin() as conn:
+        conn.execute(worker_heartbeats.delete().where(
+            worker_heartbeats.c.worker_id == worker_id))

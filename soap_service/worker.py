@@ -1,0 +1,349 @@
+"""Dispatch: one tick claims due events, routes, renders, sends and records the outcomes.
+
+:meth:`Dispatcher.tick` is the job the scheduler runs (and tests call directly):
+
+1. **claim** due events with a lease (``store.queue.claim_events``);
+2. **prepare** each one through :data:`PREPARE_STEPS` — too old? address? route to the
+   published template, render it, build the email — any step may end the event early
+   with an :class:`~soap_service.store.queue.Outcome` (``tooOld``, ``routingFailed``,
+   ``paused``, ``deliveryFailed``...);
+3. **send** the prepared messages concurrently over the email channel (bounded by
+   ``smtp_concurrency``; the channel's event loop lives in a private thread so pooled
+   SMTP connections survive from one tick to the next);
+4. **record** every outcome, its status-log row and its delivery-log row in one
+   transaction (``store.queue.record_outcomes``).
+
+A temporary failure goes back to ``pending`` with backoff (``retry.decide``) or ends
+``tooOld``.  Later steps (exclusion check, HTML instrumentation) are added by inserting a
+function into :data:`PREPARE_STEPS`.  This module sends nothing itself and builds no SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from soap_service import clock, retry
+from soap_service.channels.email import EmailChannel
+from soap_service.config import Settings
+from soap_service.errors import RenderError
+from soap_service.models import (
+    Channel,
+    EmailMessage,
+    Event,
+    EventStatus,
+    EventType,
+    RenderedMessage,
+    SendOutcome,
+    SendResult,
+    TemplateVersion,
+)
+from soap_service.store import Database, connect
+from soap_service.store import queue as store_queue
+from soap_service.store.queue import Delivery, Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One claimed event on its way through the pipeline."""
+
+    event: Event
+    event_type: EventType
+    version: TemplateVersion | None = None
+    rendered: RenderedMessage | None = None
+    message: EmailMessage | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+Step = Callable[["Dispatcher", Job], Outcome | None]
+
+
+def _final(job: Job, status: EventStatus, reason: str) -> Outcome:
+    e = job.event
+    return Outcome(e.id, status, reason, error_count=e.error_count, process_at=e.process_at)
+
+
+# ---------------------------------------------------------------- prepare steps
+
+
+def check_too_old(d: Dispatcher, job: Job) -> Outcome | None:
+    """Past its ``expiration`` or its type's validity: ``tooOld``, nothing sent."""
+    e = job.event
+    reason = retry.expired_reason(clock.utcnow(), e.created_at, e.expiration_at,
+                                  job.event_type.validity_seconds)
+    return _final(job, EventStatus.TOO_OLD, reason) if reason else None
+
+
+def check_channel(d: Dispatcher, job: Job) -> Outcome | None:
+    """Only email has a connector so far; an event without an address cannot be sent."""
+    if job.event.channel is not Channel.EMAIL:
+        return _final(job, EventStatus.DELIVERY_FAILED,
+                      f"no connector for channel {job.event.channel.value}")
+    if not job.event.address:
+        return _final(job, EventStatus.DELIVERY_FAILED, "event has no email address")
+    return None
+
+
+def find_route(d: Dispatcher, job: Job) -> Outcome | None:
+    """The latest published, not paused version for the type and channel (or why none)."""
+    route = d.route_for(job.event)
+    if route.version is None:
+        status = EventStatus(route.status)
+        return _final(job, status, route.reason or f"no published template ({status.value})")
+    job.version = route.version
+    return None
+
+
+def render_content(d: Dispatcher, job: Job) -> Outcome | None:
+    """Personalise the version with the event; a render failure is permanent."""
+    assert job.version is not None
+    try:
+        job.rendered = d.renderer(job.version, job.event)
+    except RenderError as exc:
+        return _final(job, EventStatus.DELIVERY_FAILED, f"render failed: {exc.message}")
+    return None
+
+
+def build_email(d: Dispatcher, job: Job) -> Outcome | None:
+    """Address the rendered content; ``emailFormat`` 1 sends text only, 2 HTML only."""
+    r = job.rendered
+    assert r is not None
+    if not r.from_addr:
+        return _final(job, EventStatus.DELIVERY_FAILED, "template has no From address")
+    html, text = r.html, r.text
+    if job.event.email_format == 1 and text:
+        html = ""
+    elif job.event.email_format == 2 and html:
+        text = ""
+    job.message = EmailMessage(
+        from_addr=r.from_addr, to=job.event.address or "", subject=r.subject,
+        message_id=d.message_id(job.event), html=html, text=text, reply_to=r.reply_to,
+        headers={"X-MC-Event-Id": str(job.event.id)},
+    )
+    return None
+
+
+# The pipeline before sending, in order.  Insert new steps here (e.g. an exclusion check
+# before build_email, link rewriting after render_content).
+PREPARE_STEPS: list[Step] = [check_too_old, check_channel, find_route, render_content,
+                             build_email]
+
+
+# ---------------------------------------------------------------- outcomes of a send
+
+
+def outcome_of_send(d: Dispatcher, job: Job, result: SendResult) -> Outcome:
+    """Turn a SendResult into the event's next state plus its delivery-log row."""
+    e, msg = job.event, job.message
+    assert msg is not None
+    delivery = Delivery(
+        channel=Channel.EMAIL.value, address=msg.to, outcome=result.outcome.value,
+        template_version_id=job.version.id if job.version else None,
+        response_code=result.code, response_text=result.text, message_id=msg.message_id,
+        duration_ms=result.duration_ms,
+    )
+    reply = f"{result.code or ''} {result.text}".strip()
+    if result.outcome is SendOutcome.SENT:
+        log.info("message.sent event=%s", e.id)
+        return Outcome(e.id, EventStatus.PROCESSED, "", e.error_count, e.process_at, delivery)
+    if result.outcome is SendOutcome.PERMANENT:
+        log.info("message.failed event=%s code=%s", e.id, result.code)
+        return Outcome(e.id, EventStatus.DELIVERY_FAILED, reply, e.error_count + 1,
+                       e.process_at, delivery)
+    failures = e.error_count + 1
+    decision = retry.decide(d.policy_for(job.event_type), failures=failures,
+                            now=clock.utcnow(), created_at=e.created_at,
+                            expiration_at=e.expiration_at)
+    if decision.retry_at is None:
+        log.info("message.too_old event=%s", e.id)
+        return Outcome(e.id, EventStatus.TOO_OLD, f"{decision.give_up_reason}; last: {reply}",
+                       failures, e.process_at, delivery)
+    log.info("message.deferred event=%s attempt=%s", e.id, failures)
+    return Outcome(e.id, EventStatus.PENDING, reply, failures, decision.retry_at, delivery)
+
+
+# ---------------------------------------------------------------- the dispatcher
+
+
+@dataclass(frozen=True)
+class TickReport:
+    claimed: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+
+def _default_router() -> Callable[[Database, Event], Any]:
+    from soap_service import catalog
+
+    return catalog.find_route  # type: ignore[no-any-return]
+
+
+def _default_renderer() -> Callable[[TemplateVersion, Event], RenderedMessage]:
+    from soap_service import render
+
+    return render.render_message  # type: ignore[no-any-return]
+
+
+def _default_types() -> Callable[[Database, str], EventType | None]:
+    from soap_service import catalog
+
+    return catalog.get_event_type  # type: ignore[no-any-return]
+
+
+class Dispatcher:
+    """Claims and delivers events for one worker process (one lease owner id)."""
+
+    def __init__(self, settings: Settings, db: Database | None = None, *,
+                 worker_id: str | None = None,
+                 router: Callable[[Database, Event], Any] | None = None,
+                 renderer: Callable[[TemplateVersion, Event], RenderedMessage] | None = None,
+                 types: Callable[[Database, str], EventType | None] | None = None) -> None:
+        self.settings = settings
+        self.db = db or connect(settings)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.router = router or _default_router()
+        self.renderer = renderer or _default_renderer()
+        self.types = types or _default_types()
+        self.started_at = clock.utcnow()
+        self.woken = threading.Event()
+        self._routes: dict[tuple[str, str], Any] = {}
+        self._types: dict[str, EventType] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._channel: EmailChannel | None = None
+        self._domain = _message_id_domain(settings.public_url)
+
+    # -- the job ---------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """One round: claim -> prepare -> send -> record.  Returns what happened."""
+        self._routes.clear()
+        self._types.clear()
+        events = store_queue.claim_events(
+            self.db, self.worker_id, limit=self.settings.worker_batch_size,
+            now=clock.utcnow(), lease_seconds=self.settings.lease_seconds,
+            batch_min_share=self.settings.batch_min_share)
+        if not events:
+            return TickReport()
+        jobs = [Job(e, self.event_type(e.event_type)) for e in events]
+        outcomes, to_send = self.prepare(jobs)
+        results = self.send([j.message for j in to_send if j.message is not None])
+        outcomes += [outcome_of_send(self, j, r) for j, r in zip(to_send, results, strict=True)]
+        store_queue.record_outcomes(self.db, self.worker_id, outcomes, clock.utcnow())
+        return _report(len(events), outcomes)
+
+    def drain(self, max_rounds: int | None = None, stop: threading.Event | None = None) -> int:
+        """Tick until nothing is due (or a wake-up arrived meanwhile); returns events claimed."""
+        total, rounds = 0, 0
+        while stop is None or not stop.is_set():
+            self.woken.clear()
+            report = self.tick()
+            total += report.claimed
+            rounds += 1
+            if (not report.claimed and not self.woken.is_set()) or rounds == max_rounds:
+                break
+        return total
+
+    def prepare(self, jobs: Sequence[Job]) -> tuple[list[Outcome], list[Job]]:
+        """Run every job through PREPARE_STEPS: early outcomes, and jobs ready to send."""
+        outcomes: list[Outcome] = []
+        ready: list[Job] = []
+        for job in jobs:
+            for step in PREPARE_STEPS:
+                outcome = step(self, job)
+                if outcome is not None:
+                    log.info("event.%s event=%s", outcome.status.value, job.event.id)
+                    outcomes.append(outcome)
+                    break
+            else:
+                ready.append(job)
+        return outcomes, ready
+
+    def send(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        """Send concurrently on the channel's loop; results in the order of ``messages``."""
+        if not messages:
+            return []
+        loop = self._ensure_loop()
+        future = asyncio.run_coroutine_threadsafe(self._send_all(messages), loop)
+        return future.result()
+
+    async def _send_all(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        if self._channel is None:
+            self._channel = EmailChannel(self.settings)
+        channel = self._channel
+        return list(await asyncio.gather(*(channel.send(m) for m in messages)))
+
+    # -- lookups (cached for one tick) ---------------------------------------------
+
+    def event_type(self, name: str) -> EventType:
+        if name not in self._types:
+            self._types[name] = self.types(self.db, name) or EventType(name=name)
+        return self._types[name]
+
+    def route_for(self, event: Event) -> Any:
+        key = (event.event_type, event.channel.value)
+        if key not in self._routes:
+            self._routes[key] = self.router(self.db, event)
+        return self._routes[key]
+
+    def policy_for(self, et: EventType) -> retry.RetryPolicy:
+        s = self.settings
+        return retry.RetryPolicy(s.retry_base_seconds, s.retry_max_seconds, et.max_attempts,
+                                 et.validity_seconds)
+
+    def message_id(self, event: Event) -> str:
+        """Stable per event: a re-send of the same event carries the same Message-ID."""
+        return f"<mc.{self.settings.instance_id}.{event.id}@{self._domain}>"
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def reap(self) -> int:
+        n = store_queue.reap_expired_leases(self.db, clock.utcnow())
+        if n:
+            log.warning("queue.leases_reaped count=%s", n)
+        return n
+
+    def beat(self) -> None:
+        store_queue.heartbeat(self.db, self.worker_id, self.started_at, clock.utcnow())
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(target=self._loop.run_forever,
+                                                 name="mc-email", daemon=True)
+            self._loop_thread.start()
+        return self._loop
+
+    def close(self) -> None:
+        """Close SMTP connections and stop the channel loop."""
+        if self._loop is not None:
+            if self._channel is not None:
+                asyncio.run_coroutine_threadsafe(self._channel.close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(5)
+            self._loop.close()
+            self._loop = None
+            self._channel = None
+
+
+def _report(claimed: int, outcomes: Sequence[Outcome]) -> TickReport:
+    sent = sum(o.status is EventStatus.PROCESSED for o in outcomes)
+    deferred = sum(o.status is EventStatus.PENDING for o in outcomes)
+    return TickReport(claimed, sent, deferred, len(outcomes) - sent - deferred)
+
+
+def _message_id_domain(public_url: str) -> str:
+    host = urlsplit(public_url).hostname or ""
+    return host if any(ch.isalpha() for ch in host) else "msgcenter.local"

@@ -4,11 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv run test lint migration bench clean
+.PHONY: help venv run test interop lint migration bench clean
 
 help:
 	@echo "make run        set up and run the service on embedded defaults (SQLite, SMTP sink, demo)"
 	@echo "make test       set up and run the whole test suite"
+	@echo "make interop    only the interop tests (suite SDK, node-soap, PHP, zeep, suds)"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make migration  regenerate the initial migration from soap_service/tables.py"
@@ -27,6 +28,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+interop: $(STAMP)
+	cd tests/interop && npm ci --no-audit --no-fund
+	$(BIN)/python -m pytest tests/interop $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check soap_service tests bench

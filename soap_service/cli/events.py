@@ -1,0 +1,250 @@
+"""``msgcenter events list|show`` and ``msgcenter push``.
+
+``events`` reads the database (through ``store.events``); ``push`` is a real SOAP client:
+it downloads the served WSDL and calls our own ``PushEvent`` through zeep, exactly as an
+integrator's generated client would, and prints the plId.  ``events show`` prints the
+event and then a list of sections; other stages add theirs to :data:`SHOW_SECTIONS`
+(status history is here, delivery attempts come from the dispatch side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from lxml import etree
+
+from soap_service.cli.context import CliContext
+from soap_service.errors import ClientError, NotFound, ServerError, ValidationFailed
+from soap_service.models import PLID_SHIFT, Event, EventStatus, Queue, make_plid, split_plid
+from soap_service.store import Database
+from soap_service.store import events as event_store
+
+LIST_COLUMNS = ["plId", "queue", "type", "status", "address", "externalId", "errors",
+                "created", "processAt"]
+
+# (section name, rows) for ``events show``: append a function to add a section.
+Section = Callable[[Database, Event], tuple[str, list[dict[str, Any]]]]
+
+
+def history_section(db: Database, event: Event) -> tuple[str, list[dict[str, Any]]]:
+    """Status history; the received time comes from the event itself (ingest writes no
+    status-log row, to keep ``PushEvent`` to one insert)."""
+    rows = [{"status": EventStatus.PENDING.value, "reason": "received",
+             "at": event.created_at}]
+    rows += [{"status": r["status"], "reason": r["reason"] or "", "at": r["created_at"]}
+             for r in event_store.status_history(db, event.id)]
+    return "history", rows
+
+
+SHOW_SECTIONS: list[Section] = [history_section]
+
+
+def summary(event: Event, instance_id: int) -> dict[str, Any]:
+    return {
+        "plId": str(make_plid(instance_id, event.id)),
+        "queue": event.queue.value,
+        "type": event.event_type,
+        "status": event.status.value,
+        "address": event.address,
+        "externalId": event.external_id,
+        "errors": event.error_count,
+        "created": event.created_at,
+        "processAt": event.process_at,
+    }
+
+
+def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    if args.limit < 1:
+        raise ValidationFailed("--limit must be at least 1")
+    found = event_store.list_events(ctx.db, status=args.status, event_type=args.type,
+                                    queue=args.queue, limit=args.limit)
+    ctx.emit([summary(e, ctx.settings.instance_id) for e in found], LIST_COLUMNS)
+    return 0
+
+
+def resolve_id(raw: str, instance_id: int) -> int:
+    """A plId or a primary key -> the primary key."""
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"not an event id: {raw!r}") from None
+    instance, pk = split_plid(number)
+    if number <= 0 or (number >> PLID_SHIFT and instance != instance_id):
+        raise NotFound(f"event {raw} not found (not an id of instance {instance_id})")
+    return pk
+
+
+def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    pk = resolve_id(args.id, ctx.settings.instance_id)
+    event = event_store.get_event(ctx.db, pk)
+    if event is None:
+        raise NotFound(f"event {args.id} not found")
+    detail = event.to_dict()
+    detail = {"plId": str(make_plid(ctx.settings.instance_id, event.id)), **detail}
+    sections = [section(ctx.db, event) for section in SHOW_SECTIONS]
+    if ctx.json:
+        ctx.emit({**detail, **{name: rows for name, rows in sections}})
+        return 0
+    detail["attributes"] = json.dumps(detail["attributes"], ensure_ascii=False)
+    ctx_xml = detail.pop("ctx_xml")
+    ctx.emit(detail)
+    print(f"\nctx\n{ctx_xml}")
+    for name, rows in sections:
+        print(f"\n{name}")
+        ctx.emit(rows)
+    return 0
+
+
+# ---------------------------------------------------------------- push
+
+
+def ctx_from_json(data: Any, tag: str = "ctx") -> etree._Element:
+    """JSON -> XML: objects become child elements, lists repeat the element, ``@name``
+    keys become attributes and ``#text`` the element's text."""
+    element = etree.Element(tag)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key.startswith("@"):
+                element.set(key[1:], _scalar(value))
+            elif key == "#text":
+                element.text = _scalar(value)
+            else:
+                for item in value if isinstance(value, list) else [value]:
+                    element.append(ctx_from_json(item, key))
+    elif data is not None:
+        element.text = _scalar(data)
+    return element
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def ctx_from_xml(text: str) -> etree._Element:
+    """``<ctx>...</ctx>``, or ctx content (one or more elements) that we wrap in ``<ctx>``."""
+    try:
+        root = etree.fromstring(text.strip().encode(), _PARSER)
+        if root.tag == "ctx":
+            return root
+    except etree.XMLSyntaxError:
+        pass
+    try:
+        return etree.fromstring(f"<ctx>{text}</ctx>".encode(), _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise ValidationFailed(f"--ctx is not well-formed XML: {exc}") from exc
+
+
+def build_event(args: argparse.Namespace) -> etree._Element:
+    """The ``<rtEvent>`` / ``<batchEvent>`` element described by the options."""
+    event = etree.Element("batchEvent" if args.batch else "rtEvent")
+    event.set("type", args.type)
+    attrs = {"email": args.email, "mobilePhone": args.mobile, "externalId": args.external_id,
+             "wishedChannel": args.channel, "idempotencyKey": args.idempotency_key}
+    if args.mobile and not args.email and args.channel is None:
+        attrs["wishedChannel"] = "1"
+    for pair in args.attr or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValidationFailed(f"--attr wants NAME=VALUE, got {pair!r}")
+        attrs[name] = value
+    for name, value in attrs.items():
+        if value is not None:
+            event.set(name, str(value))
+    if args.ctx_json is not None:
+        try:
+            event.append(ctx_from_json(json.loads(args.ctx_json)))
+        except json.JSONDecodeError as exc:
+            raise ValidationFailed(f"--ctx-json is not valid JSON: {exc}") from exc
+    else:
+        event.append(ctx_from_xml(args.ctx) if args.ctx else etree.Element("ctx"))
+    return event
+
+
+def push_event(base_url: str, queue: Queue, token: str, event: etree._Element,
+               *, timeout: float = 30.0) -> int:
+    """Call ``PushEvent`` of our own service through zeep, from the served WSDL."""
+    import requests
+    import zeep
+    from zeep.exceptions import Error as ZeepError
+    from zeep.exceptions import Fault
+    from zeep.transports import Transport
+
+    schema = "nms:batchEvent" if queue is Queue.BATCH else "nms:rtEvent"
+    wsdl = f"{base_url}/nl/jsp/schemawsdl.jsp?schema={schema}"
+    try:
+        client = zeep.Client(wsdl, transport=Transport(timeout=timeout,
+                                                       operation_timeout=timeout))
+        binding = next(iter(client.wsdl.bindings))
+        service = client.create_service(binding, f"{base_url}/nl/jsp/soaprouter.jsp")
+        result = service.PushEvent(token, {"_value_1": event})
+    except Fault as exc:
+        kind = ClientError if "Client" in (exc.code or "") else ServerError
+        raise kind(exc.message or "SOAP fault", _fault_detail(exc)) from exc
+    except (requests.RequestException, OSError) as exc:
+        raise ServerError(f"cannot reach {base_url}: {type(exc).__name__}") from exc
+    except ZeepError as exc:
+        raise ServerError(f"unexpected answer from {base_url}: {exc}") from exc
+    return int(result)
+
+
+def _fault_detail(fault: Any) -> str:
+    detail = getattr(fault, "detail", None)
+    if detail is None:
+        return ""
+    return "".join(detail.itertext()).strip() if hasattr(detail, "itertext") else str(detail)
+
+
+def cmd_push(args: argparse.Namespace, ctx: CliContext) -> int:
+    base = (args.url or ctx.settings.public_url).rstrip("/")
+    queue = Queue.BATCH if args.batch else Queue.RT
+    plid = push_event(base, queue, args.token, build_event(args), timeout=args.timeout)
+    if ctx.json:
+        ctx.emit({"plId": str(plid), "queue": queue.value})
+    else:
+        print(plid)
+    return 0
+
+
+# ---------------------------------------------------------------- parsers
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("events", help="list and inspect stored events")
+    esub = p.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    lst = esub.add_parser("list", help="newest events first")
+    lst.add_argument("--status", choices=[s.value for s in EventStatus])
+    lst.add_argument("--type", help="event type name")
+    lst.add_argument("--queue", choices=[q.value for q in Queue])
+    lst.add_argument("--limit", type=int, default=50)
+    lst.set_defaults(func=cmd_list)
+    show = esub.add_parser("show", help="one event (by plId or primary key) and its history")
+    show.add_argument("id", help="plId or primary key")
+    show.set_defaults(func=cmd_show)
+
+    push = sub.add_parser("push", help="send one event through the SOAP API (zeep client)")
+    push.add_argument("--type", required=True, help="event type name")
+    addr = push.add_mutually_exclusive_group(required=True)
+    addr.add_argument("--email")
+    addr.add_argument("--mobile", help="mobile phone (sets wishedChannel=1)")
+    body = push.add_mutually_exclusive_group()
+    body.add_argument("--ctx", help="ctx as XML: <ctx>...</ctx> or its content")
+    body.add_argument("--ctx-json", help='ctx as JSON, e.g. {"client": {"firstname": "Ann"}}')
+    push.add_argument("--batch", action="store_true", help="use nms:batchEvent (batch queue)")
+    push.add_argument("--url", help="service base URL (default: MC_PUBLIC_URL)")
+    push.add_argument("--token", default="mc/", help="session token or login/password")
+    push.add_argument("--external-id")
+    push.add_argument("--channel", help="wishedChannel number (0 email, 1 SMS, 40-42 push)")
+    push.add_argument("--idempotency-key")
+    push.add_argument("--attr", action="append", metavar="NAME=VALUE",
+                      help="extra event attribute (repeatable)")
+    push.add_argument("--timeout", type=float, default=30.0)
+    push.set_defaults(func=cmd_push)
+

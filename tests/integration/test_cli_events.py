@@ -1,0 +1,123 @@
+"""``msgcenter events list|show`` and ``push`` argument handling, run as subprocesses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from conftest import make_settings, run_cli
+from lxml import etree
+
+from soap_service import ingest
+from soap_service.cli.events import build_event, ctx_from_json
+from soap_service.errors import ValidationFailed
+from soap_service.models import split_plid
+from soap_service.store import connect
+
+
+@pytest.fixture
+def cli_env(database_url: str) -> dict[str, str]:
+    env = {"MC_DATABASE_URL": database_url, "MC_SQLITE_SYNCHRONOUS": "normal",
+           "MC_INSTANCE_ID": "3"}
+    run_cli(env, "init")
+    return env
+
+
+def push_direct(env: dict[str, str], xml: str, queue: str = "rt") -> int:
+    settings = make_settings(env["MC_DATABASE_URL"], instance_id=3)
+    return ingest.store_event(connect(settings), settings, etree.fromstring(xml), queue)
+
+
+def test_events_list_filters_and_json(cli_env: dict[str, str]):
+    """`events list --json` returns newest first, filtered by type, queue and status."""
+    a = push_direct(cli_env, '<e type="welcome" email="a@example.com"><ctx/></e>')
+    b = push_direct(cli_env, '<e type="otp" wishedChannel="1" mobilePhone="+33"><ctx/></e>')
+    c = push_direct(cli_env, '<e type="welcome" email="c@example.com"><ctx/></e>', "batch")
+    rows = json.loads(run_cli(cli_env, "events", "list", "--json").stdout)
+    assert [r["plId"] for r in rows] == [str(c), str(b), str(a)]
+    assert rows[1]["address"] == "+33" and rows[1]["status"] == "pending"
+    welcome = json.loads(run_cli(cli_env, "--json", "events", "list", "--type", "welcome").stdout)
+    assert [r["plId"] for r in welcome] == [str(c), str(a)]
+    batch = json.loads(run_cli(cli_env, "events", "list", "--queue", "batch", "--json").stdout)
+    assert [r["plId"] for r in batch] == [str(c)]
+    done = json.loads(run_cli(cli_env, "events", "list", "--status", "processed",
+                              "--json").stdout)
+    assert done == []
+    limited = json.loads(run_cli(cli_env, "events", "list", "--limit", "1", "--json").stdout)
+    assert len(limited) == 1
+
+
+def test_events_list_human_table(cli_env: dict[str, str]):
+    """Without --json the list is a table with a header row."""
+    plid = push_direct(cli_env, '<e type="welcome" email="a@example.com"><ctx/></e>')
+    out = run_cli(cli_env, "events", "list").stdout.splitlines()
+    assert out[0].split()[:4] == ["PLID", "QUEUE", "TYPE", "STATUS"]
+    assert out[1].split()[:4] == [str(plid), "rt", "welcome", "pending"]
+
+
+def test_events_show_by_plid_or_primary_key(cli_env: dict[str, str]):
+    """`events show` accepts the plId or the primary key and prints attributes, ctx and
+    the status history (received = pending)."""
+    plid = push_direct(cli_env, '<e type="welcome" email="a@example.com" foo="bar">'
+                                "<ctx><n>Ann</n></ctx></e>")
+    by_plid = json.loads(run_cli(cli_env, "events", "show", str(plid), "--json").stdout)
+    by_pk = json.loads(run_cli(cli_env, "events", "show", str(split_plid(plid)[1]),
+                               "--json").stdout)
+    assert by_plid == by_pk
+    assert by_plid["plId"] == str(plid) and by_plid["attributes"]["foo"] == "bar"
+    assert by_plid["ctx_xml"] == "<ctx><n>Ann</n></ctx>"
+    assert [h["status"] for h in by_plid["history"]] == ["pending"]
+    human = run_cli(cli_env, "events", "show", str(plid)).stdout
+    assert "<ctx><n>Ann</n></ctx>" in human and "history" in human
+
+
+def test_events_show_unknown_id_fails_cleanly(cli_env: dict[str, str]):
+    """An unknown id, another instance's plId or garbage: one error line, exit code 1."""
+    for bad in ("999999", str((9 << 56) | 1), "abc"):
+        proc = run_cli(cli_env, "events", "show", bad, check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.startswith("msgcenter: error: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_push_without_a_server_fails_cleanly(tmp_path):
+    """`push` to a port nobody listens on: one error line and exit code 2 (ours)."""
+    env = {"MC_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    proc = run_cli(env, "push", "--type", "t", "--email", "a@example.com",
+                   "--url", "http://127.0.0.1:9", "--timeout", "5", check=False)
+    assert proc.returncode == 2
+    assert "cannot reach http://127.0.0.1:9" in proc.stderr
+
+
+def _push_args(**over: object) -> argparse.Namespace:
+    base = {"type": "welcome", "email": None, "mobile": None, "external_id": None,
+            "channel": None, "idempotency_key": None, "attr": None, "ctx": None,
+            "ctx_json": None, "batch": False}
+    return argparse.Namespace(**{**base, **over})
+
+
+def test_push_builds_the_event_element():
+    """The options become the event's attributes and ctx (XML, bare content or JSON)."""
+    ev = build_event(_push_args(mobile="+336", external_id="x1", attr=["origin=cli"],
+                                ctx="<a>1</a><b/>", batch=True))
+    assert ev.tag == "batchEvent"
+    assert dict(ev.attrib) == {"type": "welcome", "mobilePhone": "+336", "externalId": "x1",
+                               "wishedChannel": "1", "origin": "cli"}
+    assert etree.tostring(ev[0]) == b"<ctx><a>1</a><b/></ctx>"
+    ev = build_event(_push_args(email="a@example.com", ctx="<ctx><x/></ctx>"))
+    assert ev.tag == "rtEvent" and etree.tostring(ev[0]) == b"<ctx><x/></ctx>"
+    with pytest.raises(ValidationFailed):
+        build_event(_push_args(email="a@example.com", ctx="<a>"))
+    with pytest.raises(ValidationFailed):
+        build_event(_push_args(email="a@example.com", attr=["novalue"]))
+
+
+def test_ctx_from_json():
+    """JSON objects nest, lists repeat, @keys are attributes, #text is text."""
+    ctx = ctx_from_json({"client": {"firstname": "Ann", "@id": 7},
+                         "article": [{"name": "A"}, {"name": "B", "#text": "t"}],
+                         "vip": True})
+    assert etree.tostring(ctx) == (
+        b'<ctx><client id="7"><firstname>Ann</firstname></client>'
+        b"<article><name>A</name></article><article>t<name>B</name></article>"
+        b"<vip>true</vip></ctx>")

@@ -1,10 +1,10 @@
 """Exclusions: never send to a quarantined (hard-bounced) or denylisted address.
 
-The worker calls :func:`exclude_if_listed` before sending (a listed address ends the event
-``ignored`` with an exclusion-log row) and :func:`quarantine_after_failure` after a
-permanent failure at RCPT.  Manual entries (``msgcenter quarantine add``) are the
-denylist; a bounce never overwrites one.  Addresses are compared normalised
-(:func:`normalise_address`).
+The worker calls :func:`check_event` before sending (a listed address gets an
+exclusion-log row and the worker ends the event ``ignored``) and
+:func:`quarantine_after_failure` after a permanent failure at RCPT.  Manual entries
+(``msgcenter quarantine add``) are the denylist; a bounce never overwrites one.
+Addresses are compared normalised (:func:`normalise_address`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,30 @@ def exclusion_reason(entry: QuarantineEntry) -> str:
     return f"{kind}: {entry.reason}"
 
 
+def listed_reason(db: Database, address: str | None) -> str | None:
+    """Why ``address`` must not be mailed (quarantined / denylisted), or None."""
+    if not address:
+        return None
+    with db.connect() as conn:
+        entry = logs.get_quarantine(conn, normalise_address(address))
+    return exclusion_reason(entry) if entry else None
+
+
+def check_event(db: Database, event: Event) -> str | None:
+    """The worker's step before sending: if the address is listed, write the exclusion-log
+    row and return the reason (the worker then ends the event ``ignored``); else None."""
+    reason = listed_reason(db, event.address)
+    if reason is None:
+        return None
+    with db.begin() as conn:
+        logs.insert_exclusion(conn, event.id, normalise_address(event.address or ""), reason,
+                              clock.utcnow())
+    log.info("event.excluded event_id=%s", event.id)
+    return reason
+
+
 def exclude_if_listed(db: Database, event: Event) -> str | None:
-    """End ``event`` ``ignored`` if its address is listed; returns the reason, else None."""
+    """Standalone form of :func:`check_event`: also ends the event ``ignored`` itself."""
     if not event.address:
         return None
     address = normalise_address(event.address)
@@ -48,7 +70,7 @@ def exclude_if_listed(db: Database, event: Event) -> str | None:
             return None
         reason = exclusion_reason(entry)
         logs.mark_ignored(conn, event.id, address, reason, clock.utcnow())
-    log.info("event.ignored event_id=%s source=%s", event.id, entry.source)
+    log.info("event.excluded event_id=%s", event.id)
     return reason
 
 

@@ -10,6 +10,7 @@ byte of it gets nothing recorded and no redirect.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import html
@@ -17,6 +18,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlsplit
+
+from soap_service.config import Settings
+from soap_service.models import RenderedMessage
 
 OPEN = "open"
 CLICK = "click"
@@ -180,6 +184,16 @@ def instrument_html(html_text: str, event_id: int, base_url: str, secret: str) -
         at = ends[-1].start()
         return body[:at] + pixel + body[at:]
     return body + pixel
+
+
+def instrument_message(rendered: RenderedMessage, event_id: int, settings: Settings
+                       ) -> RenderedMessage:
+    """The worker's step after rendering: the HTML part with tracked links and pixel."""
+    if not rendered.html:
+        return rendered
+    html_text = instrument_html(rendered.html, event_id, settings.effective_tracking_url,
+                                settings.secret)
+    return dataclasses.replace(rendered, html=html_text)
 
 
 # ---------------------------------------------------------------- machine opens

@@ -4,7 +4,8 @@ A request is answered at once — the pixel, or a 302 to the link's target — a
 handed to a :class:`Recorder` thread that writes it to the tracking log, so a slow or
 unavailable database never delays a reader's click.  A token that does not verify
 records nothing and gets a plain 404 (no redirect: the target of a forged click cannot be
-trusted).  ``web.py`` mounts :class:`TrackingApp` under ``/r/``.
+trusted).  ``web.py`` routes ``/r/`` to :func:`route`; :class:`TrackingApp` is also a
+WSGI application of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,44 +112,67 @@ def _client_ip(environ: dict[str, Any]) -> str:
     return str(environ.get("REMOTE_ADDR") or "")
 
 
-def _not_found(start_response: StartResponse) -> Iterable[bytes]:
-    body = b"not found\n"
-    start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
-                                     ("Content-Length", str(len(body))), *NO_CACHE])
-    return [body]
+Answer = tuple[int, str, list[tuple[str, str]], bytes]  # status, content type, headers, body
+NOT_FOUND: Answer = (404, "text/plain; charset=utf-8", NO_CACHE, b"not found\n")
+_STATUS_LINES = {200: "200 OK", 302: "302 Found", 404: "404 Not Found"}
 
 
 class TrackingApp:
-    """WSGI application for ``/r/o/<token>`` and ``/r/c/<token>``; 404 for anything else."""
+    """``/r/o/<token>`` and ``/r/c/<token>``: a WSGI app of its own, or behind ``web.py``."""
 
     def __init__(self, db: Database, settings: Settings, recorder: Recorder | None = None,
                  client_ip: Callable[[dict[str, Any]], str] = _client_ip) -> None:
         self.db = db
         self.secret = settings.secret
         self.recorder = recorder or Recorder(db)
-        self.client_ip = client_ip  # web.py may pass its zone-aware X-Forwarded-For resolver
+        self.client_ip = client_ip  # may be replaced by a zone-aware X-Forwarded-For resolver
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def answer(self, environ: dict[str, Any]) -> Answer:
+        """Verify the token, queue the hit (GET only), and say what to answer."""
         path = str(environ.get("PATH_INFO") or "")
         method = str(environ.get("REQUEST_METHOD") or "GET").upper()
         if method not in {"GET", "HEAD"} or not path.startswith(PREFIX):
-            return _not_found(start_response)
+            return NOT_FOUND
         code, _, token = path[len(PREFIX):].partition("/")
         kind = {"o": track.OPEN, "c": track.CLICK}.get(code)
         verified = track.verify_token(self.secret, token, kind) if kind and token else None
         if verified is None:
             log.info("tracking.bad_token path_kind=%s", code[:2])
-            return _not_found(start_response)
+            return NOT_FOUND
         if method == "GET":
             self.recorder.submit(Hit(
                 token=verified, user_agent=str(environ.get("HTTP_USER_AGENT") or ""),
                 ip=self.client_ip(environ), at=clock.utcnow(),
             ))
         if verified.kind == track.OPEN:
-            start_response("200 OK", [("Content-Type", "image/gif"),
-                                      ("Content-Length", str(len(PIXEL))), *NO_CACHE])
-            return [PIXEL]
+            return 200, "image/gif", NO_CACHE, PIXEL
         location = track.location_header(verified.url)
-        start_response("302 Found", [("Location", location), ("Content-Length", "0"),
-                                     *NO_CACHE])
-        return [b""]
+        return 302, "text/plain; charset=utf-8", [("Location", location), *NO_CACHE], b""
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        status, content_type, headers, body = self.answer(environ)
+        start_response(_STATUS_LINES[status], [
+            ("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
+        return [b""] if str(environ.get("REQUEST_METHOD")).upper() == "HEAD" else [body]
+
+
+_mounted: weakref.WeakKeyDictionary[Any, TrackingApp] = weakref.WeakKeyDictionary()
+_mount_lock = threading.Lock()
+
+
+def route(app: Any, request: Any) -> Any:
+    """``web.py`` handler for ``GET /r/...`` (one TrackingApp and recorder per WebApp)."""
+    from soap_service.web import Response  # web.py imports this module for its route table
+
+    tracker = _mounted.get(app)
+    if tracker is None:
+        with _mount_lock:
+            tracker = _mounted.get(app) or TrackingApp(app.db, app.settings)
+            _mounted[app] = tracker
+    status, content_type, headers, body = tracker.answer(request.environ)
+    return Response(status, body, content_type, list(headers))
+
+
+def tracker_for(app: Any) -> TrackingApp | None:
+    """The TrackingApp mounted on a ``web.py`` app, if a tracking request reached it."""
+    return _mounted.get(app)

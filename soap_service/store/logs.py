@@ -178,6 +178,12 @@ def list_quarantine(conn: Connection, source: str | None = None,
     return [_entry(row) for row in conn.execute(query.limit(limit))]
 
 
+def insert_exclusion(conn: Connection, event_id: int | None, address: str | None, reason: str,
+                     at: datetime) -> None:
+    conn.execute(insert(exclusion_log).values(
+        event_id=event_id, address=address, reason=reason, created_at=at))
+
+
 def mark_ignored(conn: Connection, event_id: int, address: str | None, reason: str,
                  at: datetime) -> None:
     """End an event ``ignored`` (released from its claim) with an exclusion-log row."""
@@ -185,8 +191,7 @@ def mark_ignored(conn: Connection, event_id: int, address: str | None, reason: s
         status="ignored", last_error=reason, claimed_by=None, claimed_until=None, updated_at=at))
     conn.execute(insert(event_status_log).values(
         event_id=event_id, status="ignored", reason=reason, created_at=at))
-    conn.execute(insert(exclusion_log).values(
-        event_id=event_id, address=address, reason=reason, created_at=at))
+    insert_exclusion(conn, event_id, address, reason, at)
 
 
 def list_exclusions(conn: Connection, since: datetime | None = None, event_id: int | None = None,

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
+from tracking_support import add_events, event_row, sent_events, wsgi_server
 
 from soap_service import clock, track
 from soap_service.store import Database, logs
 from soap_service.tracking_web import PIXEL, TrackingApp
-from tracking_support import add_events, event_row, sent_events, wsgi_server
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
 PERSON = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
@@ -115,7 +115,7 @@ def test_forged_click_is_not_redirected(db: Database, tracker) -> None:
 
 def test_open_token_does_not_work_as_click(db: Database, tracker) -> None:
     """A valid open token under /r/c/ is refused (the kind is part of the signature)."""
-    app, base = tracker
+    _app, base = tracker
     [pk] = sent_events(db, 1)
     token = track.make_token(db.settings.secret, track.OPEN, pk)
     assert get(base, f"/r/c/{token}")[0] == 404

@@ -7,6 +7,7 @@ to their outcome with the real dispatch store (claim with a lease, then
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ def event_row(n: int = 0, *, event_type: str = "order", email: str | None = None
         "queue": queue, "event_type": event_type, "priority": 1 if queue == "rt" else 11,
         "email": email or f"user{n}@example.com",
         "ctx_xml": f"<ctx><client><firstname>Ann{n}</firstname></client></ctx>",
-        "attributes": '{"type": "%s", "origin": "shop"}' % event_type,
+        "attributes": json.dumps({"type": event_type, "origin": "shop"}),
         "origin": "shop", "external_id": f"ext-{n}",
         "process_at": now, "created_at": now, "updated_at": now,
     }
@@ -70,7 +71,7 @@ def sent_events(db: Database, count: int, **kw: Any) -> list[int]:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -1,22 +1,31 @@
 """Wake the dispatcher as soon as events are stored, so nobody waits for the next poll.
 
 PostgreSQL: ``NOTIFY mc_events`` (delivered to every listening worker, on any host).
-SQLite: a datagram on a Unix socket next to the database file (one host, one worker).
+SQLite: a datagram on a Unix socket next to the database file (one host, one worker);
+when that path would pass the 108-byte ``AF_UNIX`` limit, a hashed name under the
+temporary directory is used instead (both sides call :func:`socket_path`).
 The sending side never raises and never blocks: polling stays the fallback.  The
-listening side lives with the worker (``worker.py``), which binds :func:`socket_path`.
+listening side is :class:`Listener`, a daemon thread the worker starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import Connection, text
 
 from soap_service.store import Database
 
 CHANNEL = "mc_events"
+MAX_UNIX_PATH = 100  # AF_UNIX paths are limited to 108 bytes including the final NUL
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +36,11 @@ def socket_path(db: Database) -> Path | None:
     database = db.engine.url.database
     if not database or database == ":memory:":
         return None
-    return Path(database).resolve().with_suffix(".wake")
+    path = Path(database).resolve().with_suffix(".wake")
+    if len(str(path).encode()) <= MAX_UNIX_PATH:
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / f"mc-{digest}.wake"
 
 
 def notify_in_transaction(conn: Connection) -> None:
@@ -47,3 +60,103 @@ def notify_after_commit(db: Database) -> None:
             sock.sendto(b"1", str(path))
     except OSError:  # no worker listening, or its buffer is full: it will poll
         pass
+
+
+class Listener:
+    """Calls ``on_wake()`` (from a daemon thread) whenever events were stored.
+
+    Bursts are coalesced: one call per batch of notifications received together.
+    Connection problems are logged and retried; the worker keeps polling meanwhile.
+    """
+
+    def __init__(self, db: Database, on_wake: Callable[[], None]) -> None:
+        self.db = db
+        self.on_wake = on_wake
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self.ready = threading.Event()
+
+    def start(self) -> Listener:
+        if self.db.is_postgres:
+            target: Callable[[], None] = self._run_postgres
+        elif socket_path(self.db) is not None:
+            self._sock = self._bind_socket()
+            target = self._run_socket
+        else:
+            return self
+        self._thread = threading.Thread(target=target, name="mc-wakeup", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._sock is not None:
+            path = socket_path(self.db)
+            self._sock.close()
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    # -- PostgreSQL: LISTEN ---------------------------------------------------------
+
+    def _conninfo(self) -> str:
+        url = self.db.engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+    def _run_postgres(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo(), autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.ready.set()
+                    self._pump_notifies(conn)
+            except psycopg.Error as exc:
+                log.warning("wakeup.listen_failed error=%s", type(exc).__name__)
+                self._stop.wait(2.0)
+
+    def _pump_notifies(self, conn: psycopg.Connection) -> None:
+        while not self._stop.is_set():
+            got = False
+            for _ in conn.notifies(timeout=0.5, stop_after=1):
+                got = True
+            if got:
+                # swallow the rest of a burst before waking once
+                for _ in conn.notifies(timeout=0.0):
+                    pass
+                self.on_wake()
+
+    # -- SQLite: a local datagram socket ----------------------------------------------
+
+    def _bind_socket(self) -> socket.socket:
+        path = socket_path(self.db)
+        assert path is not None
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        sock.settimeout(0.5)
+        self.ready.set()
+        return sock
+
+    def _run_socket(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._stop.is_set():
+            try:
+                sock.recv(16)
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.1)
+                continue
+            sock.setblocking(False)
+            try:
+                while sock.recv(16):
+                    pass
+            except OSError:  # BlockingIOError: the burst is drained
+                pass
+            sock.settimeout(0.5)
+            self.on_wake()

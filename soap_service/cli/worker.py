@@ -1,0 +1,45 @@
+"""``msgcenter worker`` (dispatch events) and ``msgcenter devsmtp`` (development SMTP sink)."""
+
+from __future__ import annotations
+
+import argparse
+
+from soap_service.cli import output
+from soap_service.cli.context import CliContext
+
+
+def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
+    from soap_service.schedule import run_worker
+
+    settings = ctx.settings
+    if args.concurrency:
+        settings = settings.replace(smtp_concurrency=args.concurrency)
+    if args.batch_size:
+        settings = settings.replace(worker_batch_size=args.batch_size)
+    output.info(f"worker: dispatching to {settings.smtp_host}:{settings.smtp_port} "
+                f"(Ctrl-C to stop)")
+    run_worker(settings)
+    return 0
+
+
+def cmd_devsmtp(args: argparse.Namespace, ctx: CliContext) -> int:
+    from soap_service.devsmtp import serve_forever
+
+    output.info(f"devsmtp: listening on {args.host}:{args.port}, storing mail in {args.dir}/")
+    serve_forever(args.host, args.port, args.dir)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="dispatch queued events (claim, render, send, record)")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="SMTP connections per relay (default MC_SMTP_CONCURRENCY)")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="events claimed per round (default MC_WORKER_BATCH_SIZE)")
+    p.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("devsmtp", help="run a development SMTP sink that stores .eml files")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8025)
+    d.add_argument("--dir", default="var/mail", help="where to store messages (var/mail)")
+    d.set_defaults(func=cmd_devsmtp)

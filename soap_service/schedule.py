@@ -1,0 +1,121 @@
+"""APScheduler wiring only: which job runs when, and the wake-up that runs dispatch now.
+
+One scheduler per worker process, jobs in memory (two schedulers sharing a job store
+would run jobs twice).  The jobs are plain functions elsewhere — ``Dispatcher.drain``,
+``reap``, ``beat``, ``followup.tick``, ``housekeeping.daily_job`` — so that the work, not
+the scheduler, is what is safe to share between processes (leases in the queue).
+A wake-up (``wakeup.Listener``) marks the dispatcher woken and moves the dispatch job's
+next run to now; polling every ``worker_poll_interval`` seconds is only the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from soap_service import wakeup
+from soap_service.config import Settings
+from soap_service.store import Database, connect
+from soap_service.store import queue as store_queue
+from soap_service.worker import Dispatcher
+
+log = logging.getLogger(__name__)
+
+DISPATCH_JOB = "dispatch"
+
+
+class WorkerRuntime:
+    """A dispatcher, its scheduler and its wake-up listener, started and stopped together."""
+
+    def __init__(self, settings: Settings, db: Database | None = None,
+                 dispatcher: Dispatcher | None = None) -> None:
+        self.settings = settings
+        self.db = db or connect(settings)
+        self.dispatcher = dispatcher or Dispatcher(settings, self.db)
+        self.stopping = threading.Event()
+        self._running = threading.Event()
+        self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self.listener = wakeup.Listener(self.db, self.wake)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        self._running.set()
+        try:
+            self.dispatcher.drain(stop=self.stopping)
+        finally:
+            self._running.clear()
+
+    def wake(self) -> None:
+        """Run dispatch now (or let the running drain loop go round once more)."""
+        self.dispatcher.woken.set()
+        if not self._running.is_set() and not self.stopping.is_set():
+            try:
+                self.scheduler.modify_job(DISPATCH_JOB, next_run_time=datetime.now(UTC))
+            except Exception:  # scheduler shutting down: polling covers it
+                log.debug("wakeup.ignored")
+
+    def _followups(self) -> None:
+        from soap_service import followup
+
+        followup.tick(self.db, self.settings)
+
+    def _housekeeping(self) -> None:
+        from soap_service import housekeeping
+
+        housekeeping.daily_job(self.db, self.settings)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def add_jobs(self) -> None:
+        s, now = self.settings, datetime.now(UTC)
+        add: Any = self.scheduler.add_job
+        add(self.dispatch, "interval", seconds=s.worker_poll_interval, id=DISPATCH_JOB,
+            next_run_time=now)
+        add(self.dispatcher.reap, "interval", seconds=max(5, s.lease_seconds // 4), id="reap",
+            next_run_time=now)
+        add(self.dispatcher.beat, "interval", seconds=10, id="heartbeat", next_run_time=now)
+        add(self._followups, "interval", seconds=60, id="followups")
+        add(self._housekeeping, "interval", hours=24, id="housekeeping")
+
+    def start(self) -> WorkerRuntime:
+        self.add_jobs()
+        self.listener.start()
+        self.scheduler.start()
+        log.info("worker.started id=%s", self.dispatcher.worker_id)
+        return self
+
+    def stop(self) -> None:
+        """Finish the round in progress, then close connections and forget the heartbeat."""
+        self.stopping.set()
+        self.listener.stop()
+        self.scheduler.shutdown(wait=True)
+        self.dispatcher.close()
+        try:
+            store_queue.forget_worker(self.db, self.dispatcher.worker_id)
+        except Exception:  # best effort on the way out
+            log.warning("worker.heartbeat_not_removed id=%s", self.dispatcher.worker_id)
+        log.info("worker.stopped id=%s", self.dispatcher.worker_id)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until SIGTERM or SIGINT (``msgcenter worker``)."""
+    runtime = WorkerRuntime(settings).start()
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        runtime.stop()

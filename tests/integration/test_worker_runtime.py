@@ -1,0 +1,74 @@
+"""The worker runtime in-process: scheduler, wake-up listener, heartbeats, clean stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dispatch_support import (
+    add_events,
+    event_row,
+    sink_settings,
+    stand_in_renderer,
+    stand_in_router,
+)
+from sqlalchemy import select
+
+from soap_service import wakeup
+from soap_service.config import load_settings
+from soap_service.devsmtp import MailSink
+from soap_service.models import EventStatus
+from soap_service.schedule import WorkerRuntime
+from soap_service.store import Database, make_engine
+from soap_service.store.events import get_event
+from soap_service.tables import worker_heartbeats
+from soap_service.worker import Dispatcher
+
+
+def test_pushed_event_wakes_the_dispatcher_without_waiting_for_the_poll(settings, db):
+    """With a 120 s poll interval, a stored event is still sent at once (wake-up)."""
+    with MailSink() as sink:
+        s = sink_settings(settings, sink, worker_poll_interval=120.0)
+        dispatcher = Dispatcher(s, db, router=stand_in_router, renderer=stand_in_renderer,
+                                types=lambda db, name: None)
+        runtime = WorkerRuntime(s, db, dispatcher).start()
+        try:
+            assert runtime.listener.ready.wait(10)
+            [first] = add_events(db, [event_row(1)])
+            assert len(sink.wait_for(1, timeout=30)) == 1
+            [second] = add_events(db, [event_row(2)])  # the scheduler is idle by now
+            assert len(sink.wait_for(2, timeout=30)) == 2
+            with db.connect() as conn:
+                beats = conn.execute(select(worker_heartbeats.c.worker_id)).scalars().all()
+            assert beats == [dispatcher.worker_id]
+        finally:
+            runtime.stop()
+    for pk in (first, second):
+        ev = get_event(db, pk)
+        assert ev is not None and ev.status is EventStatus.PROCESSED
+    with db.connect() as conn:
+        assert conn.execute(select(worker_heartbeats)).all() == []
+
+
+def test_long_sqlite_paths_use_a_short_hashed_socket(tmp_path):
+    """A database path too long for AF_UNIX gets a hashed socket path under the temp dir,
+    and a notification sent to it reaches the listener."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    s = load_settings({"MC_DATABASE_URL": f"sqlite:///{deep}/mc.db"})
+    db = Database(make_engine(s), s)
+    path = wakeup.socket_path(db)
+    assert path is not None and len(str(path).encode()) <= wakeup.MAX_UNIX_PATH
+    assert path == wakeup.socket_path(db)  # both sides agree
+    woken: list[int] = []
+    listener = wakeup.Listener(db, lambda: woken.append(1)).start()
+    try:
+        wakeup.notify_after_commit(db)
+        import time
+
+        deadline = time.monotonic() + 10
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        listener.stop()
+        db.dispose()
+    assert woken
+    assert not Path(path).exists()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from soap_service import clock, retry
+from soap_service import clock, exclusions, retry, track
 from soap_service.channels.email import EmailChannel
 from soap_service.config import Settings
 from soap_service.errors import RenderError
@@ -94,6 +94,12 @@ def check_channel(d: Dispatcher, job: Job) -> Outcome | None:
     return None
 
 
+def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
+    """A quarantined or denylisted address: ``ignored`` (the exclusion log says why)."""
+    reason = exclusions.check_event(d.db, job.event)
+    return _final(job, EventStatus.IGNORED, reason) if reason else None
+
+
 def find_route(d: Dispatcher, job: Job) -> Outcome | None:
     """The latest published, not paused version for the type and channel (or why none)."""
     route = d.route_for(job.event)
@@ -111,6 +117,13 @@ def render_content(d: Dispatcher, job: Job) -> Outcome | None:
         job.rendered = d.renderer(job.version, job.event)
     except RenderError as exc:
         return _final(job, EventStatus.DELIVERY_FAILED, f"render failed: {exc.message}")
+    return None
+
+
+def track_links(d: Dispatcher, job: Job) -> Outcome | None:
+    """HTML part: links rewritten to the signed click redirect, 1x1 open pixel added."""
+    assert job.rendered is not None
+    job.rendered = track.instrument_message(job.rendered, job.event.id, d.settings)
     return None
 
 
@@ -135,8 +148,8 @@ def build_email(d: Dispatcher, job: Job) -> Outcome | None:
 
 # The pipeline before sending, in order.  Insert new steps here (e.g. an exclusion check
 # before build_email, link rewriting after render_content).
-PREPARE_STEPS: list[Step] = [check_too_old, check_channel, find_route, render_content,
-                             build_email]
+PREPARE_STEPS: list[Step] = [check_too_old, check_channel, check_exclusion, find_route,
+                             render_content, track_links, build_email]
 
 
 # ---------------------------------------------------------------- outcomes of a send
@@ -158,6 +171,7 @@ def outcome_of_send(d: Dispatcher, job: Job, result: SendResult) -> Outcome:
         return Outcome(e.id, EventStatus.PROCESSED, "", e.error_count, e.process_at, delivery)
     if result.outcome is SendOutcome.PERMANENT:
         log.info("message.failed event=%s code=%s", e.id, result.code)
+        exclusions.quarantine_after_failure(d.db, e, result)  # hard bounce at RCPT
         return Outcome(e.id, EventStatus.DELIVERY_FAILED, reply, e.error_count + 1,
                        e.process_at, delivery)
     failures = e.error_count + 1

@@ -26,7 +26,8 @@ from soap_service.render.personalize import (
     render_source,
 )
 
-__all__ = ["check_content", "event_data", "html_to_text", "render_message", "render_part"]
+__all__ = ["check_complete", "check_content", "check_ctx", "event_data", "html_to_text",
+           "render_message", "render_part"]
 
 # part name -> TemplateContent field, per channel; "html" is the only escaped part
 CHANNEL_PARTS: dict[Channel, tuple[str, ...]] = {
@@ -73,6 +74,14 @@ def check_complete(content: TemplateContent, channel: Channel) -> None:
     if missing:
         names = ", ".join(m.replace("from_addr", "from") for m in missing)
         raise ValidationFailed(f"template is incomplete: missing {names}")
+
+
+def check_ctx(ctx_xml: str) -> None:
+    """Refuse test data that is not well-formed XML (seeds are checked when saved)."""
+    try:
+        parse_ctx(ctx_xml)
+    except RenderError as exc:
+        raise ValidationFailed(f"ctx is not well-formed XML: {exc.detail}") from exc
 
 
 def event_data(event: Event) -> EventData:

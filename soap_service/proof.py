@@ -1,0 +1,250 @@
+"""Testing a template before (and after) it goes live: test events, previews, proofs.
+
+A *test event* is built from a seed (address + ctx), from an event XML file, or from
+nothing (every field renders empty).  ``preview`` renders the draft or a version with
+it; ``send_proofs`` renders for each target and sends for real through the email
+channel, subject prefixed ``[PROOF]``, each with its own Message-ID, logged in the
+delivery log with ``is_proof`` (never counted as a delivery, never tied to an event).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from soap_service import catalog, clock, render
+from soap_service.config import Settings
+from soap_service.errors import RenderError, ValidationFailed
+from soap_service.models import (
+    Channel,
+    EmailMessage,
+    Event,
+    Queue,
+    RenderedMessage,
+    SendResult,
+    TemplateContent,
+)
+from soap_service.store import Database
+from soap_service.store import catalog as store
+from soap_service.store.catalog import Seed, Template
+
+log = logging.getLogger(__name__)
+
+PROOF_PREFIX = "[PROOF] "
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          huge_tree=False, remove_comments=True)
+# event XML attribute -> Event field (the rest is kept in Event.attributes)
+_ATTRS = {"email": "email", "mobilePhone": "mobile_phone", "externalId": "external_id",
+          "origin": "origin", "language": "language", "country": "country",
+          "registrationToken": "registration_token"}
+
+
+# ---------------------------------------------------------------- test data
+
+
+def ctx_from_xml(text: str) -> str:
+    """The ``<ctx>`` of a file holding a ``<ctx>`` or a whole event element."""
+    root = _parse(text)
+    if etree.QName(root).localname != "ctx":
+        found = [c for c in root if isinstance(c.tag, str) and etree.QName(c).localname == "ctx"]
+        if not found:
+            raise ValidationFailed("the XML file has no <ctx> element")
+        root = found[0]
+    return etree.tostring(root, encoding="unicode")
+
+
+def ctx_from_json(text: str) -> str:
+    """JSON test data -> ``<ctx>``: objects are elements, lists repeat an element,
+    ``"@name"`` keys are attributes, ``"#text"`` is an element's own text."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValidationFailed("JSON test data must be an object")
+    ctx = etree.Element("ctx")
+    try:
+        _fill(ctx, data)
+    except ValueError as exc:
+        raise ValidationFailed(f"JSON key is not a valid XML name: {exc}") from exc
+    return etree.tostring(ctx, encoding="unicode")
+
+
+def _fill(el: Any, value: Any) -> None:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if key.startswith("@"):
+                el.set(key[1:], _scalar(child))
+            elif key == "#text":
+                el.text = _scalar(child)
+            else:
+                for item in child if isinstance(child, list) else [child]:
+                    _fill(etree.SubElement(el, key), item)
+    else:
+        el.text = _scalar(value)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _parse(text: str) -> Any:
+    try:
+        return etree.fromstring(text.encode("utf-8"), _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise ValidationFailed(f"invalid XML: {exc}") from exc
+
+
+def make_test_event(tpl: Template, address: str | None, ctx_xml: str = "<ctx/>",
+               external_id: str | None = None) -> Event:
+    """An unsaved event of the template's type and channel, addressed to ``address``."""
+    wished = {Channel.EMAIL: 0, Channel.SMS: 1, Channel.PUSH: 40}[tpl.channel]
+    by_channel = {Channel.EMAIL: "email", Channel.SMS: "mobile_phone",
+                  Channel.PUSH: "registration_token"}
+    fields: dict[str, Any] = {by_channel[tpl.channel]: address} if address else {}
+    return Event(id=0, queue=Queue.RT, event_type=tpl.event_type, ctx_xml=ctx_xml,
+                 wished_channel=wished, external_id=external_id, created_at=clock.utcnow(),
+                 **fields)
+
+
+def event_from_xml(tpl: Template, text: str) -> Event:
+    """A test event from an ``<rtEvent ...><ctx>...</ctx></rtEvent>`` file."""
+    root = _parse(text)
+    attrs = {etree.QName(k).localname: v for k, v in root.attrib.items()}
+    fields = {field: attrs[a] for a, field in _ATTRS.items() if a in attrs}
+    base = make_test_event(tpl, None, ctx_from_xml(text))
+    return Event(**{**base.__dict__, **fields, "attributes": attrs,
+                    "event_type": attrs.get("type", tpl.event_type)})
+
+
+def seed_event(tpl: Template, seed: Seed) -> Event:
+    return make_test_event(tpl, seed.address, seed.ctx_xml, seed.external_id)
+
+
+# ---------------------------------------------------------------- preview
+
+
+@dataclass(frozen=True)
+class Preview:
+    template: str
+    version: str  # "draft" or the version number
+    address: str
+    message: RenderedMessage
+
+
+def _content(db: Database, name: str, version: int | None) -> tuple[TemplateContent, str]:
+    if version is None:
+        return catalog.get_template(db, name).template.draft, "draft"
+    return catalog.get_version(db, name, version).version.content, str(version)
+
+
+def preview(db: Database, name: str, *, version: int | None = None, seed: str | None = None,
+            event_xml: str | None = None) -> Preview:
+    """Render the draft (or ``version``) with a seed's data, an event file, or the first
+    seed when neither is given (no seed: every field renders empty)."""
+    tpl = catalog.get_template(db, name).template
+    content, label = _content(db, name, version)
+    if event_xml is not None:
+        event = event_from_xml(tpl, event_xml)
+    else:
+        seeds = catalog.list_seeds(db, name)
+        chosen = [s for s in seeds if seed is None or s.address == seed]
+        if seed is not None and not chosen:
+            raise ValidationFailed(f"template {name!r} has no seed {seed!r}")
+        event = seed_event(tpl, chosen[0]) if chosen else make_test_event(tpl, None)
+    message = render.render_message(content, event, tpl.channel)
+    return Preview(name, label, event.address or "", message)
+
+
+# ---------------------------------------------------------------- proofs
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    address: str
+    outcome: str  # sent | temporary | permanent | renderFailed
+    code: int | None
+    text: str
+    message_id: str
+    duration_ms: int = 0
+
+
+def send_proofs(db: Database, settings: Settings, name: str, *, to: list[str] | None = None,
+                seeds: bool = False, version: int | None = None) -> list[ProofResult]:
+    """Render and send proofs: to ``to`` (with the first seed's data) or to every seed."""
+    tpl = catalog.get_template(db, name).template
+    if tpl.channel is not Channel.EMAIL:
+        raise ValidationFailed(f"proofs are sent by email; template {name!r} is "
+                               f"{tpl.channel.value}: use msgcenter template preview")
+    content, label = _content(db, name, version)
+    render.check_complete(content, tpl.channel)
+    version_id = catalog.get_version(db, name, version).version.id if version else None
+    results: list[ProofResult] = []
+    pending: list[tuple[int, EmailMessage]] = []
+    for event in _targets(db, tpl, to or [], seeds):
+        try:
+            rendered = render.render_message(content, event, tpl.channel)
+        except RenderError as exc:
+            results.append(ProofResult(event.email or "", "renderFailed", None, exc.message, ""))
+            continue
+        msg = proof_message(rendered, event.email or "", name, label)
+        pending.append((len(results), msg))
+        results.append(ProofResult(msg.to, "unsent", None, "", msg.message_id))
+    outcomes = _send(settings, [m for _, m in pending])
+    for (index, msg), sent in zip(pending, outcomes, strict=True):
+        results[index] = ProofResult(msg.to, sent.outcome.value, sent.code, sent.text,
+                                     msg.message_id, sent.duration_ms)
+    _record(db, results, version_id)
+    return results
+
+
+def _targets(db: Database, tpl: Template, to: list[str], all_seeds: bool) -> list[Event]:
+    seed_list = catalog.list_seeds(db, tpl.name)
+    if all_seeds:
+        if not seed_list:
+            raise ValidationFailed(f"template {tpl.name!r} has no seeds (msgcenter seed add)")
+        return [seed_event(tpl, s) for s in seed_list]
+    if not to:
+        raise ValidationFailed("give --to ADDRESS (repeatable) or --seeds")
+    data = seed_list[0] if seed_list else None
+    return [make_test_event(tpl, addr, data.ctx_xml if data else "<ctx/>",
+                            data.external_id if data else None) for addr in to]
+
+
+def proof_message(rendered: RenderedMessage, to: str, name: str, label: str) -> EmailMessage:
+    _, from_email = email.utils.parseaddr(rendered.from_addr)
+    domain = from_email.rpartition("@")[2] or "localhost"
+    return EmailMessage(
+        from_addr=rendered.from_addr, to=to, subject=PROOF_PREFIX + rendered.subject,
+        message_id=f"<mc.proof.{uuid.uuid4().hex}@{domain}>", html=rendered.html,
+        text=rendered.text, reply_to=rendered.reply_to,
+        headers={"X-MC-Proof": f"{name}@{label}"})
+
+
+def _send(settings: Settings, messages: list[EmailMessage]) -> list[SendResult]:
+    if not messages:
+        return []
+    from soap_service.channels.email import send_messages
+
+    return send_messages(settings, messages)
+
+
+def _record(db: Database, results: list[ProofResult], version_id: int | None) -> None:
+    now = clock.utcnow()
+    with db.begin() as conn:
+        for r in results:
+            store.record_proof(conn, version_id=version_id, channel=Channel.EMAIL,
+                               address=r.address, outcome=r.outcome
+                               if r.outcome != "renderFailed" else "permanent",
+                               code=r.code, text=r.text, message_id=r.message_id or None,
+                               duration_ms=r.duration_ms, now=now)
+    for r in results:
+        log.info("proof.sent outcome=%s message_id=%s", r.outcome, r.message_id)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from soap_service import tracking_web
 from soap_service.config import Settings, load_settings
 from soap_service.errors import ClientError
 from soap_service.soap import envelope, faults, router, wsdl
@@ -204,6 +205,7 @@ ROUTES: list[Route] = [
     Route("GET", "/nl/jsp/schemawsdl.jsp", wsdl_endpoint),
     Route("GET", "/healthz", healthz),
     Route("GET", "/metrics", metrics_endpoint),
+    Route("GET", "/r/", tracking_web.route, prefix=True),  # open pixel, click redirect
 ]
 
 

@@ -173,3 +173,26 @@ def test_redirect_answers_even_when_recording_fails(db: Database, tmp_path, capl
     broken.dispose()
     assert (status, headers["location"]) == (302, target)
     assert "tracking.record_failed" in caplog.text
+
+
+def test_routes_of_the_service_app(db: Database) -> None:
+    """The service's own WSGI app (web.py) serves the pixel and the redirect under /r/."""
+    from soap_service import tracking_web
+    from soap_service.web import WebApp
+
+    app = WebApp(db.settings, db)
+    target = "https://shop.example.com/a"
+    with clock.frozen_clock(T0) as advance, wsgi_server(app) as base:
+        [pk] = sent_events(db, 1)
+        advance(timedelta(days=1))
+        opened = get(base, path_of(track.open_url("", db.settings.secret, pk)))
+        clicked = get(base, path_of(track.click_url("", db.settings.secret, pk, target)))
+        forged = get(base, path_of(track.click_url("", "forged", pk, target)))
+        tracker = tracking_web.tracker_for(app)
+        assert tracker is not None
+        tracker.recorder.flush()
+    tracker.recorder.close()
+    assert (opened[0], opened[1]["content-type"], opened[2]) == (200, "image/gif", PIXEL)
+    assert (clicked[0], clicked[1]["location"]) == (302, target)
+    assert forged[0] == 404 and "location" not in forged[1]
+    assert [(h.kind, h.url) for h in hits(db, pk)] == [("open", None), ("click", target)]

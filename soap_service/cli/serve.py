@@ -1,0 +1,231 @@
+"""``msgcenter serve``: the SOAP front-end under gunicorn, plus one dispatch worker.
+
+Process layout (``serve`` is a small supervisor, never a server itself)::
+
+    msgcenter serve            supervisor: starts both, forwards SIGTERM/SIGINT, stops both
+    ├── gunicorn master        ``python -m soap_service.cli.serve``: builds the app (and the
+    │   └── N sync workers     WSDLs for MC_PUBLIC_URL) once, then forks the workers
+    └── msgcenter worker       the dispatch loop (unless --no-worker), restarted if it dies
+
+The supervisor exists because gunicorn's master reaps *every* child it has (it calls
+``waitpid(-1)``): a dispatch worker started from inside it could not be watched.  The
+gunicorn master preloads the application, so the WSDLs are built before forking, and each
+forked worker drops the database connections it inherited.  One log line per request
+(``http.request``: method, path, status, milliseconds, plIds) -- never a body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from soap_service.cli.context import CliContext
+from soap_service.errors import ServerError, ValidationFailed
+
+log = logging.getLogger("soap_service.serve")
+access_log = logging.getLogger("soap_service.access")
+
+STOP_TIMEOUT = 20.0  # seconds each child gets to stop after SIGTERM before SIGKILL
+WORKER_RESTART_DELAY = 2.0
+
+
+def default_workers() -> int:
+    """2 x CPU cores: the sync workers wait on the database commit half of the time."""
+    return max(2, 2 * (os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------- request log
+
+
+class RequestLog:
+    """WSGI middleware: one ``http.request`` line per request, after the response is built."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started = time.perf_counter()
+        seen: list[str] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen.append(status)
+            return start_response(status, headers, exc_info)
+
+        body = self.app(environ, capture)
+        status = seen[0].split(" ", 1)[0] if seen else "-"
+        plids = _count_plids(body) if status == "200" and isinstance(body, list) else 0
+        access_log.info(
+            "http.request method=%s path=%s status=%s ms=%.1f plIds=%d",
+            environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-"), status,
+            (time.perf_counter() - started) * 1000, plids,
+        )
+        return body
+
+
+def _count_plids(body: list[bytes]) -> int:
+    """plIds in a response: ``<plId ...>`` (PushEvent) or ``plId="..."`` (PushEvents)."""
+    return sum(chunk.count(b"<plId") + chunk.count(b' plId="') for chunk in body)
+
+
+# ---------------------------------------------------------------- the gunicorn master
+
+
+def run_gunicorn(bind: str, workers: int, log_level: str) -> None:
+    """Run the gunicorn master in this process (blocks until it stops)."""
+    from gunicorn.app.base import BaseApplication
+
+    from soap_service import web
+    from soap_service.config import load_settings
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": bind, "workers": workers, "worker_class": "sync",
+                "preload_app": True, "control_socket_disable": True,
+                "accesslog": None, "errorlog": "-", "loglevel": log_level,
+                "timeout": 60, "graceful_timeout": int(STOP_TIMEOUT / 2),
+                "proc_name": "msgcenter-serve", "post_fork": self.post_fork,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            settings = load_settings()
+            self.app = web.create_app(settings)  # builds the WSDLs before any fork
+            return RequestLog(self.app)
+
+        def post_fork(self, _server: Any, _worker: Any) -> None:
+            # connections opened by the master must not be shared with the children
+            self.app.db.engine.dispose(close=False)
+
+    Server().run()
+
+
+# ---------------------------------------------------------------- the supervisor
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def worker_command() -> list[str] | None:
+    """The dispatch worker command, or None while ``msgcenter worker`` does not exist."""
+    if importlib.util.find_spec("soap_service.cli.worker") is None:
+        return None
+    return [sys.executable, "-m", "soap_service.cli", "worker"]
+
+
+class Supervisor:
+    """Start gunicorn and the worker, restart the worker if it dies, stop both on a signal."""
+
+    def __init__(self, gunicorn_cmd: list[str], worker_cmd: list[str] | None) -> None:
+        self.gunicorn_cmd = gunicorn_cmd
+        self.worker_cmd = worker_cmd
+        self.stopping = False
+        self.gunicorn: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.gunicorn = subprocess.Popen(self.gunicorn_cmd, env=_child_env())
+        log.info("serve.started pid=%s gunicorn=%s", os.getpid(), self.gunicorn.pid)
+        if self.worker_cmd:
+            self._start_worker()
+        try:
+            return self._watch()
+        finally:
+            self._stop_all()
+
+    def _start_worker(self) -> None:
+        assert self.worker_cmd is not None
+        self.worker = subprocess.Popen(self.worker_cmd, env=_child_env())
+        log.info("serve.worker_started pid=%s", self.worker.pid)
+
+    def _watch(self) -> int:
+        assert self.gunicorn is not None
+        restart_at = 0.0
+        while not self.stopping:
+            code = self.gunicorn.poll()
+            if code is not None:
+                log.error("serve.gunicorn_exited code=%s", code)
+                return code or 1
+            if self.worker is not None and self.worker.poll() is not None:
+                if not restart_at:
+                    log.error("serve.worker_exited code=%s", self.worker.returncode)
+                    restart_at = time.monotonic() + WORKER_RESTART_DELAY
+                elif time.monotonic() >= restart_at:
+                    restart_at = 0.0
+                    self._start_worker()
+            time.sleep(0.2)
+        log.info("serve.stopping")
+        return 0
+
+    def _stop_all(self) -> None:
+        children = [p for p in (self.worker, self.gunicorn) if p is not None]
+        for proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in children:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("serve.kill pid=%s", proc.pid)
+                proc.kill()
+                proc.wait()
+        log.info("serve.stopped")
+
+
+def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
+    if args.workers < 1:
+        raise ValidationFailed("--workers must be at least 1")
+    if not 0 < args.port < 65536:
+        raise ValidationFailed("--port must be between 1 and 65535")
+    _ = ctx.settings  # fail here, with one line, on a bad MC_* value
+    logging.getLogger("soap_service").setLevel(args.log_level.upper())
+    worker_cmd = None
+    if not args.no_worker:
+        worker_cmd = worker_command()
+        if worker_cmd is None:
+            log.warning("serve.no_worker_command (running as --no-worker)")
+    gunicorn_cmd = [sys.executable, "-m", "soap_service.cli.serve",
+                    f"{args.host}:{args.port}", str(args.workers), args.log_level]
+    code = Supervisor(gunicorn_cmd, worker_cmd).run()
+    if code:
+        raise ServerError(f"the HTTP server stopped unexpectedly (exit code {code})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the SOAP API (gunicorn) and run a dispatch worker")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="HTTP worker processes (default: 2 x CPU cores)")
+    p.add_argument("--no-worker", action="store_true", help="do not start a dispatch worker")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+
+def _main(argv: list[str]) -> None:
+    bind, workers, log_level = argv
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("soap_service").setLevel(log_level.upper())
+    run_gunicorn(bind, int(workers), log_level)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -9,7 +9,14 @@ import pytest
 from sqlalchemy import select
 
 from soap_service import auth, clock
-from soap_service.errors import InvalidCredentials, SessionExpired, ZoneDenied
+from soap_service.errors import (
+    Conflict,
+    InvalidCredentials,
+    NotFound,
+    SessionExpired,
+    ValidationFailed,
+    ZoneDenied,
+)
 from soap_service.store import Database
 from soap_service.store import auth as store
 from soap_service.tables import api_keys, sessions
@@ -229,3 +236,23 @@ def test_forwarded_for_only_from_proxy_zone(setup: Database):
         authn.authenticate(creds(token, ip="192.168.7.7", xff="10.1.1.1"))
     zone = authn.zone_for("10.9.9.9", "10.9.1.2")
     assert zone is not None and zone.name == "dmz"
+
+
+def test_duplicates_and_unknown_names(setup: Database, pw_hash: str):
+    """Duplicate logins, zone and key names are Conflict; unknown names NotFound (both DBs)."""
+    with pytest.raises(Conflict):
+        store.add_operator(setup, "alice", pw_hash, frozenset({"mc"}))
+    with pytest.raises(Conflict):
+        auth.create_zone(setup, "lan", "192.168.0.0/16")
+    auth.create_api_key(setup, "shop")
+    with pytest.raises(Conflict):
+        auth.create_api_key(setup, "shop")
+    with pytest.raises(NotFound):
+        auth.create_api_key(setup, "other", "nobody")
+    with pytest.raises(NotFound):
+        store.set_password_hash(setup, "nobody", pw_hash)
+    with pytest.raises(NotFound):
+        store.remove_zone(setup, "nowhere")
+    with pytest.raises(ValidationFailed):
+        auth.create_operator(setup, "a/b", "pw")
+    assert [op.login for op in store.list_operators(setup)] == ["alice", "root"]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage as MimeMessage
 
 import aiosmtplib
+import aiosmtplib.email
 
 from soap_service.config import Settings
 from soap_service.models import EmailMessage, SendOutcome, SendResult
@@ -144,16 +145,27 @@ class EmailChannel:
 
     async def send(self, msg: EmailMessage) -> SendResult:
         """Send one message; the outcome is a value, never an exception."""
-        data = build_mime(msg).as_bytes(policy=_POLICY)
+        started = time.monotonic()
+        try:
+            data = build_mime(msg).as_bytes(policy=_POLICY)
+            sender, rcpt = aiosmtplib.email.parse_address(msg.from_addr), msg.to.strip()
+            aiosmtplib.email.parse_address(rcpt)
+        except (ValueError, TypeError) as exc:  # unusable address or header: never retry
+            return SendResult(SendOutcome.PERMANENT, None, f"invalid message: {exc}"[:500])
         async with self._limit:
-            started = time.monotonic()
+            started = time.monotonic()  # the attempt's duration excludes waiting for a slot
             client: aiosmtplib.SMTP | None = None
             try:
                 client = await self._checkout()
-                _refused, response = await client.sendmail(msg.from_addr, [msg.to], data)
+                _refused, response = await client.sendmail(sender, [rcpt], data)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 if client is not None:
                     self._discard_after_error(client, exc)
+                return _result_from_error(exc, started)
+            except Exception as exc:  # a bug must not take the whole round down
+                log.exception("email.unexpected_error")
+                if client is not None:
+                    client.close()
                 return _result_from_error(exc, started)
             self._checkin(client)
             ms = int((time.monotonic() - started) * 1000)

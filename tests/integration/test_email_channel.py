@@ -155,3 +155,18 @@ def test_failure_then_success_on_the_same_channel():
     assert first.outcome is SendOutcome.TEMPORARY
     assert second.outcome is SendOutcome.SENT
     assert [m.message_id for m in sink.messages] == ["<mc.1.2@example.org>"]
+
+
+def test_display_names_and_bad_addresses():
+    """A From with a display name is sent with the bare envelope sender; an address that
+    cannot go on an SMTP command line is a permanent failure, not an exception."""
+    with MailSink() as sink:
+        ok, bad = send_messages(_settings(sink), [
+            _msg(1, from_addr="Demo Shop <shop@demo.example>"),
+            _msg(2, to="bad\r\naddress@example.com"),
+        ])
+        sink.wait_for(1)
+    assert ok.outcome is SendOutcome.SENT
+    assert sink.messages[0].mail_from == "shop@demo.example"
+    assert sink.messages[0].message["From"] == "Demo Shop <shop@demo.example>"
+    assert bad.outcome is SendOutcome.PERMANENT

@@ -102,6 +102,7 @@ def test_followup_goes_once_to_non_opener_with_parent_data(db: Database, world) 
         assert dispatcher.tick().claimed == 0
     assert len(html_of(sink, "ann@example.com")) == 1
     first, reminder = html_of(sink, "bob@example.com")
+    assert "Hi Bob" in first
     assert "Reminder for Bob" in reminder
     [msg] = [m.message for m in sink.messages if m.message["Subject"].startswith("Did")]
     assert msg["Subject"] == "Did you see it, Bob?"

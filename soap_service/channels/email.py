@@ -42,6 +42,14 @@ def _cte(body: str) -> str:
 def build_mime(msg: EmailMessage) -> MimeMessage:
     """A proper MIME message: multipart/alternative when both parts exist."""
     mime = MimeMessage(policy=_POLICY)
+    if msg.text or not msg.html:
+        mime.set_content(msg.text, cte=_cte(msg.text))
+        if msg.html:
+            mime.add_alternative(msg.html, subtype="html", cte=_cte(msg.html))
+    else:
+        mime.set_content(msg.html, subtype="html", cte=_cte(msg.html))
+    for part in mime.iter_parts():  # EmailMessage gives every part its own MIME-Version
+        del part["MIME-Version"]
     mime["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     mime["Message-ID"] = msg.message_id
     mime["From"] = msg.from_addr
@@ -49,15 +57,8 @@ def build_mime(msg: EmailMessage) -> MimeMessage:
     mime["Subject"] = msg.subject
     if msg.reply_to:
         mime["Reply-To"] = msg.reply_to
-    mime["MIME-Version"] = "1.0"
     for name, value in msg.headers.items():
         mime[name] = value
-    if msg.text or not msg.html:
-        mime.set_content(msg.text, cte=_cte(msg.text))
-        if msg.html:
-            mime.add_alternative(msg.html, subtype="html", cte=_cte(msg.html))
-    else:
-        mime.set_content(msg.html, subtype="html", cte=_cte(msg.html))
     return mime
 
 

@@ -10,6 +10,7 @@ refused (billion laughs, external entities) and nesting deeper than
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import cache
 
@@ -27,6 +28,8 @@ class BodyTooLarge(ClientError):
 
 
 _local = threading.local()
+_ELEMENT_START = re.compile(rb"<[A-Za-z_:\x80-\xff]")
+_DTD_REFUSED = "Document type declarations (DTD) are not accepted."
 
 
 def _parser() -> etree.XMLParser:
@@ -61,6 +64,8 @@ def parse_document(body: bytes, max_depth: int) -> etree._Element:
     """Parse ``body`` safely and return its root element, or raise :class:`InvalidXml`."""
     if not body or not body.strip():
         raise InvalidXml("empty body", "The request body is empty.")
+    if _has_doctype(body):  # refused before libxml2 reads a single declaration
+        raise InvalidXml("DTD not allowed", _DTD_REFUSED)
     try:
         root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as exc:
@@ -69,12 +74,19 @@ def parse_document(body: bytes, max_depth: int) -> etree._Element:
         raise InvalidXml("not well-formed", _short(str(exc))) from exc
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
-        raise InvalidXml("DTD not allowed", "Document type declarations (DTD) are not accepted.")
+        raise InvalidXml("DTD not allowed", _DTD_REFUSED)
     if _too_deep(max_depth)(tree):
         raise InvalidXml(
             "nesting too deep", f"Elements are nested deeper than the limit of {max_depth}."
         )
     return root
+
+
+def _has_doctype(body: bytes) -> bool:
+    """A ``<!DOCTYPE`` in the prolog (before the first element); other encodings than
+    ASCII-compatible ones are caught after parsing, behind libxml2's own entity guards."""
+    index = body.find(b"<!DOCTYPE")
+    return index >= 0 and _ELEMENT_START.search(body, 0, index) is None
 
 
 def local_name(element: etree._Element) -> str:

@@ -145,6 +145,10 @@ class LiveServer:
     url: str
     env: dict[str, str]
     process: subprocess.Popen
+    log_path: Path | None = None  # the server's stdout and stderr
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     @property
     def soap_url(self) -> str:
@@ -157,11 +161,13 @@ class LiveServer:
         return run_cli(self.env, *args, check=check)
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None,
+              log_path: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             out = proc.stdout.read() if proc.stdout else ""
+            out = out or (log_path.read_text(errors="replace") if log_path else "")
             raise AssertionError(f"server exited with {proc.returncode}: {out[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
@@ -174,11 +180,15 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start ``msgcenter serve`` on a free loopback port; stopped at teardown."""
+    """Start ``msgcenter serve`` on a free loopback port; stopped at teardown.
+
+    No dispatch worker unless ``worker=True``; the server's output goes to a file
+    (``LiveServer.log()``), never to an unread pipe that would fill up and block it.
+    """
     started: list[subprocess.Popen] = []
 
     def _start(database_url: str, *extra_args: str, env: dict[str, str] | None = None,
-               init: bool = True) -> LiveServer:
+               init: bool = True, worker: bool = False) -> LiveServer:
         port = free_port()
         full_env = {
             "MC_DATABASE_URL": database_url,
@@ -190,15 +200,18 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         }
         if init:
             run_cli(full_env, "init")
-        proc = subprocess.Popen(
-            msgcenter_cmd("serve", "--host", "127.0.0.1", "--port", str(port), *extra_args),
-            env={**os.environ, **full_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, cwd=str(ROOT),
-        )
+        log_path = tmp_path / f"serve-{port}.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                msgcenter_cmd("serve", "--host", "127.0.0.1", "--port", str(port),
+                              *([] if worker else ["--no-worker"]), *extra_args),
+                env={**os.environ, **full_env}, stdout=log_file, stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+            )
         started.append(proc)
         base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz", proc=proc)
-        return LiveServer(url=base, env=full_env, process=proc)
+        wait_http(f"{base}/healthz", proc=proc, log_path=log_path)
+        return LiveServer(url=base, env=full_env, process=proc, log_path=log_path)
 
     yield _start
     for proc in started:

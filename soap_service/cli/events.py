@@ -39,7 +39,19 @@ def history_section(db: Database, event: Event) -> tuple[str, list[dict[str, Any
     return "history", rows
 
 
-SHOW_SECTIONS: list[Section] = [history_section]
+def attempts_section(db: Database, event: Event) -> tuple[str, list[dict[str, Any]]]:
+    """Delivery attempts: one delivery-log row per send, oldest first (dispatch side)."""
+    from soap_service.store import queue as queue_store
+
+    rows = [{"at": r["created_at"], "outcome": r["outcome"], "code": r["response_code"],
+             "response": r["response_text"] or "", "address": r["address"],
+             "version": r["template_version_id"], "ms": r["duration_ms"],
+             "messageId": r["message_id"]}
+            for r in queue_store.delivery_attempts(db, event.id)]
+    return "attempts", rows
+
+
+SHOW_SECTIONS: list[Section] = [history_section, attempts_section]
 
 
 def summary(event: Event, instance_id: int) -> dict[str, Any]:
@@ -187,7 +199,10 @@ def push_event(base_url: str, queue: Queue, token: str, event: etree._Element,
         result = service.PushEvent(token, {"_value_1": event})
     except Fault as exc:
         kind = ClientError if "Client" in (exc.code or "") else ServerError
-        raise kind(exc.message or "SOAP fault", _fault_detail(exc)) from exc
+        message, detail = exc.message or "SOAP fault", _fault_detail(exc)
+        if detail and detail not in message:
+            message = f"{message} {detail}"  # e.g. "Invalid login or password."
+        raise kind(message, detail) from exc
     except (requests.RequestException, OSError) as exc:
         raise ServerError(f"cannot reach {base_url}: {type(exc).__name__}") from exc
     except ZeepError as exc:

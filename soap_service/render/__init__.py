@@ -129,7 +129,7 @@ def render_message(version_or_content: TemplateVersion | TemplateContent, event:
 
 # ---------------------------------------------------------------- HTML -> text
 
-_BLOCKS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
+_BLOCKS = {"p", "div", "table", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
            "blockquote", "section", "article", "header", "footer", "hr", "pre"}
 _DROP = {"script", "style", "head", "title", "noscript", "template"}
 
@@ -157,7 +157,7 @@ def _walk(el: Any, out: list[str]) -> None:
         return
     if tag in _BLOCKS:
         out.append("\n\n")
-    elif tag == "br":
+    elif tag in ("br", "tr"):
         out.append("\n")
     elif tag == "li":
         out.append("\n- ")

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv run test interop lint migration bench clean
+.PHONY: help venv run test interop lint migration wsdl bench clean
 
 help:
 	@echo "make run        set up and run the service on embedded defaults (SQLite, SMTP sink, demo)"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make migration  regenerate the initial migration from soap_service/tables.py"
+	@echo "make wsdl       regenerate the committed WSDLs under wsdl/ (default public URL)"
 
 venv: $(STAMP)
 
@@ -39,6 +40,9 @@ lint: $(STAMP)
 
 migration: $(STAMP)
 	$(BIN)/python scripts/make_migration.py
+
+wsdl: $(STAMP)
+	$(BIN)/python scripts/write_wsdl.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -305,11 +305,13 @@ class Authenticator:
 
     def _by_password(self, zone: Zone, login: str, password: str) -> Principal:
         if zone.session_token_only:
-            raise ZoneDenied(ZONE_DENIED, f"zone {zone.name!r} accepts session tokens only")
+            log.info("auth.zone_denied zone=%s reason=session_token_only", zone.name)
+            raise ZoneDenied(ZONE_DENIED, "only session tokens are accepted from this network")
         if password == "":
             return self._trusted(zone, login)
         if not zone.allow_user_password:
-            raise ZoneDenied(ZONE_DENIED, f"zone {zone.name!r} does not allow login/password")
+            log.info("auth.zone_denied zone=%s reason=user_password", zone.name)
+            raise ZoneDenied(ZONE_DENIED, "login/password is not accepted from this network")
         op = self._check_password(login, password)
         return Principal(op.id, op.login, op.rights, "password")
 
@@ -439,11 +441,18 @@ def change_password(db: Database, login: str, password: str) -> None:
     log.info("auth.password_changed login=%s", login)
 
 
-def create_zone(db: Database, name: str, cidr: str, **flags: bool) -> Zone:
+def create_zone(db: Database, name: str, cidr: str, *, allow_user_password: bool = False,
+                allow_empty_password: bool = False, session_token_only: bool = False,
+                show_errors: bool = False, is_proxy: bool = False) -> Zone:
     """Add a zone; the CIDR is validated and normalised (``10.1.2.3/8`` -> ``10.0.0.0/8``)."""
     if not name.strip():
         raise ValidationFailed("a zone needs a name")
-    return store.add_zone(db, Zone(name=name.strip(), cidr=str(parse_cidr(cidr)), **flags))
+    zone = Zone(name=name.strip(), cidr=str(parse_cidr(cidr)),
+                allow_user_password=allow_user_password,
+                allow_empty_password=allow_empty_password,
+                session_token_only=session_token_only, show_errors=show_errors, is_proxy=is_proxy)
+    log.info("auth.zone_added name=%s", zone.name)
+    return store.add_zone(db, zone)
 
 
 def create_api_key(db: Database, name: str,

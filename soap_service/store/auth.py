@@ -8,15 +8,17 @@ own short transaction and return plain values (:class:`Operator`, :class:`Zone`,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, CursorResult, Select, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from soap_service import clock
-from soap_service.errors import Conflict, NotFound
+from soap_service.errors import Conflict, NotFound, ServerError
 from soap_service.store import Database
 from soap_service.tables import api_keys, operators, security_zones, sessions
 
@@ -54,6 +56,13 @@ class ApiKey:
     revoked_at: datetime | None
 
 
+def _new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - every table here has an autoincrement key
+        raise ServerError("insert returned no primary key")
+    return int(key[0])
+
+
 def _rights(raw: str) -> frozenset[str]:
     return frozenset(r.strip() for r in raw.split(",") if r.strip())
 
@@ -75,7 +84,7 @@ def add_operator(db: Database, login: str, password_hash: str, rights: frozenset
               "rights": ",".join(sorted(rights)), "created_at": now, "updated_at": now}
     try:
         with db.begin() as conn:
-            new_id = conn.execute(insert(operators).values(**values)).inserted_primary_key[0]
+            new_id = _new_id(conn.execute(insert(operators).values(**values)))
     except IntegrityError as exc:
         raise Conflict(f"operator {login!r} already exists") from exc
     return Operator(id=new_id, login=login, password_hash=password_hash, rights=rights,
@@ -157,7 +166,7 @@ def add_zone(db: Database, zone: Zone) -> Zone:
             conn.execute(insert(security_zones).values(**values))
     except IntegrityError as exc:
         raise Conflict(f"zone {zone.name!r} already exists") from exc
-    return Zone(**{**values, "created_at": now})
+    return dataclasses.replace(zone, created_at=now)
 
 
 def list_zones(db: Database) -> list[Zone]:
@@ -189,16 +198,16 @@ def add_api_key(db: Database, name: str, key_hash: str, prefix: str,
     try:
         with db.begin() as conn:
             op_id = _operator_id(conn, operator_login) if operator_login else None
-            new_id = conn.execute(insert(api_keys).values(
+            new_id = _new_id(conn.execute(insert(api_keys).values(
                 name=name, key_hash=key_hash, prefix=prefix, operator_id=op_id, created_at=now,
-            )).inserted_primary_key[0]
+            )))
     except IntegrityError as exc:
         raise Conflict(f"API key {name!r} already exists") from exc
     return ApiKey(id=new_id, name=name, prefix=prefix, operator_id=op_id,
                   operator_login=operator_login, created_at=now, revoked_at=None)
 
 
-def _api_key_select():  # type: ignore[no-untyped-def]
+def _api_key_select() -> Select[Any]:
     return select(api_keys, operators.c.login.label("operator_login")).outerjoin(
         operators, operators.c.id == api_keys.c.operator_id)
 

@@ -1,0 +1,97 @@
+"""End to end: SOAP PushEvent -> `msgcenter serve` (with its worker) -> a real SMTP sink.
+
+Also the real catalog and renderer in-process: routingFailed, paused then resumed,
+render failure — no stand-ins.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_settings
+from lxml import etree
+
+from soap_service import catalog, demo, ingest
+from soap_service.devsmtp import MailSink
+from soap_service.models import EventStatus, Queue, split_plid
+from soap_service.store import queue
+from soap_service.store.events import get_event
+from soap_service.worker import Dispatcher
+
+CTX = json.dumps(demo.demo_spec()["sample_ctx"])
+
+
+def test_push_through_soap_is_mailed_personalised_and_logged(database_url, start_server):
+    """A PushEvent through the SOAP API ends as a personalised mail at the relay, status
+    `processed`, one delivery-log row, and `events show` lists history and attempts."""
+    with MailSink() as sink:
+        settings = make_settings(database_url)
+        demo.setup(settings)
+        server = start_server(database_url, init=False, worker=True, env={
+            "MC_SMTP_HOST": sink.host, "MC_SMTP_PORT": str(sink.port)})
+        out = server.cli("push", "--url", server.url, "--token", "demo/demo", "--type",
+                         "order_confirmation", "--email", "john.doe@example.com",
+                         "--ctx-json", CTX).stdout
+        plid = int(out.strip())
+        received = sink.wait_for(1, timeout=60)
+        assert received, f"no mail; server output:\n{server.log()[-4000:]}"
+        mime = received[0].message
+        assert mime["Subject"] == "Your order A-1042 is confirmed, John"
+        assert mime["To"] == "john.doe@example.com"
+        _, pk = split_plid(plid)
+        assert mime["Message-ID"] == f"<mc.1.{pk}@msgcenter.local>"
+        text = mime.get_body(preferencelist=("plain",)).get_content()
+        assert "Thank you for your order, John!" in text and "USB key: 20.00 EUR" in text
+        shown = json.loads(server.cli("events", "show", str(plid), "--json").stdout)
+    assert shown["status"] == "processed"
+    assert shown["history"][-1]["status"] == "processed"
+    [attempt] = shown["attempts"]
+    assert attempt["outcome"] == "sent" and attempt["code"] == 250
+    assert attempt["messageId"] == mime["Message-ID"]
+
+
+def _push(db, settings, xml: str) -> int:
+    plid = ingest.store_event(db, settings, etree.fromstring(xml), Queue.RT.value)
+    return split_plid(plid)[1]
+
+
+@pytest.fixture
+def demo_db(settings, db):
+    demo.ensure_catalog(db)
+    return db
+
+
+def test_real_catalog_routing_pause_resume_and_render_failure(settings, demo_db):
+    """Unknown type -> routingFailed; paused template holds events until resume, then
+    they are sent; a missing required field -> deliveryFailed naming the field."""
+    db = demo_db
+    with MailSink() as sink:
+        s = settings.replace(smtp_host=sink.host, smtp_port=sink.port)
+        d = Dispatcher(s, db)
+        try:
+            unknown = _push(db, s, '<e type="nope" email="a@example.com"><ctx/></e>')
+            catalog.pause(db, "order_confirmation_email")
+            held = _push(db, s, '<e type="order_confirmation" email="b@example.com">'
+                                '<ctx><client><firstname>Bea</firstname></client></ctx></e>')
+            d.tick()
+            assert get_event(db, unknown).status is EventStatus.ROUTING_FAILED
+            assert get_event(db, held).status is EventStatus.PAUSED
+            assert sink.messages == []
+            assert catalog.resume(db, "order_confirmation_email") == 1
+            catalog.edit_template(db, "order_confirmation_email",
+                                  subject="Hi <%= required(rtEvent.ctx.client.firstname) %>")
+            catalog.publish(db, "order_confirmation_email", "test")
+            broken = _push(db, s, '<e type="order_confirmation" email="c@example.com">'
+                                  '<ctx/></e>')
+            d.tick()
+            sink.wait_for(1)
+        finally:
+            d.close()
+    assert get_event(db, held).status is EventStatus.PROCESSED
+    assert [m.message["Subject"] for m in sink.messages] == ["Hi Bea"]
+    failed = get_event(db, broken)
+    assert failed.status is EventStatus.DELIVERY_FAILED
+    assert "firstname" in (failed.last_error or "")
+    [attempt] = queue.delivery_attempts(db, held)
+    assert attempt["template_version_id"] is not None

@@ -37,11 +37,21 @@ function idsOf(rawXml) {
   return ids;
 }
 
+// The suite's responses type every scalar (`<plId xsi:type="xsd:long">`): node-soap then
+// keeps the attributes beside the value, as {attributes, $value}.
+function valueOf(v) {
+  return v !== null && typeof v === "object" && "$value" in v ? v.$value : v;
+}
+
 function faultOf(err) {
   const fault = err && err.root && err.root.Envelope && err.root.Envelope.Body &&
     err.root.Envelope.Body.Fault;
   if (!fault) return { error: String(err && err.message) };
-  return { faultcode: fault.faultcode, faultstring: fault.faultstring, detail: fault.detail };
+  return {
+    faultcode: valueOf(fault.faultcode),
+    faultstring: valueOf(fault.faultstring),
+    detail: valueOf(fault.detail),
+  };
 }
 
 async function expectFault(client, args) {
@@ -67,8 +77,9 @@ async function main() {
       sessiontoken: token,
       domEvent: { $xml: eventXml("order_confirmation", 1) },
     });
-    result.plIdJsType = typeof one.plId;
-    result.plId = String(one.plId);
+    const plId = valueOf(one.plId);
+    result.plIdJsType = typeof plId;
+    result.plId = String(plId);
 
     const [, rawResponse] = await client.PushEventsAsync({
       sessiontoken: token,

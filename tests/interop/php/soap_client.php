@@ -27,25 +27,15 @@ function event_xml(string $root, string $type, int $n): string
     );
 }
 
-// Every <id> of a pdomIds document, reading plId / externalId as attributes or children.
+// Every <id> of a pdomIds document: <id plId=".." externalId=".."/> (no DOM extension needed).
 function ids_of(string $xml): array
 {
-    $doc = new DOMDocument();
-    if (!$doc->loadXML('<r>' . $xml . '</r>', LIBXML_NONET)) {
-        return [];
-    }
     $out = [];
-    foreach ($doc->getElementsByTagName('id') as $id) {
-        $get = function (string $name) use ($id): string {
-            if ($id->hasAttribute($name)) {
-                return $id->getAttribute($name);
-            }
-            foreach ($id->childNodes as $c) {
-                if ($c instanceof DOMElement && $c->localName === $name) {
-                    return trim($c->textContent);
-                }
-            }
-            return '';
+    preg_match_all('/<(?:\w+:)?id\b([^>]*)>/', $xml, $matches);
+    foreach ($matches[1] as $attrs) {
+        $get = function (string $name) use ($attrs): string {
+            return preg_match('/\b' . $name . '="([^"]*)"/', $attrs, $m)
+                ? html_entity_decode($m[1], ENT_QUOTES | ENT_XML1) : '';
         };
         $out[] = ['plId' => $get('plId'), 'externalId' => $get('externalId')];
     }

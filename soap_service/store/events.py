@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from soap_service import wakeup
 from soap_service.errors import Conflict, ServerError
@@ -71,7 +72,7 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
     """
     for attempt in range(_IDEMPOTENCY_RETRIES):
         try:
-            with db.begin() as conn:
+            with _writing(db) as conn:
                 stored = _insert_in(conn, rows)
                 if not all(stored.replayed) and not db.is_postgres:
                     wakeup.notify_in_transaction(conn)
@@ -85,13 +86,36 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _returning(conn: Connection) -> tuple[Any, ...]:
-    """``RETURNING id`` -- on PostgreSQL with the wake-up NOTIFY folded into the same
-    statement (``pg_notify`` is delivered at commit and de-duplicated per transaction),
-    which saves the separate ``NOTIFY`` round trip of ``wakeup.notify_in_transaction``."""
-    if conn.dialect.name == "postgresql":
-        return (events.c.id, func.pg_notify(wakeup.CHANNEL, ""))
-    return (events.c.id,)
+@contextmanager
+def _writing(db: Database) -> Iterator[Connection]:
+    """The connection a call's insert runs on.
+
+    SQLite: one ``BEGIN IMMEDIATE`` transaction.  PostgreSQL: autocommit, because the
+    only write of a call is one ``INSERT`` statement -- atomic and durable on its own --
+    and that saves the ``BEGIN`` and ``COMMIT`` round trips.  The idempotency lookup
+    before it is a read; a race between the lookup and the insert ends on the unique
+    index and is retried above.
+    """
+    if not db.is_postgres:
+        with db.begin() as conn:
+            yield conn
+        return
+    try:
+        with db.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    except OperationalError as exc:
+        raise ServerError("database unavailable", str(exc.orig)[:200]) from exc
+
+
+# Statements built once: building them per call costs more CPU than the insert itself.
+# On PostgreSQL the wake-up NOTIFY is folded into the insert (``pg_notify`` in RETURNING,
+# delivered at commit, de-duplicated per transaction), which saves the separate
+# ``NOTIFY`` round trip of ``wakeup.notify_in_transaction``.
+_PG_NOTIFY = func.pg_notify(wakeup.CHANNEL, "")
+_INSERT_ONE = insert(events).returning(events.c.id)
+_INSERT_MANY = insert(events).returning(events.c.id, sort_by_parameter_order=True)
+_INSERT_ONE_PG = insert(events).returning(events.c.id, _PG_NOTIFY)
+_INSERT_MANY_PG = insert(events).returning(events.c.id, _PG_NOTIFY, sort_by_parameter_order=True)
 
 
 def _has_keys(rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -104,13 +128,14 @@ def _insert_in(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> StoredIds
     if _has_keys(rows):
         _resolve_keys(conn, rows, ids, replayed)
     fresh = [i for i, pk in enumerate(ids) if pk is None and not replayed[i]]
-    returning = _returning(conn)
+    postgres = conn.dialect.name == "postgresql"
     if len(fresh) == 1:
         (i,) = fresh
-        ids[i] = conn.execute(insert(events).returning(*returning), _padded(rows[i])).scalar()
+        one = _INSERT_ONE_PG if postgres else _INSERT_ONE
+        ids[i] = conn.execute(one, _padded(rows[i])).scalar()
     elif fresh:
-        stmt = insert(events).returning(*returning, sort_by_parameter_order=True)
-        result = conn.execute(stmt, [_padded(rows[i]) for i in fresh])
+        many = _INSERT_MANY_PG if postgres else _INSERT_MANY
+        result = conn.execute(many, [_padded(rows[i]) for i in fresh])
         for i, pk in zip(fresh, result.scalars(), strict=True):
             ids[i] = pk
     _fill_duplicates(rows, ids)

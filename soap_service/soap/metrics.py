@@ -29,14 +29,14 @@ class Metrics:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.faults: Counter[tuple[str, str, str]] = Counter()
-        self.seconds: Counter[tuple[str, str]] = Counter()
+        self.seconds: dict[tuple[str, str], float] = {}
         self.http: Counter[tuple[str, int]] = Counter()
 
     def observe(self, service: str, method: str, fault_code: str | None, seconds: float) -> None:
         key = (service, method)
         with self._lock:
             self.requests[key] += 1
-            self.seconds[key] += seconds
+            self.seconds[key] = self.seconds.get(key, 0.0) + seconds
             if fault_code:
                 self.faults[(service, method, fault_code)] += 1
 

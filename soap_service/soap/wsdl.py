@@ -48,11 +48,11 @@ def _event_service(name: str) -> type:
 
     class EventService(ServiceBase):
         @rpc(Unicode, AnyXml, _returns=Long, _in_arg_names={}, _out_variable_name="plId")
-        def PushEvent(ctx, sessiontoken, domEvent):  # type: ignore[no-untyped-def]
+        def PushEvent(ctx, sessiontoken, domEvent):
             """Push one event; answers its plId."""
 
         @rpc(Unicode, AnyXml, _returns=AnyXml, _out_variable_name="pdomIds")
-        def PushEvents(ctx, sessiontoken, domEventCollection):  # type: ignore[no-untyped-def]
+        def PushEvents(ctx, sessiontoken, domEventCollection):
             """Push several events (all or nothing); answers one <id> per event."""
 
     EventService.__name__ = name
@@ -68,11 +68,11 @@ def _session_service() -> type:
             _returns=(Unicode, AnyXml, Unicode),
             _out_variable_names=("pstrSessionToken", "pSessionInfo", "pstrSecurityToken"),
         )
-        def Logon(ctx, sessiontoken, strLogin, strPassword, elemParameters):  # type: ignore[no-untyped-def]
+        def Logon(ctx, sessiontoken, strLogin, strPassword, elemParameters):
             """Open a session; answers a ___ token valid for the session lifetime."""
 
         @rpc(Unicode, _returns=None)
-        def Logoff(ctx, sessiontoken):  # type: ignore[no-untyped-def]
+        def Logoff(ctx, sessiontoken):
             """Close the session of the token."""
 
     SessionService.__name__ = "session"

@@ -131,7 +131,8 @@ def get_event_type(db: Database, name: str) -> EventType | None:
     def load() -> EventType | None:
         with db.connect() as conn:
             return store.get_event_type(conn, name)
-    return _cached(db, ("eventtype", name), load)  # type: ignore[no-any-return]
+    found: EventType | None = _cached(db, ("eventtype", name), load)
+    return found
 
 
 def require_event_type(db: Database, name: str) -> EventType:

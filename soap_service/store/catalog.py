@@ -323,7 +323,7 @@ def delete_seed(conn: Connection, template_id: int, address: str) -> bool:
 
 
 def record_proof(conn: Connection, *, version_id: int | None, channel: Channel, address: str,
-                 outcome: str, code: int | None, text: str, message_id: str,
+                 outcome: str, code: int | None, text: str, message_id: str | None,
                  duration_ms: int, now: datetime) -> None:
     conn.execute(insert(delivery_log).values(
         event_id=None, template_version_id=version_id, channel=channel.value, address=address,

@@ -230,3 +230,17 @@ def test_seeds(db: Database) -> None:
     assert catalog.list_seeds(db) == []
     with pytest.raises(NotFound):
         catalog.add_seed(db, "missing", "a@example.com", "<ctx/>")
+
+
+def test_publish_checks_syntax_again(db: Database) -> None:
+    """A draft that reached the database with broken syntax is refused at publish."""
+    from soap_service.store import catalog as store
+
+    setup_type(db)
+    tpl = catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
+    broken = C(from_addr="a@example.com", subject="s", text="ok\n<% for each (x in y) { %>")
+    with db.begin() as conn:  # bypassing the save-time check, as an older release might have
+        store.update_draft(conn, tpl.id, broken, clock.utcnow())
+    with pytest.raises(TemplateSyntaxError, match="text line 2, column 19: unknown name"):
+        catalog.publish(db, "t", "alice")
+    assert catalog.versions(db, "t") == []

@@ -121,7 +121,8 @@ def render_message(version_or_content: TemplateVersion | TemplateContent, event:
     except TemplateSyntaxError as exc:
         raise RenderError(f"template does not compile: {exc.message}") from exc
     if channel is Channel.EMAIL:
-        parts["subject"] = " ".join(parts["subject"].split())  # no header injection
+        for header in ("subject", "from_addr", "reply_to"):  # no header injection
+            parts[header] = " ".join(parts[header].split())
         if parts["html"].strip() and not parts["text"].strip():
             parts["text"] = html_to_text(parts["html"])
     return RenderedMessage(channel=channel, **parts)

@@ -117,6 +117,7 @@ class Interpreter:
         self.steps = 0
         self.size = 0
         self.deadline = time.monotonic() + limits.max_seconds
+        self.next_clock_check = 0
         self.out: list[str] = []
         self.scope: dict[str, Nodes] = {}
 
@@ -128,8 +129,10 @@ class Interpreter:
         self.steps += cost
         if self.steps > self.limits.max_steps:
             raise RenderError(f"render step limit exceeded ({self.limits.max_steps})")
-        if self.steps & 0x3FF == 0 and time.monotonic() > self.deadline:
-            raise RenderError(f"render time limit exceeded ({self.limits.max_seconds}s)")
+        if self.steps >= self.next_clock_check:
+            self.next_clock_check = self.steps + 1000
+            if time.monotonic() > self.deadline:
+                raise RenderError(f"render time limit exceeded ({self.limits.max_seconds}s)")
 
     def write(self, text: str) -> None:
         self.size += len(text)

@@ -23,6 +23,7 @@ from soap_service.errors import TemplateSyntaxError
 MAX_SOURCE_CHARS = 512 * 1024
 MAX_NESTING = 32
 MAX_EXPR_DEPTH = 40
+MAX_EXPR_OPERATORS = 100  # operators and filters in one tag (chains evaluate recursively)
 ROOT_NAME = "rtEvent"
 
 # name -> (minimum, maximum) number of arguments, the value itself included
@@ -176,6 +177,7 @@ class ExprParser:
         self.loc = loc
         self.scope = scope
         self.depth = 0
+        self.operators = 0
 
     @property
     def tok(self) -> Tok:
@@ -202,12 +204,18 @@ class ExprParser:
         found = "end of tag" if tok.kind == "end" else repr(tok.value)
         return self.loc.error(f"{message}, found {found}", tok.pos)
 
+    def count(self) -> None:
+        self.operators += 1
+        if self.operators > MAX_EXPR_OPERATORS:
+            raise self.fail(f"expression too long (more than {MAX_EXPR_OPERATORS} operators)")
+
     def expression(self) -> Expr:
         self.depth += 1
         if self.depth > MAX_EXPR_DEPTH:
             raise self.fail("expression nested too deeply")
         left = self.conjunction()
         while self.accept("||", "or"):
+            self.count()
             left = BinOp("or", left, self.conjunction())
         self.depth -= 1
         return left
@@ -215,6 +223,7 @@ class ExprParser:
     def conjunction(self) -> Expr:
         left = self.negation()
         while self.accept("&&", "and"):
+            self.count()
             left = BinOp("and", left, self.negation())
         return left
 
@@ -238,6 +247,7 @@ class ExprParser:
     def filtered(self) -> Expr:
         value = self.primary()
         while self.accept("|"):
+            self.count()
             name_tok = self.take()
             if name_tok.kind != "name":
                 raise self.fail("expected a filter name", name_tok)

@@ -143,11 +143,13 @@ def test_text_part_derived_from_html() -> None:
     assert html_to_text("") == ""
 
 
-def test_subject_cannot_inject_headers() -> None:
-    """Line breaks coming from event data are folded out of the subject."""
+def test_headers_cannot_be_injected() -> None:
+    """Line breaks coming from event data are folded out of subject, From and Reply-To."""
     ctx = "<ctx><s>Hi\r\nBcc: victim@example.com</s></ctx>"
-    msg = render_message(email(subject="{{ rtEvent.ctx.s }}", text="x"), event(ctx))
-    assert "\n" not in msg.subject and "\r" not in msg.subject
+    msg = render_message(email(subject="{{ rtEvent.ctx.s }}", from_addr="{{ rtEvent.ctx.s }}",
+                               reply_to="<%= rtEvent.ctx.s %>", text="x"), event(ctx))
+    for value in (msg.subject, msg.from_addr, msg.reply_to):
+        assert value == "Hi Bcc: victim@example.com"
 
 
 def test_namespaced_ctx_and_whole_event_element() -> None:

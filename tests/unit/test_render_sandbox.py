@@ -119,6 +119,9 @@ SYNTAX_ERRORS = [
     ("{{ rtEvent.ctx.a $ 1 }}", 1, 18, "unexpected character"),
     ("{{ }}", 1, 1, "empty expression"),
     ("{{ " + "(" * 60 + "1" + ")" * 60 + " }}", 1, 44, "nested too deeply"),
+    ("{{ " + " or ".join(["true"] * 5000) + " }}", 1, 812, "expression too long"),
+    ("{{ 'x'" + " | upper" * 5000 + " }}", 1, 810, "expression too long"),
+    ("{{ " + "not " * 5000 + "true }}", 1, 164, "nested too deeply"),
 ]
 
 

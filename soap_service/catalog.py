@@ -33,6 +33,7 @@ from soap_service.store.catalog import Seed, Template, VersionInfo
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 2.0
+CACHE_MAX_ENTRIES = 4096  # events with ever-new unknown types must not grow it forever
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _cache: dict[tuple[str, Any], tuple[float, Any]] = {}
 
@@ -48,6 +49,8 @@ def _cached(db: Database, key: Any, load: Any) -> Any:
     if hit and hit[0] > now:
         return hit[1]
     value = load()
+    if len(_cache) >= CACHE_MAX_ENTRIES:
+        _cache.clear()
     _cache[full_key] = (now + CACHE_SECONDS, value)
     return value
 

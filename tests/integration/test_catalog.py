@@ -244,3 +244,11 @@ def test_publish_checks_syntax_again(db: Database) -> None:
     with pytest.raises(TemplateSyntaxError, match="text line 2, column 19: unknown name"):
         catalog.publish(db, "t", "alice")
     assert catalog.versions(db, "t") == []
+
+
+def test_cache_stays_bounded(db: Database) -> None:
+    """Looking up many unknown event types does not grow the cache without limit."""
+    for n in range(catalog.CACHE_MAX_ENTRIES + 10):
+        catalog._cache[("x", n)] = (0.0, None)
+    assert catalog.get_event_type(db, "never_defined") is None
+    assert len(catalog._cache) <= catalog.CACHE_MAX_ENTRIES

@@ -18,7 +18,6 @@ import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 
 from lxml import etree
 
@@ -148,13 +147,12 @@ _DOM_NAMES = frozenset({"domEvent", "event", "domEventCollection", "eventCollect
 
 
 def _token_from_http(http: HttpFacts) -> str:
-    if http.cookie and "__sessiontoken" in http.cookie:
-        try:
-            morsel = SimpleCookie(http.cookie).get("__sessiontoken")
-        except CookieError:
-            morsel = None
-        if morsel is not None and morsel.value.strip():
-            return morsel.value.strip()
+    """The ``__sessiontoken`` cookie (read by hand: passwords may hold any character),
+    else the ``X-Session-Token`` header."""
+    for part in http.cookie.split(";"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip() == "__sessiontoken" and value.strip():
+            return value.strip()
     return http.session_header.strip()
 
 

@@ -81,6 +81,7 @@ def test_push_events_collections() -> None:
     ("http", "expected"),
     [
         (HttpFacts(cookie="other=1; __sessiontoken=cookie/tok"), "cookie/tok"),
+        (HttpFacts(cookie="__sessiontoken=a/p=ss,[]; x=1", session_header="h/t"), "a/p=ss,[]"),
         (HttpFacts(session_header="header/tok"), "header/tok"),
         (HttpFacts(), ""),
     ],

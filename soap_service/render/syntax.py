@@ -111,7 +111,7 @@ Node = Text | Output | If | For
 
 _TOKEN = re.compile(
     r"""\s*(?:
-      (?P<num>\d+(?:\.\d+)?)
+      (?P<num>-?\d+(?:\.\d+)?)
     | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
     | (?P<attr>@[A-Za-z_][\w\-:]*)
     | (?P<name>[A-Za-z_]\w*)

@@ -108,6 +108,8 @@ def test_functions_and_filters() -> None:
         "{{ 'x y&z' | urlencode }}": "x%20y%26z",
         "{{ rtEvent.ctx.orderdetails.article[1].price | number(0) }}": "10",
         "{{ 'n/a' | number }}": "n/a",
+        "{{ rtEvent.ctx.orderdetails.article[-1].name }}": "Hub",
+        "{% if rtEvent.ctx.orderdetails.article[0].price > -1.5 %}yes{% endif %}": "yes",
     }
     for src, want in cases.items():
         assert render_message(email(text=src), event()).text == want, src

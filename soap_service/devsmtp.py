@@ -10,6 +10,7 @@ with scripted faults (``450`` / ``550`` at RCPT or DATA, or drop the connection)
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import itertools
@@ -61,9 +62,11 @@ FaultPlan = Callable[[str, int], Fault | None]  # (recipient, attempt number) ->
 class SinkHandler:
     """aiosmtpd handler: store accepted messages; apply a fault plan if one is set."""
 
-    def __init__(self, directory: Path | None, plan: FaultPlan | None = None) -> None:
+    def __init__(self, directory: Path | None, plan: FaultPlan | None = None,
+                 delay: float = 0.0) -> None:
         self.directory = directory
         self.plan = plan
+        self.delay = delay  # seconds to wait before answering DATA (a slow relay)
         self.messages: list[Received] = []
         self.attempts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -94,6 +97,8 @@ class SinkHandler:
         fault = self._fault("data", rcpt, count=False)
         if fault is not None:
             return _apply(fault, server)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         data = bytes(envelope.original_content or envelope.content)
         path = self._store(data)
         with self._lock:
@@ -127,8 +132,9 @@ class MailSink:
     """An SMTP sink on ``host:port`` (port 0 picks a free one) running in its own thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 directory: Path | str | None = None, plan: FaultPlan | None = None) -> None:
-        self.handler = SinkHandler(Path(directory) if directory else None, plan)
+                 directory: Path | str | None = None, plan: FaultPlan | None = None,
+                 delay: float = 0.0) -> None:
+        self.handler = SinkHandler(Path(directory) if directory else None, plan, delay)
         if port == 0:
             port = _free_port(host)
         self.controller = Controller(self.handler, hostname=host, port=port,

@@ -207,28 +207,6 @@ def _log_status(conn: Connection, entries: Sequence[tuple[int, str, str | None]]
         ])
 
 
-def resume_paused(db: Database, event_type: str, channel: str | None, now: datetime) -> int:
-    """Release events held as ``paused`` for ``event_type`` back to the queue (resume)."""
-    cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type)
-    with db.begin() as conn:
-        ids = [r.id for r in conn.execute(select(events.c.id, events.c.wished_channel)
-                                          .where(cond)) if _channel_matches(r, channel)]
-        if ids:
-            conn.execute(update(events).where(events.c.id.in_(ids), cond).values(
-                status=EventStatus.PENDING.value, process_at=now, updated_at=now))
-            _log_status(conn, [(i, EventStatus.PENDING.value, "template resumed") for i in ids],
-                        now)
-    return len(ids)
-
-
-def _channel_matches(row: Any, channel: str | None) -> bool:
-    if channel is None:
-        return True
-    from soap_service.models import WISHED_CHANNELS, Channel
-
-    return WISHED_CHANNELS.get(row.wished_channel, Channel.EMAIL).value == channel
-
-
 # ---------------------------------------------------------------- reads and heartbeats
 
 

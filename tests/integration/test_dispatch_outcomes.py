@@ -179,21 +179,6 @@ def test_routing_pause_and_render_failures(db, make_dispatcher):
     assert sink.messages == []
 
 
-def test_paused_events_are_released_on_resume(db, make_dispatcher):
-    """`resume_paused` puts held events back in the queue; the next tick sends them."""
-    with MailSink() as sink:
-        [pk] = add_events(db, [event_row(1, event_type="held")])
-        d = make_dispatcher(sink)
-        d.tick()
-        assert _status(db, pk) is EventStatus.PAUSED
-        assert queue.resume_paused(db, "held", "email", clock.utcnow()) == 1
-        d.router = lambda db, event: stand_in_router(db, event.__class__(
-            **{**event.__dict__, "event_type": "order"}))
-        assert d.tick().sent == 1
-        sink.wait_for(1)
-    assert _status(db, pk) is EventStatus.PROCESSED
-
-
 @pytest.mark.parametrize(("fmt", "ctype"), [(0, "multipart/alternative"), (1, "text/plain"),
                                             (2, "text/html")])
 def test_email_format_is_honoured(db, make_dispatcher, fmt, ctype):

@@ -93,7 +93,7 @@ def history(db: Database, since_seconds: int, by: str = "type") -> dict[str, Any
         sent = logs.history_sent(conn, since, by)
     rows = _rows(incoming, sent)
     total = _rows([("all", s, n) for _, s, n in incoming],
-                  [("all", *rest) for _, *rest in sent])
+                  [("all", n, q, d) for _, n, q, d in sent])
     summary = total[0] if total else _empty_row("all")
     minutes = since_seconds / 60.0
     summary = {

@@ -27,6 +27,7 @@ from soap_service.store import Database, logs
 log = logging.getLogger(__name__)
 
 PREFIX = "/r/"
+DEFAULT_SECRET = Settings().secret
 # the smallest transparent GIF (1x1)
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
@@ -103,7 +104,8 @@ class Recorder:
                 if not record_hit(self.db, hit):
                     log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
             except Exception:  # a lost hit must never kill the recorder
-                log.exception("tracking.record_failed event_id=%s", hit.token.event_id)
+                event_id = hit.token.event_id if hit else None
+                log.exception("tracking.record_failed event_id=%s", event_id)
             finally:
                 self._queue.task_done()
 
@@ -124,6 +126,8 @@ class TrackingApp:
                  client_ip: Callable[[dict[str, Any]], str] = _client_ip) -> None:
         self.db = db
         self.secret = settings.secret
+        if settings.secret == DEFAULT_SECRET:
+            log.warning("tracking.default_secret (set MC_SECRET: anyone can forge tokens)")
         self.recorder = recorder or Recorder(db)
         self.client_ip = client_ip  # may be replaced by a zone-aware X-Forwarded-For resolver
 

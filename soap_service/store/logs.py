@@ -221,7 +221,8 @@ def insert_rule(conn: Connection, *, name: str, event_type: str, template: str,
                   created_at=at)
     try:
         with conn.begin_nested():
-            new_id = conn.execute(insert(followup_rules).values(**values)).inserted_primary_key[0]
+            result = conn.execute(insert(followup_rules).values(**values))
+            new_id = result.inserted_primary_key[0]  # type: ignore[index]
     except IntegrityError as exc:
         raise Conflict(f"follow-up rule {name!r} already exists") from exc
     return FollowupRule(id=int(new_id), **values)  # type: ignore[arg-type]

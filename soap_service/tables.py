@@ -226,6 +226,7 @@ tracking_log = Table(
     Column("created_at", DateTime, nullable=False),
     Index("ix_tracking_log_event_id", "event_id"),
     Index("ix_tracking_log_created_at", "created_at"),
+    Index("ix_tracking_log_delivery_id", "delivery_id"),  # ON DELETE CASCADE from purge
 )
 
 quarantine = Table(
@@ -247,6 +248,7 @@ exclusion_log = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),
     Index("ix_exclusion_log_created_at", "created_at"),
+    Index("ix_exclusion_log_event_id", "event_id"),  # purge deletes by event
 )
 
 followup_rules = Table(

@@ -189,3 +189,20 @@ def test_push_events_limit(db: Database, settings: Settings):
         ingest.store_events(db, small, [event_xml() for _ in range(4)], Queue.RT)
     assert len(ingest.store_events(db, small, [event_xml() for _ in range(3)], "rt")) == 3
     assert event_store.count_events(db) == 3
+
+
+def test_push_events_with_different_attributes_per_event(db: Database, settings: Settings):
+    """Events of one call that set different attributes each keep exactly their own."""
+    elements = [
+        event_xml(origin="shop"),
+        event_xml(email=None, wishedChannel="1", mobilePhone="+3361"),
+        event_xml(scheduled="2031-01-01T00:00:00Z", idempotencyKey="only-me"),
+    ]
+    first, sms, sched = (row_of(db, plid) for plid, _ in
+                         ingest.store_events(db, settings, elements, Queue.RT))
+    assert (first["origin"], first["mobile_phone"], first["scheduled_at"]) == ("shop", None, None)
+    assert (sms["email"], sms["mobile_phone"], sms["wished_channel"]) == (None, "+3361", 1)
+    assert sms["origin"] is None and sms["idempotency_key"] is None
+    assert sched["scheduled_at"] == datetime(2031, 1, 1) and sched["idempotency_key"] == "only-me"
+    assert sched["payload_hash"] and first["payload_hash"] is None
+    assert {first["status"], sms["status"], sched["status"]} == {"pending"}

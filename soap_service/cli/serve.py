@@ -85,7 +85,7 @@ def run_gunicorn(bind: str, workers: int, log_level: str) -> None:
     from soap_service import web
     from soap_service.config import load_settings
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             options = {
                 "bind": bind, "workers": workers, "worker_class": "sync",

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 from sqlalchemy import select
 
-from soap_service import catalog, proof
+from soap_service import catalog, proof, report
 from soap_service.config import Settings
 from soap_service.devsmtp import Fault, MailSink
 from soap_service.errors import RenderError, ValidationFailed
@@ -78,6 +78,7 @@ def test_proofs_to_every_seed_arrive_personalised(db: Database, settings: Settin
     assert [(r.is_proof, r.event_id, r.outcome, r.channel) for r in rows] == \
         [(True, None, "sent", "email")] * 2
     assert {r.message_id for r in rows} == ids
+    assert report.history(db, 3600)["summary"]["outgoing"] == 0  # proofs are not deliveries
 
 
 def test_proof_to_addresses_uses_first_seed_and_version(db: Database, settings: Settings,

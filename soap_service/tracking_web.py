@@ -11,6 +11,7 @@ WSGI application of its own.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import queue
 import threading
@@ -41,8 +42,9 @@ class Hit:
 
     token: track.TrackingToken
     user_agent: str
-    ip: str
+    ip: str  # REMOTE_ADDR; the recorder may resolve X-Forwarded-For from declared proxies
     at: datetime
+    forwarded_for: str | None = None
 
 
 def record_hit(db: Database, hit: Hit) -> bool:
@@ -60,11 +62,20 @@ def record_hit(db: Database, hit: Hit) -> bool:
     return True
 
 
-class Recorder:
-    """A bounded queue and one daemon thread writing hits; drops (and logs) when full."""
+IpResolver = Callable[[str, str | None], str]  # (REMOTE_ADDR, X-Forwarded-For) -> client IP
 
-    def __init__(self, db: Database, maxsize: int = 10_000) -> None:
+
+class Recorder:
+    """A bounded queue and one daemon thread writing hits; drops (and logs) when full.
+
+    ``client_ip`` (e.g. ``Authenticator.client_ip``, which honours X-Forwarded-For only
+    from declared proxies) runs here, off the request path, because it may read the zones.
+    """
+
+    def __init__(self, db: Database, maxsize: int = 10_000,
+                 client_ip: IpResolver | None = None) -> None:
         self.db = db
+        self.client_ip = client_ip
         self._queue: queue.Queue[Hit | None] = queue.Queue(maxsize=maxsize)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -101,6 +112,9 @@ class Recorder:
             try:
                 if hit is None:
                     return
+                if self.client_ip is not None and hit.forwarded_for:
+                    hit = dataclasses.replace(
+                        hit, ip=self.client_ip(hit.ip, hit.forwarded_for), forwarded_for=None)
                 if not record_hit(self.db, hit):
                     log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
             except Exception:  # a lost hit must never kill the recorder
@@ -108,10 +122,6 @@ class Recorder:
                 log.exception("tracking.record_failed event_id=%s", event_id)
             finally:
                 self._queue.task_done()
-
-
-def _client_ip(environ: dict[str, Any]) -> str:
-    return str(environ.get("REMOTE_ADDR") or "")
 
 
 Answer = tuple[int, str, list[tuple[str, str]], bytes]  # status, content type, headers, body
@@ -122,14 +132,13 @@ _STATUS_LINES = {200: "200 OK", 302: "302 Found", 404: "404 Not Found"}
 class TrackingApp:
     """``/r/o/<token>`` and ``/r/c/<token>``: a WSGI app of its own, or behind ``web.py``."""
 
-    def __init__(self, db: Database, settings: Settings, recorder: Recorder | None = None,
-                 client_ip: Callable[[dict[str, Any]], str] = _client_ip) -> None:
+    def __init__(self, db: Database, settings: Settings, recorder: Recorder | None = None
+                 ) -> None:
         self.db = db
         self.secret = settings.secret
         if settings.secret == DEFAULT_SECRET:
             log.warning("tracking.default_secret (set MC_SECRET: anyone can forge tokens)")
         self.recorder = recorder or Recorder(db)
-        self.client_ip = client_ip  # may be replaced by a zone-aware X-Forwarded-For resolver
 
     def answer(self, environ: dict[str, Any]) -> Answer:
         """Verify the token, queue the hit (GET only), and say what to answer."""
@@ -146,7 +155,8 @@ class TrackingApp:
         if method == "GET":
             self.recorder.submit(Hit(
                 token=verified, user_agent=str(environ.get("HTTP_USER_AGENT") or ""),
-                ip=self.client_ip(environ), at=clock.utcnow(),
+                ip=str(environ.get("REMOTE_ADDR") or ""), at=clock.utcnow(),
+                forwarded_for=str(environ.get("HTTP_X_FORWARDED_FOR") or "") or None,
             ))
         if verified.kind == track.OPEN:
             return 200, "image/gif", NO_CACHE, PIXEL
@@ -171,10 +181,17 @@ def route(app: Any, request: Any) -> Any:
     tracker = _mounted.get(app)
     if tracker is None:
         with _mount_lock:
-            tracker = _mounted.get(app) or TrackingApp(app.db, app.settings)
+            tracker = _mounted.get(app) or TrackingApp(
+                app.db, app.settings, Recorder(app.db, client_ip=_zone_resolver(app)))
             _mounted[app] = tracker
     status, content_type, headers, body = tracker.answer(request.environ)
     return Response(status, body, content_type, list(headers))
+
+
+def _zone_resolver(app: Any) -> IpResolver | None:
+    services = getattr(app, "soap_services", None)
+    authenticator = getattr(services, "authenticator", None)
+    return getattr(authenticator, "client_ip", None)
 
 
 def tracker_for(app: Any) -> TrackingApp | None:

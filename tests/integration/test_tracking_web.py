@@ -27,12 +27,12 @@ def tracker(db: Database) -> Iterator[tuple[TrackingApp, str]]:
     app.recorder.close()
 
 
-def get(base: str, path: str, agent: str = PERSON, method: str = "GET"
-        ) -> tuple[int, dict[str, str], bytes]:
+def get(base: str, path: str, agent: str = PERSON, method: str = "GET",
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
-        conn.request(method, path, headers={"User-Agent": agent})
+        conn.request(method, path, headers={"User-Agent": agent, **(headers or {})})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -196,3 +196,22 @@ def test_routes_of_the_service_app(db: Database) -> None:
     assert (clicked[0], clicked[1]["location"]) == (302, target)
     assert forged[0] == 404 and "location" not in forged[1]
     assert [(h.kind, h.url) for h in hits(db, pk)] == [("open", None), ("click", target)]
+
+
+@pytest.mark.parametrize(("proxy", "expected"), [(True, "203.0.113.9"), (False, "127.0.0.1")])
+def test_client_ip_behind_declared_proxy(db: Database, proxy: bool, expected: str) -> None:
+    """X-Forwarded-For gives the logged IP only when the peer is a declared proxy zone."""
+    from soap_service import auth, tracking_web
+    from soap_service.web import WebApp
+
+    auth.create_zone(db, "local", "127.0.0.0/8", is_proxy=proxy, allow_user_password=True)
+    app = WebApp(db.settings, db)
+    [pk] = sent_events(db, 1)
+    with wsgi_server(app) as base:
+        get(base, path_of(track.open_url("", db.settings.secret, pk)),
+            headers={"X-Forwarded-For": "203.0.113.9"})
+        tracker = tracking_web.tracker_for(app)
+        assert tracker is not None
+        tracker.recorder.flush()
+    tracker.recorder.close()
+    assert [h.ip for h in hits(db, pk)] == [expected]

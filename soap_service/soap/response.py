@@ -27,7 +27,6 @@ ENVELOPE_OPEN = (
 )
 ENVELOPE_CLOSE = " </SOAP-ENV:Body>\n</SOAP-ENV:Envelope>"
 LITERALXML = "http://xml.apache.org/xml-soap/literalxml"
-APACHE_SOAP_NS = "http://xml.apache.org/xml-soap"
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
 
@@ -69,20 +68,22 @@ def _dom_markup(content: etree._Element | str | None) -> str:
     return markup
 
 
-def _part(part: Part) -> str:
+def _part(part: Part, service: str) -> str:
     if isinstance(part, Scalar):
         return (
             f'   <{part.name} xsi:type="{part.xsd_type}">{_text(part.value)}</{part.name}>\n'
         )
+    # As the suite does, ``ns`` is the service's namespace, where the WSDL declares the type
+    # ``Element``: .NET's XmlSerializer rejects an xsi:type the WSDL does not declare.
     return (
-        f'   <{part.name} xmlns:ns="{APACHE_SOAP_NS}" xsi:type="ns:Element" '
+        f'   <{part.name} xmlns:ns="urn:{service}" xsi:type="ns:Element" '
         f'SOAP-ENV:encodingStyle="{LITERALXML}">{_dom_markup(part.content)}</{part.name}>\n'
     )
 
 
 def result_envelope(service: str, method: str, parts: list[Part]) -> bytes:
     """``<{method}Response xmlns="urn:{service}">`` with ``parts`` in order."""
-    inner = "".join(_part(p) for p in parts)
+    inner = "".join(_part(p, service) for p in parts)
     if inner:
         element = (
             f'  <{method}Response xmlns="urn:{service}">\n{inner}  </{method}Response>\n'

@@ -5,9 +5,9 @@ Spyne only *describes* the services here; requests never go through its deserial
 the dialects Spyne rejects).  After Spyne writes the document we post-process it:
 
 - DOM parameters (``domEvent``, ``domEventCollection``, ``pdomIds``, ``elemParameters``,
-  ``pSessionInfo``) become mixed content with ``xs:any processContents="lax"
-  maxOccurs="unbounded"``, as in the suite's own WSDLs (Spyne's ``xs:anyType`` makes
-  generated clients send the text of an object instead of XML);
+  ``pSessionInfo``) get the named type ``tns:Element``: mixed content with ``xs:any
+  processContents="lax" maxOccurs="unbounded"``, as in the suite's own WSDLs (Spyne's
+  ``xs:anyType`` makes generated clients send the text of an object instead of XML);
 - each operation gets the suite's ``soapAction`` (``nms:rtEvent#PushEvent``) and the
   binding the standard HTTP transport;
 - the address is the configured ``MC_PUBLIC_URL`` + ``/nl/jsp/soaprouter.jsp`` (Spyne
@@ -98,22 +98,30 @@ def _spyne_document(schema: str, address: str) -> bytes:
     return wsdl.get_interface_document()
 
 
-def _mixed_any(element: etree._Element) -> None:
-    """``type="xs:anyType"`` -> inline mixed complexType with a lax, unbounded ``xs:any``."""
-    element.attrib.pop("type", None)
-    element.attrib.pop("nillable", None)
-    complex_type = etree.SubElement(element, f"{{{XS}}}complexType", mixed="true")
+def _element_type(schema_el: etree._Element) -> None:
+    """The named type of every DOM parameter: mixed content, lax and unbounded ``xs:any``.
+
+    Named ``Element`` in the service's namespace because responses type DOM results
+    ``xsi:type="ns:Element"`` with ``ns`` = the service namespace, as the suite does, and
+    strict clients (.NET's XmlSerializer) reject an ``xsi:type`` the WSDL does not declare.
+    """
+    complex_type = etree.Element(f"{{{XS}}}complexType", name="Element", mixed="true")
     sequence = etree.SubElement(complex_type, f"{{{XS}}}sequence")
     etree.SubElement(
         sequence, f"{{{XS}}}any", processContents="lax", minOccurs="0", maxOccurs="unbounded"
     )
+    schema_el.insert(0, complex_type)
 
 
 def _post_process(raw: bytes, schema: str) -> bytes:
     root = etree.fromstring(raw, etree.XMLParser(remove_blank_text=True, resolve_entities=False))
+    for schema_el in root.iter(f"{{{XS}}}schema"):
+        if schema_el.get("targetNamespace") == f"urn:{schema}":
+            _element_type(schema_el)
     for element in root.iter(f"{{{XS}}}element"):
         if element.get("name") in DOM_PARAMS:
-            _mixed_any(element)
+            element.set("type", "tns:Element")  # was xs:anyType (see the module docstring)
+            element.attrib.pop("nillable", None)
     for binding in root.iter(f"{{{WSDL_SOAP}}}binding"):
         binding.set("transport", HTTP_TRANSPORT)
     for operation in root.iter(f"{{{WSDL}}}operation"):

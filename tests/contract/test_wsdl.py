@@ -57,16 +57,17 @@ def test_served_wsdl_matches_committed_file(app, schema: str) -> None:
 
 @pytest.mark.parametrize("schema", wsdl.SCHEMAS)
 def test_committed_wsdl_keeps_the_client_contract(schema: str) -> None:
-    """DOM parameters are mixed lax xs:any; each operation has the suite's soapAction."""
+    """DOM parameters are of the named type tns:Element (what ``xsi:type="ns:Element"`` in
+    responses refers to), mixed lax xs:any; each operation has the suite's soapAction."""
     root = etree.parse(str(ROOT / "wsdl" / wsdl.file_name(schema))).getroot()
     dom = [e for e in root.iterfind(".//xs:element", NS) if e.get("name") in wsdl.DOM_PARAMS]
     assert dom
-    for element in dom:
-        complex_type = element.find("xs:complexType", NS)
-        assert complex_type is not None and complex_type.get("mixed") == "true"
-        any_ = complex_type.find("xs:sequence/xs:any", NS)
-        assert any_ is not None
-        assert (any_.get("processContents"), any_.get("maxOccurs")) == ("lax", "unbounded")
+    complex_type = root.find(".//xs:schema/xs:complexType[@name='Element']", NS)
+    assert complex_type is not None and complex_type.get("mixed") == "true"
+    any_ = complex_type.find("xs:sequence/xs:any", NS)
+    assert any_ is not None
+    assert (any_.get("processContents"), any_.get("maxOccurs")) == ("lax", "unbounded")
+    assert [e.get("type") for e in dom] == ["tns:Element"] * len(dom)
     actions = {op.get("soapAction") for op in root.iterfind(".//soap:operation", NS)}
     operations = {op.get("name") for op in root.iterfind("wsdl:portType/wsdl:operation", NS)}
     assert actions == {f"{schema}#{name}" for name in operations}

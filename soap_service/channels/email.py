@@ -13,10 +13,13 @@ the event (retry, give up) is the worker's job, not this module's.
 from __future__ import annotations
 
 import asyncio
+import email.header
 import email.policy
 import email.utils
 import logging
+import quopri
 import time
+import uuid
 from collections.abc import Sequence
 from email.message import EmailMessage as MimeMessage
 
@@ -28,8 +31,8 @@ from soap_service.models import EmailMessage, SendOutcome, SendResult
 
 log = logging.getLogger(__name__)
 
-_POLICY = email.policy.SMTP
 _PROBE_AFTER = 5.0  # seconds idle before a pooled connection is probed with NOOP
+_ADDRESS_HEADERS = {"from", "to", "reply-to", "cc"}
 
 
 def _cte(body: str) -> str:
@@ -39,27 +42,70 @@ def _cte(body: str) -> str:
     return "quoted-printable"
 
 
-def build_mime(msg: EmailMessage) -> MimeMessage:
-    """A proper MIME message: multipart/alternative when both parts exist."""
-    mime = MimeMessage(policy=_POLICY)
-    if msg.text or not msg.html:
-        mime.set_content(msg.text, cte=_cte(msg.text))
-        if msg.html:
-            mime.add_alternative(msg.html, subtype="html", cte=_cte(msg.html))
+def _crlf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+
+
+def _header(name: str, value: str) -> str:
+    """One header line; non-ASCII or long values RFC 2047-encoded and folded."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"line break in header {name}")
+    if name.lower() in _ADDRESS_HEADERS and not value.isascii():
+        display, addr = email.utils.parseaddr(value)
+        value = email.utils.formataddr((display, addr), charset="utf-8")
+    elif not value.isascii() or len(name) + len(value) > 76:
+        value = email.header.Header(value, "utf-8" if not value.isascii() else "us-ascii",
+                                    header_name=name).encode(linesep="\r\n")
+    return f"{name}: {value}\r\n"
+
+
+def _part(body: str, subtype: str) -> str:
+    cte = _cte(body)
+    if cte == "7bit":
+        payload = _crlf(body)
     else:
-        mime.set_content(msg.html, subtype="html", cte=_cte(msg.html))
-    for part in mime.iter_parts():  # EmailMessage gives every part its own MIME-Version
-        del part["MIME-Version"]
-    mime["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
-    mime["Message-ID"] = msg.message_id
-    mime["From"] = msg.from_addr
-    mime["To"] = msg.to
-    mime["Subject"] = msg.subject
+        unix = body.replace("\r\n", "\n").replace("\r", "\n")
+        payload = _crlf(quopri.encodestring(unix.encode("utf-8")).decode("ascii"))
+    if not payload.endswith("\r\n"):
+        payload += "\r\n"
+    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n{payload}")
+
+
+def build_mime_bytes(msg: EmailMessage) -> bytes:
+    """The message as SMTP-ready bytes: multipart/alternative when both parts exist.
+
+    Written by hand: the stdlib ``email`` package costs ~2 ms per message here, which
+    alone would cap a worker near 500 messages/s; this costs a few tens of µs.
+    """
+    head = [
+        _header("Date", email.utils.formatdate(localtime=False, usegmt=True)),
+        _header("Message-ID", msg.message_id),
+        _header("From", msg.from_addr),
+        _header("To", msg.to),
+        _header("Subject", msg.subject),
+    ]
     if msg.reply_to:
-        mime["Reply-To"] = msg.reply_to
-    for name, value in msg.headers.items():
-        mime[name] = value
-    return mime
+        head.append(_header("Reply-To", msg.reply_to))
+    head += [_header(k, v) for k, v in msg.headers.items()]
+    head.append("MIME-Version: 1.0\r\n")
+    if msg.text and msg.html:
+        boundary = f"=_mc_{uuid.uuid4().hex}"
+        body = (f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+                f"--{boundary}\r\n{_part(msg.text, 'plain')}"
+                f"--{boundary}\r\n{_part(msg.html, 'html')}--{boundary}--\r\n")
+    elif msg.html:
+        body = _part(msg.html, "html")
+    else:
+        body = _part(msg.text, "plain")
+    return ("".join(head) + body).encode("ascii")
+
+
+def build_mime(msg: EmailMessage) -> MimeMessage:
+    """The same message parsed back into an ``email`` object (previews, proofs, tests)."""
+    parsed = email.message_from_bytes(build_mime_bytes(msg), policy=email.policy.default)
+    assert isinstance(parsed, MimeMessage)
+    return parsed
 
 
 def classify_code(code: int | None) -> SendOutcome:
@@ -148,7 +194,7 @@ class EmailChannel:
         """Send one message; the outcome is a value, never an exception."""
         started = time.monotonic()
         try:
-            data = build_mime(msg).as_bytes(policy=_POLICY)
+            data = build_mime_bytes(msg)
             sender, rcpt = aiosmtplib.email.parse_address(msg.from_addr), msg.to.strip()
             aiosmtplib.email.parse_address(rcpt)
         except (ValueError, TypeError) as exc:  # unusable address or header: never retry

@@ -170,3 +170,24 @@ def test_display_names_and_bad_addresses():
     assert sink.messages[0].mail_from == "shop@demo.example"
     assert sink.messages[0].message["From"] == "Demo Shop <shop@demo.example>"
     assert bad.outcome is SendOutcome.PERMANENT
+
+
+def test_non_ascii_bodies_headers_and_long_subjects_round_trip():
+    """Non-ASCII bodies (quoted-printable), display names, long and non-ASCII subjects
+    and long lines arrive intact after a real SMTP transaction."""
+    text = "Zoë's order: café — ünïcode\r\nsecond line\n" + "x" * 1200
+    html = "<p>Zoë — <b>café</b></p>\n" + "<span>y</span>" * 200
+    subject = "Commande confirmée pour Zoë " + "très long sujet " * 10
+    with MailSink() as sink:
+        [result] = send_messages(_settings(sink), [_msg(
+            1, from_addr="Boutique Zoé <shop@example.org>", subject=subject,
+            text=text, html=html)])
+        [got] = sink.wait_for(1)
+    assert result.outcome is SendOutcome.SENT
+    mime = got.message
+    assert mime["Subject"] == subject
+    assert mime["From"].addresses[0].display_name == "Boutique Zoé"
+    assert all(len(line) <= 998 for line in got.data.split(b"\r\n"))
+    plain = mime.get_body(preferencelist=("plain",)).get_content()
+    assert plain.replace("\r\n", "\n").rstrip("\n") == text.replace("\r\n", "\n")
+    assert mime.get_body(preferencelist=("html",)).get_content().startswith("<p>Zoë — ")

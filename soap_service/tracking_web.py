@@ -65,6 +65,13 @@ def record_hit(db: Database, hit: Hit) -> bool:
 IpResolver = Callable[[str, str | None], str]  # (REMOTE_ADDR, X-Forwarded-For) -> client IP
 
 
+def list_hits(db: Database, event_id: int | None = None, kind: str | None = None,
+              human_only: bool = False, limit: int = 100) -> list[logs.TrackingHit]:
+    """The tracking log, newest first (``msgcenter tracking list``)."""
+    with db.connect() as conn:
+        return logs.list_tracking(conn, event_id, limit, kind, human_only)
+
+
 class Recorder:
     """A bounded queue and one daemon thread writing hits; drops (and logs) when full.
 

@@ -1,12 +1,13 @@
-"""``msgcenter followup|quarantine|exclusions|purge``: follow-ups, exclusions, housekeeping."""
+"""``msgcenter tracking|followup|quarantine|exclusions|purge``: after a message is sent."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from soap_service import exclusions, followup, housekeeping
+from soap_service import exclusions, followup, housekeeping, track, tracking_web
 from soap_service.cli.context import CliContext
+from soap_service.cli.events import resolve_id
 from soap_service.store.logs import FollowupRule
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
@@ -68,9 +69,21 @@ def cmd_quarantine_remove(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def _event_pk(args: argparse.Namespace, ctx: CliContext) -> int | None:
+    return resolve_id(args.event, ctx.settings.instance_id) if args.event else None
+
+
+def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    hits = tracking_web.list_hits(ctx.db, _event_pk(args, ctx), args.kind, args.human,
+                                  args.limit)
+    ctx.emit([dataclasses.asdict(h) for h in hits],
+             ["created_at", "event_id", "kind", "machine", "url", "ip", "user_agent"])
+    return 0
+
+
 def cmd_exclusions_list(args: argparse.Namespace, ctx: CliContext) -> int:
     since = followup.parse_duration(args.since) if args.since else None
-    rows = exclusions.list_exclusions(ctx.db, since, args.event, args.limit)
+    rows = exclusions.list_exclusions(ctx.db, since, _event_pk(args, ctx), args.limit)
     ctx.emit([dataclasses.asdict(r) for r in rows],
              ["id", "event_id", "address", "reason", "created_at"])
     return 0
@@ -121,14 +134,26 @@ def _register_quarantine(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_quarantine_remove)
 
 
+def _register_tracking(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("tracking", help="opens and clicks (tracking log)")
+    cmds = group.add_subparsers(dest="tracking_command", metavar="ACTION", required=True)
+    p = cmds.add_parser("list", help="list opens and clicks, newest first")
+    p.add_argument("--event", help="only this event (plId or primary key)")
+    p.add_argument("--kind", choices=[track.OPEN, track.CLICK])
+    p.add_argument("--human", action="store_true", help="leave out machine hits")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_tracking_list)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_tracking(sub)
     _register_followup(sub)
     _register_quarantine(sub)
     group = sub.add_parser("exclusions", help="why events were not sent (exclusion log)")
     cmds = group.add_subparsers(dest="exclusions_command", metavar="ACTION", required=True)
     p = cmds.add_parser("list", help="list exclusion-log rows, newest first")
     p.add_argument("--since", help="only this recent, e.g. 24h")
-    p.add_argument("--event", type=int, help="only this event id (primary key)")
+    p.add_argument("--event", help="only this event (plId or primary key)")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=cmd_exclusions_list)
     p = sub.add_parser("purge", help="delete events and logs past their retention")

@@ -126,11 +126,16 @@ def insert_tracking(conn: Connection, *, event_id: int, delivery_id: int | None,
     ))
 
 
-def list_tracking(conn: Connection, event_id: int | None = None,
-                  limit: int = 100) -> list[TrackingHit]:
+def list_tracking(conn: Connection, event_id: int | None = None, limit: int = 100,
+                  kind: str | None = None, human_only: bool = False) -> list[TrackingHit]:
+    """Tracking-log rows, newest first."""
     query = select(tracking_log).order_by(tracking_log.c.id.desc()).limit(limit)
     if event_id is not None:
         query = query.where(tracking_log.c.event_id == event_id)
+    if kind is not None:
+        query = query.where(tracking_log.c.kind == kind)
+    if human_only:
+        query = query.where(tracking_log.c.machine.is_(False))
     return [TrackingHit(**row._mapping) for row in conn.execute(query)]
 
 

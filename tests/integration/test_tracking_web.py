@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -215,3 +216,26 @@ def test_client_ip_behind_declared_proxy(db: Database, proxy: bool, expected: st
         tracker.recorder.flush()
     tracker.recorder.close()
     assert [h.ip for h in hits(db, pk)] == [expected]
+
+
+def test_tracking_list_cli(db: Database, database_url: str) -> None:
+    """``msgcenter tracking list --event <plId> --human`` shows that event's human hits."""
+    from conftest import run_cli
+
+    from soap_service.models import make_plid
+    from soap_service.tracking_web import Hit, record_hit
+
+    with clock.frozen_clock(T0) as advance:
+        [pk, other] = sent_events(db, 2)
+        advance(timedelta(hours=1))
+        for agent in (PERSON, "GoogleImageProxy"):
+            record_hit(db, Hit(track.TrackingToken("open", pk), agent, "10.0.0.1", clock.utcnow()))
+        record_hit(db, Hit(track.TrackingToken("open", other), PERSON, "", clock.utcnow()))
+    env = {"MC_DATABASE_URL": database_url, "MC_SQLITE_SYNCHRONOUS": "normal"}
+    plid = make_plid(db.settings.instance_id, pk)
+    rows = json.loads(run_cli(env, "--json", "tracking", "list", "--event", str(plid),
+                              "--human").stdout)
+    assert [(r["event_id"], r["kind"], r["machine"], r["user_agent"]) for r in rows] == [
+        (pk, "open", False, PERSON)]
+    everything = json.loads(run_cli(env, "--json", "tracking", "list").stdout)
+    assert len(everything) == 3

@@ -200,8 +200,9 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
         worker_cmd = worker_command()
         if worker_cmd is None:
             log.warning("serve.no_worker_command (running as --no-worker)")
+    host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     gunicorn_cmd = [sys.executable, "-m", "soap_service.cli.serve",
-                    f"{args.host}:{args.port}", str(args.workers), args.log_level]
+                    f"{host}:{args.port}", str(args.workers), args.log_level]
     code = Supervisor(gunicorn_cmd, worker_cmd).run()
     if code:
         raise ServerError(f"the HTTP server stopped unexpectedly (exit code {code})")

@@ -96,6 +96,9 @@ def check_channel(d: Dispatcher, job: Job) -> Outcome | None:
 
 def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
     """A quarantined or denylisted address: ``ignored`` (the exclusion log says why)."""
+    address = job.event.address
+    if not address or exclusions.normalise_address(address) not in d.listed_addresses():
+        return None  # the common case, answered by one query per round
     reason = exclusions.check_event(d.db, job.event)
     return _final(job, EventStatus.IGNORED, reason) if reason else None
 
@@ -232,6 +235,8 @@ class Dispatcher:
         self.started_at = clock.utcnow()
         self.woken = threading.Event()
         self._routes: dict[tuple[str, str], Any] = {}
+        self._jobs: list[Job] = []
+        self._listed: set[str] | None = None
         self._types: dict[str, EventType] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -251,6 +256,7 @@ class Dispatcher:
         if not events:
             return TickReport()
         jobs = [Job(e, self.event_type(e.event_type)) for e in events]
+        self._jobs, self._listed = jobs, None
         outcomes, to_send = self.prepare(jobs)
         results = self.send([j.message for j in to_send if j.message is not None])
         outcomes += [outcome_of_send(self, j, r) for j, r in zip(to_send, results, strict=True)]
@@ -304,6 +310,14 @@ class Dispatcher:
         if name not in self._types:
             self._types[name] = self.types(self.db, name) or EventType(name=name)
         return self._types[name]
+
+    def listed_addresses(self) -> set[str]:
+        """Quarantined / denylisted addresses among this round's events (one query)."""
+        if self._listed is None:
+            addresses = {exclusions.normalise_address(j.event.address)
+                         for j in self._jobs if j.event.address}
+            self._listed = store_queue.listed_addresses(self.db, addresses)
+        return self._listed
 
     def route_for(self, event: Event) -> Any:
         key = (event.event_type, event.channel.value)

@@ -29,7 +29,13 @@ from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from soap_service.models import Event, EventStatus
 from soap_service.store import Database
 from soap_service.store.events import event_from_row
-from soap_service.tables import delivery_log, event_status_log, events, worker_heartbeats
+from soap_service.tables import (
+    delivery_log,
+    event_status_log,
+    events,
+    quarantine,
+    worker_heartbeats,
+)
 
 BATCH_PRIORITY = 10  # priorities below this are the real-time queue (queue rank 0)
 
@@ -208,6 +214,16 @@ def _log_status(conn: Connection, entries: Sequence[tuple[int, str, str | None]]
 
 
 # ---------------------------------------------------------------- reads and heartbeats
+
+
+def listed_addresses(db: Database, addresses: set[str]) -> set[str]:
+    """Which of these (normalised) addresses are in the quarantine / denylist table."""
+    if not addresses:
+        return set()
+    with db.connect() as conn:
+        rows = conn.execute(select(quarantine.c.address)
+                            .where(quarantine.c.address.in_(sorted(addresses))))
+        return {r.address for r in rows}
 
 
 def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:

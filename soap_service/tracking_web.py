@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,7 @@ from soap_service.store import Database, logs
 log = logging.getLogger(__name__)
 
 PREFIX = "/r/"
+BATCH = 200  # hits written per transaction when they arrive faster than one at a time
 DEFAULT_SECRET = Settings().secret
 # the smallest transparent GIF (1x1)
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -47,19 +48,29 @@ class Hit:
     forwarded_for: str | None = None
 
 
-def record_hit(db: Database, hit: Hit) -> bool:
-    """Write one hit (delivery id and machine flag resolved now); False if the event is gone."""
+def record_hits(db: Database, hits: Sequence[Hit]) -> int:
+    """Write hits in one transaction (delivery id and machine flag resolved now); returns
+    how many were written (a hit for an event that no longer exists is skipped)."""
+    written = 0
     with db.begin() as conn:
-        sent = logs.sent_delivery(conn, hit.token.event_id)
-        if sent is None:
-            return False
-        logs.insert_tracking(
-            conn, event_id=hit.token.event_id, delivery_id=sent.delivery_id,
-            kind=hit.token.kind, url=hit.token.url or None, user_agent=hit.user_agent,
-            ip=hit.ip, machine=track.is_machine(hit.user_agent, sent.sent_at, hit.at),
-            at=hit.at,
-        )
-    return True
+        for hit in hits:
+            sent = logs.sent_delivery(conn, hit.token.event_id)
+            if sent is None:
+                log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
+                continue
+            logs.insert_tracking(
+                conn, event_id=hit.token.event_id, delivery_id=sent.delivery_id,
+                kind=hit.token.kind, url=hit.token.url or None, user_agent=hit.user_agent,
+                ip=hit.ip, machine=track.is_machine(hit.user_agent, sent.sent_at, hit.at),
+                at=hit.at,
+            )
+            written += 1
+    return written
+
+
+def record_hit(db: Database, hit: Hit) -> bool:
+    """Write one hit; False if its event no longer exists."""
+    return record_hits(db, [hit]) == 1
 
 
 IpResolver = Callable[[str, str | None], str]  # (REMOTE_ADDR, X-Forwarded-For) -> client IP
@@ -113,22 +124,40 @@ class Recorder:
                                                 daemon=True)
                 self._thread.start()
 
-    def _run(self) -> None:
+    def _next_batch(self) -> tuple[list[Hit], bool]:
+        """Block for one hit, then take what is already queued (up to BATCH); and stop?"""
+        batch: list[Hit] = []
+        item = self._queue.get()
         while True:
-            hit = self._queue.get()
+            if item is None:
+                return batch, True
+            batch.append(item)
+            if len(batch) >= BATCH:
+                return batch, False
             try:
-                if hit is None:
-                    return
-                if self.client_ip is not None and hit.forwarded_for:
-                    hit = dataclasses.replace(
-                        hit, ip=self.client_ip(hit.ip, hit.forwarded_for), forwarded_for=None)
-                if not record_hit(self.db, hit):
-                    log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
-            except Exception:  # a lost hit must never kill the recorder
-                event_id = hit.token.event_id if hit else None
-                log.exception("tracking.record_failed event_id=%s", event_id)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _resolve(self, hit: Hit) -> Hit:
+        if self.client_ip is None or not hit.forwarded_for:
+            return hit
+        return dataclasses.replace(hit, ip=self.client_ip(hit.ip, hit.forwarded_for),
+                                   forwarded_for=None)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = self._next_batch()
+            try:
+                if batch:
+                    record_hits(self.db, [self._resolve(hit) for hit in batch])
+            except Exception:  # lost hits must never kill the recorder
+                log.exception("tracking.record_failed hits=%s event_id=%s", len(batch),
+                              batch[0].token.event_id)
             finally:
-                self._queue.task_done()
+                for _ in range(len(batch) + (1 if stop else 0)):
+                    self._queue.task_done()
 
 
 Answer = tuple[int, str, list[tuple[str, str]], bytes]  # status, content type, headers, body

@@ -239,3 +239,20 @@ def test_tracking_list_cli(db: Database, database_url: str) -> None:
         (pk, "open", False, PERSON)]
     everything = json.loads(run_cli(env, "--json", "tracking", "list").stdout)
     assert len(everything) == 3
+
+
+def test_recorder_writes_a_burst_in_batches(db: Database) -> None:
+    """A burst of hits (more than one batch, one for a missing event) is written in full."""
+    from soap_service.tracking_web import BATCH, Hit, Recorder
+
+    [pk] = sent_events(db, 1)
+    recorder = Recorder(db)
+    burst = 2 * BATCH + 7
+    for n in range(burst):
+        recorder.submit(Hit(track.TrackingToken("open", pk), f"{PERSON} {n}", "", clock.utcnow()))
+    recorder.submit(Hit(track.TrackingToken("open", pk + 99), PERSON, "", clock.utcnow()))
+    recorder.flush()
+    recorder.close()
+    with db.connect() as conn:
+        stored = logs.list_tracking(conn, None, limit=10 * BATCH)
+    assert len(stored) == burst and {h.event_id for h in stored} == {pk}

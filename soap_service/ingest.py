@@ -118,7 +118,7 @@ def build_row(
     *, header_key: str | None = None,
 ) -> dict[str, Any]:
     """Validate one event element and return the ``events`` column values to insert."""
-    attrs = {_local(k): v for k, v in element.attrib.items()}
+    attrs = _attributes(element)
     event_type = attrs.get("type", "").strip()
     if not event_type:
         raise ValidationFailed("missing attribute 'type'")
@@ -172,6 +172,19 @@ def serialize_ctx(ctx: etree._Element) -> str:
     clean.tail = None
     etree.cleanup_namespaces(clean)
     return etree.tostring(clean, encoding="unicode")
+
+
+def _attributes(element: etree._Element) -> dict[str, str]:
+    """Every attribute as sent; a namespaced one (``xsi:type``) keeps its prefix, so it
+    can never stand in for the event's own ``type``."""
+    attrs: dict[str, str] = {}
+    for name, value in element.attrib.items():
+        if name.startswith("{"):
+            ns, local = name[1:].split("}", 1)
+            prefix = next((p for p, uri in element.nsmap.items() if uri == ns and p), None)
+            name = f"{prefix}:{local}" if prefix else f"{{{ns}}}{local}"
+        attrs[name] = value
+    return attrs
 
 
 def _local(name: str) -> str:

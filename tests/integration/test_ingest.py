@@ -206,3 +206,15 @@ def test_push_events_with_different_attributes_per_event(db: Database, settings:
     assert sched["scheduled_at"] == datetime(2031, 1, 1) and sched["idempotency_key"] == "only-me"
     assert sched["payload_hash"] and first["payload_hash"] is None
     assert {first["status"], sms["status"], sched["status"]} == {"pending"}
+
+
+def test_namespaced_attributes_are_kept_apart(db: Database, settings: Settings):
+    """A namespaced attribute (xsi:type) is kept with its prefix and never replaces the
+    event's own type."""
+    element = el('<rtEvent xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                 'xmlns:z="urn:z" type="welcome" email="a@example.com" xsi:type="ns:Element" '
+                 'z:type="other"><ctx/></rtEvent>')
+    row = row_of(db, ingest.store_event(db, settings, element, Queue.RT))
+    assert row["event_type"] == "welcome"
+    assert json.loads(row["attributes"]) == {
+        "type": "welcome", "email": "a@example.com", "xsi:type": "ns:Element", "z:type": "other"}

@@ -7,7 +7,8 @@ child events (status ``pending``, ``parent_id`` and ``followup_rule_id`` set, th
 type of template F) and the dispatcher sends them like any other event.  The unique
 constraint ``uq_events_followup_once`` makes "at most one follow-up per parent and rule"
 hold even with several workers running the job at once.  Only events received after the
-rule was created are followed up, so adding a rule never mails the whole history.
+rule was created are followed up, so adding a rule never mails the whole history, and a
+message becomes too old for its follow-up :data:`CATCH_UP` after it became due.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 CONDITIONS = ("not-opened", "not-clicked")
 WISHED_CHANNEL = {Channel.EMAIL.value: 0, Channel.SMS.value: 1, Channel.PUSH.value: 40}
 BATCH = 500  # parents examined per rule and transaction
+# messages sent longer than this before they became due are not followed up any more
+# (the job catches up after an outage this long; it never rescans the whole history)
+CATCH_UP = timedelta(days=7)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 
@@ -94,7 +98,8 @@ def _run_rule(db: Database, rule: FollowupRule) -> int:
                 log.warning("followup.template_missing rule=%s", rule.name)
                 return created
             sent_before = now - timedelta(seconds=rule.after_seconds)
-            parents = logs.followup_candidates(conn, rule, sent_before, BATCH)
+            parents = logs.followup_candidates(conn, rule, sent_before, sent_before - CATCH_UP,
+                                               BATCH)
             wished = WISHED_CHANNEL.get(rule.channel, 0)
             children = [logs.insert_followup_child(conn, parent, rule, target[0], wished, now)
                         for parent in parents]

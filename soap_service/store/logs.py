@@ -247,8 +247,10 @@ def set_rule_enabled(conn: Connection, name: str, enabled: bool) -> bool:
 
 
 def followup_candidates(conn: Connection, rule: FollowupRule, sent_before: datetime,
-                        limit: int) -> list[int]:
-    """Ids of events the rule is due for: sent before ``sent_before``, no human reaction."""
+                        sent_after: datetime, limit: int) -> list[int]:
+    """Ids of events the rule is due for: sent between ``sent_after`` and ``sent_before``,
+    received after the rule was created, with no human reaction and no follow-up yet.
+    (``created_at`` is bounded too, so the ``(event_type, created_at)`` index applies.)"""
     child = events.alias("child")
     kinds = ("open", "click") if rule.condition == "not-opened" else ("click",)
     reacted = exists().where(
@@ -264,7 +266,8 @@ def followup_candidates(conn: Connection, rule: FollowupRule, sent_before: datet
             events.c.event_type == rule.event_type,
             events.c.status == "processed",
             events.c.updated_at <= sent_before,
-            events.c.created_at >= rule.created_at,
+            events.c.updated_at >= sent_after,
+            events.c.created_at >= max(rule.created_at, sent_after - (sent_before - sent_after)),
             func.coalesce(events.c.followup_rule_id, 0) != rule.id,
             ~reacted,
             ~already,

@@ -214,3 +214,16 @@ def test_rule_validation(db: Database) -> None:
         followup.set_enabled(db, "missing", False)
     [rule] = followup.list_rules(db)
     assert (rule.after_seconds, rule.channel, rule.enabled) == (3 * 86400, "email", True)
+
+
+def test_followup_window_closes_after_catch_up(db: Database) -> None:
+    """A message whose follow-up has been due for longer than CATCH_UP is left alone."""
+    make_catalog(db)
+    with clock.frozen_clock(T0) as advance:
+        followup.add_rule(db, "remind", "order", "reminder_mail", "3d", "not-opened")
+        sent_events(db, 1)
+        advance(timedelta(days=3) + followup.CATCH_UP + timedelta(minutes=1))
+        assert followup.tick(db) == 0
+        sent_events(db, 1)  # a newer one is still followed up in time
+        advance(timedelta(days=3))
+        assert followup.tick(db) == 1

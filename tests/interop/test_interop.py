@@ -263,7 +263,7 @@ def test_persist_serves_only_the_event_schemas(server):
         body = (
             '<SOAP-ENV:Envelope xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-            'xmlns:ns="http://xml.apache.org/xml-soap" '
+            'xmlns:ns="urn:xtk:persist" '
             'xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Header/>'
             '<SOAP-ENV:Body><m:GetEntityIfMoreRecent xmlns:m="urn:xtk:persist" '
             'SOAP-ENV:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">'

@@ -7,15 +7,13 @@
 //   exits 0 when every step behaved as expected, 1 otherwise.
 
 import java.io.ByteArrayInputStream;
+import java.lang.reflect.Method;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import javax.xml.parsers.DocumentBuilderFactory;
 import javax.xml.ws.soap.SOAPFaultException;
 import mc.rt.NmsRtEvent;
-import mc.rt.PushEvent;
-import mc.rt.PushEvents;
-import mc.rt.PushEventsResponse;
 import mc.rt.RtEvent;
 import org.w3c.dom.Element;
 import org.w3c.dom.NodeList;
@@ -40,11 +38,46 @@ public class Interop {
         return s == null ? "null" : "\"" + s.replace("\\", "\\\\").replace("\"", "\\\"") + "\"";
     }
 
+    // The DOM parameter's class is whatever wsimport made of the WSDL's mixed xs:any type
+    // (`mc.rt.Element` for the named type `tns:Element`); found by reflection so this client
+    // does not depend on that name. Its content list takes DOM elements.
+    static Object dom(String method, String xml) throws Exception {
+        for (Method m : NmsRtEvent.class.getMethods()) {
+            if (m.getName().equals(method)) {
+                Object value = m.getParameterTypes()[1].getDeclaredConstructor().newInstance();
+                content(value).add(parse(xml));
+                return value;
+            }
+        }
+        throw new IllegalStateException("no method " + method);
+    }
+
+    @SuppressWarnings("unchecked")
+    static List<Object> content(Object dom) throws Exception {
+        return (List<Object>) dom.getClass().getMethod("getContent").invoke(dom);
+    }
+
+    static Object call(NmsRtEvent port, String method, String token, String xml)
+            throws Exception {
+        Object arg = dom(method, xml);
+        for (Method m : NmsRtEvent.class.getMethods()) {
+            if (m.getName().equals(method)) {
+                try {
+                    return m.invoke(port, token, arg);
+                } catch (java.lang.reflect.InvocationTargetException e) {
+                    if (e.getCause() instanceof Exception) {
+                        throw (Exception) e.getCause();
+                    }
+                    throw e;
+                }
+            }
+        }
+        throw new IllegalStateException("no method " + method);
+    }
+
     static String fault(NmsRtEvent port, String token, String xml) throws Exception {
-        PushEvent.DomEvent dom = new PushEvent.DomEvent();
-        dom.getContent().add(parse(xml));
         try {
-            port.pushEvent(token, dom);
+            call(port, "pushEvent", token, xml);
             return "null";
         } catch (SOAPFaultException e) {
             return "{\"faultcode\": " + quote(e.getFault().getFaultCode())
@@ -57,16 +90,11 @@ public class Interop {
         String badToken = args[1];
         NmsRtEvent port = new RtEvent().getNmsRtEvent();
 
-        PushEvent.DomEvent one = new PushEvent.DomEvent();
-        one.getContent().add(parse(event("order_confirmation", 1)));
-        Long plId = port.pushEvent(token, one);
-
-        PushEvents.DomEventCollection many = new PushEvents.DomEventCollection();
-        many.getContent().add(parse("<Events>" + event("order_confirmation", 2)
-                + event("order_confirmation", 3) + "</Events>"));
-        PushEventsResponse.PdomIds result = port.pushEvents(token, many);
+        Long plId = (Long) call(port, "pushEvent", token, event("order_confirmation", 1));
+        Object result = call(port, "pushEvents", token, "<Events>"
+                + event("order_confirmation", 2) + event("order_confirmation", 3) + "</Events>");
         List<String> ids = new ArrayList<>();
-        for (Object item : result.getContent()) {
+        for (Object item : content(result)) {
             if (!(item instanceof Element)) {
                 continue;
             }

@@ -82,7 +82,8 @@ class WorkerRuntime:
             next_run_time=now)
         add(self.dispatcher.beat, "interval", seconds=10, id="heartbeat", next_run_time=now)
         add(self._followups, "interval", seconds=60, id="followups")
-        add(self._housekeeping, "interval", hours=24, id="housekeeping")
+        # a fixed time of day: an interval would restart its 24 h with every worker restart
+        add(self._housekeeping, "cron", hour=3, minute=17, id="housekeeping")
 
     def start(self) -> WorkerRuntime:
         self.add_jobs()

@@ -166,7 +166,8 @@ def soap_endpoint(app: WebApp, request: Request) -> Response:
         payload = router.dispatch(soap_request, app.soap_services)
     except Exception as exc:  # every error becomes a fault, never a traceback
         close = isinstance(exc, BodyTooLarge)
-        fault = faults.fault_for(exc, service, method)
+        show = not isinstance(exc, ClientError) and _shows_errors(app, http)
+        fault = faults.fault_for(exc, service, method, show_errors=show)
         payload = fault_envelope(fault.code, fault.faultstring, fault.detail)
     known = (service, method) in router.METHODS
     label_service, label_method = (service, method) if known else ("unknown", "unknown")
@@ -176,6 +177,15 @@ def soap_endpoint(app: WebApp, request: Request) -> Response:
         log.info("soap.fault service=%s method=%s code=%s ms=%.1f",
                  label_service, label_method, fault.code, elapsed * 1000)
     return Response(500 if fault else 200, payload, CONTENT_TYPE, close=close)
+
+
+def _shows_errors(app: WebApp, http: envelope.HttpFacts) -> bool:
+    """Whether the caller's security zone asks for detailed Server faults (``showErrors``)."""
+    try:
+        zone = app.soap_services.authenticator.zone_for(http.remote_addr, http.forwarded_for)
+    except Exception:  # the database may be what failed: then no details
+        return False
+    return bool(zone is not None and zone.show_errors)
 
 
 def wsdl_endpoint(app: WebApp, request: Request) -> Response:

@@ -42,8 +42,14 @@ def _with_code(code: str, message: str, default: str) -> str:
     return message if message.startswith(code) else f"{code} {message}"
 
 
-def fault_for(exc: BaseException, service: str, method: str) -> Fault:
-    """The fault answering ``exc`` raised while serving ``service#method``."""
+def fault_for(
+    exc: BaseException, service: str, method: str, *, show_errors: bool = False
+) -> Fault:
+    """The fault answering ``exc`` raised while serving ``service#method``.
+
+    ``show_errors`` (the caller's security zone has ``showErrors``) adds the internal
+    error's own message to a Server fault's detail; callers elsewhere never see it.
+    """
     service = service or "unknown"
     method = method or "unknown"
     if isinstance(exc, InvalidCredentials):
@@ -66,10 +72,10 @@ def fault_for(exc: BaseException, service: str, method: str) -> Fault:
         )
     if isinstance(exc, ClientError):
         return Fault(exc.fault_code, exc.message, exc.detail or exc.message)
-    return _server_fault(exc, service, method)
+    return _server_fault(exc, service, method, show_errors)
 
 
-def _server_fault(exc: BaseException, service: str, method: str) -> Fault:
+def _server_fault(exc: BaseException, service: str, method: str, show_errors: bool) -> Fault:
     error_id = uuid.uuid4().hex[:12]
     if isinstance(exc, MessageCenterError):
         log.error("soap.server_error id=%s service=%s method=%s error=%s",
@@ -78,9 +84,11 @@ def _server_fault(exc: BaseException, service: str, method: str) -> Fault:
     else:
         log.exception("soap.internal_error id=%s service=%s method=%s", error_id, service, method)
         message = "Internal error"
-    return Fault(
-        "Server",
-        f"{message} (error id {error_id}).",
+    detail = (
         f"The server could not process method '{method}' of service '{service}'; "
-        f"error id {error_id} is in the server log.",
+        f"error id {error_id} is in the server log."
     )
+    if show_errors:
+        internal = exc.detail if isinstance(exc, MessageCenterError) and exc.detail else exc
+        detail += f" {type(exc).__name__}: {str(internal)[:500]}"
+    return Fault("Server", f"{message} (error id {error_id}).", detail)

@@ -19,7 +19,7 @@ from soap_service.web import Request, Response, Route, WebApp, create_app, read_
 @pytest.fixture
 def app(tmp_path) -> Iterator[WebApp]:
     settings = load_settings({"MC_DATABASE_URL": f"sqlite:///{tmp_path}/mc.db",
-                              "MC_MAX_BODY_BYTES": "1000"})
+                              "MC_MAX_BODY_BYTES": "1000", "MC_AUTH_CACHE_TTL": "0"})
     application = create_app(settings)
     schema.upgrade(application.db)
     yield application
@@ -55,6 +55,27 @@ def test_internal_error_is_a_server_fault_with_a_logged_id(app: WebApp, caplog) 
     error_id = re.search(rb"error id ([0-9a-f]{12})", out)
     assert error_id is not None
     assert f"id={error_id.group(1).decode()}" in caplog.text
+
+
+def test_show_errors_zone_gets_the_internal_message(app: WebApp) -> None:
+    """A caller in a zone flagged showErrors sees the internal message in the detail."""
+    from soap_service.store import auth as store_auth
+    from soap_service.store.auth import Zone
+
+    def explode(call: router.Call) -> list:
+        raise RuntimeError("visible to developers")
+
+    body = (b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+            b'<Explode xmlns="urn:test:boom"/></s:Body></s:Envelope>')
+    router.register("test:boom", "Explode", (), explode)
+    try:
+        assert b"visible" not in _call(app, "POST", "/soap", body)[2]
+        store_auth.add_zone(app.db, Zone(name="dev", cidr="127.0.0.0/8", show_errors=True))
+        status, _, out = _call(app, "POST", "/soap", body)
+    finally:
+        del router.METHODS[("test:boom", "Explode")]
+    assert status.startswith("500") and b"<faultcode>SOAP-ENV:Server</faultcode>" in out
+    assert b"RuntimeError: visible to developers" in out
 
 
 def test_route_table_takes_one_line_additions(app: WebApp) -> None:

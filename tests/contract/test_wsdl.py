@@ -81,3 +81,23 @@ def test_zeep_reads_committed_wsdl(schema: str) -> None:
     service = next(iter(client.wsdl.services.values()))
     port = next(iter(service.ports.values()))
     assert set(port.binding._operations) == expected
+
+
+@pytest.mark.parametrize("schema", wsdl.SCHEMAS)
+def test_dom_results_xsi_type_is_declared_in_the_wsdl(schema: str) -> None:
+    """``xsi:type="ns:Element"`` on a DOM result resolves to a type the service's WSDL
+    declares (.NET's XmlSerializer refuses the response otherwise)."""
+    from soap_service.soap import response
+
+    envelope = etree.fromstring(
+        response.result_envelope(schema, "Any", [response.Dom("pdomIds", "<ids/>")])
+    )
+    part = next(envelope.iter("{*}pdomIds"))
+    prefix, _, name = part.get("{http://www.w3.org/2001/XMLSchema-instance}type").partition(":")
+    root = etree.parse(str(ROOT / "wsdl" / wsdl.file_name(schema))).getroot()
+    declared = {
+        (xs_schema.get("targetNamespace"), ct.get("name"))
+        for xs_schema in root.iterfind(".//xs:schema", NS)
+        for ct in xs_schema.iterfind("xs:complexType", NS)
+    }
+    assert (part.nsmap[prefix], name) in declared

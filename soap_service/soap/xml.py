@@ -62,7 +62,8 @@ def _short(message: str, limit: int = 300) -> str:
 
 def parse_document(body: bytes, max_depth: int) -> etree._Element:
     """Parse ``body`` safely and return its root element, or raise :class:`InvalidXml`."""
-    if not body or not body.strip():
+    body = body.lstrip(b" \t\r\n")  # some clients send a newline before <?xml ...?>
+    if not body:
         raise InvalidXml("empty body", "The request body is empty.")
     if _has_doctype(body):  # refused before libxml2 reads a single declaration
         raise InvalidXml("DTD not allowed", _DTD_REFUSED)

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import hmac
 import html
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,6 +60,8 @@ MACHINE_AGENTS = (
     "prefetch",
     "scanner",
 )
+# image-prefetching proxies identified by network (Apple Mail Privacy Protection)
+MACHINE_NETWORKS = (ipaddress.ip_network("17.0.0.0/8"),)
 # "Googlebot/2.1", "bot;", "(+http://example.com/bot.html)" but not a "Cubot" phone model
 _BOT_WORD = re.compile(r"bot[/;)]|\bbot\b|\+https?:")
 
@@ -207,8 +210,19 @@ def is_machine_agent(user_agent: str | None) -> bool:
     return any(marker in agent for marker in MACHINE_AGENTS)
 
 
-def is_machine(user_agent: str | None, sent_at: datetime | None, at: datetime) -> bool:
-    """An obvious machine hit: a machine user agent, or within seconds of sending."""
-    if is_machine_agent(user_agent):
+def is_machine_ip(ip: str | None) -> bool:
+    """Apple Mail Privacy Protection fetches every image through Apple's own network."""
+    try:
+        address = ipaddress.ip_address((ip or "").strip())
+    except ValueError:
+        return False
+    return any(address in network for network in MACHINE_NETWORKS
+               if network.version == address.version)
+
+
+def is_machine(user_agent: str | None, sent_at: datetime | None, at: datetime,
+               ip: str | None = None) -> bool:
+    """An obvious machine hit: a machine user agent or network, or within seconds of sending."""
+    if is_machine_agent(user_agent) or is_machine_ip(ip):
         return True
     return sent_at is not None and timedelta(0) <= at - sent_at <= MACHINE_OPEN_WINDOW

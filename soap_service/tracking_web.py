@@ -61,7 +61,7 @@ def record_hits(db: Database, hits: Sequence[Hit]) -> int:
             logs.insert_tracking(
                 conn, event_id=hit.token.event_id, delivery_id=sent.delivery_id,
                 kind=hit.token.kind, url=hit.token.url or None, user_agent=hit.user_agent,
-                ip=hit.ip, machine=track.is_machine(hit.user_agent, sent.sent_at, hit.at),
+                ip=hit.ip, machine=track.is_machine(hit.user_agent, sent.sent_at, hit.at, hit.ip),
                 at=hit.at,
             )
             written += 1

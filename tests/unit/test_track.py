@@ -143,6 +143,16 @@ def test_people_are_not_flagged(agent: str) -> None:
     assert not track.is_machine(agent, SENT, SENT + timedelta(minutes=5))
 
 
+def test_apple_privacy_proxy_network_is_machine() -> None:
+    """Opens from Apple's 17.0.0.0/8 (Mail Privacy Protection prefetch) are machine opens."""
+    agent = "Mozilla/5.0"
+    later = SENT + timedelta(hours=1)
+    assert track.is_machine(agent, SENT, later, "17.58.1.2")
+    assert not track.is_machine(agent, SENT, later, "203.0.113.5")
+    assert not track.is_machine(agent, SENT, later, "2001:db8::1")
+    assert not track.is_machine(agent, SENT, later, "not-an-ip")
+
+
 def test_open_right_after_sending_is_machine() -> None:
     """An open within two seconds of the send is a prefetch; after that it is not."""
     agent = "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15"

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
 
 from lxml import etree
 
 from soap_service import ingest
+from soap_service.auth import Authenticator, Credentials, Principal
 from soap_service.config import Settings
 from soap_service.errors import ClientError, ValidationFailed
 from soap_service.models import Queue
@@ -55,9 +55,8 @@ class Services:
     db: Database
 
     @cached_property
-    def authenticator(self) -> Any:
-        from soap_service.auth import Authenticator
-
+    def authenticator(self) -> Authenticator:
+        """Built on first use, i.e. in each server worker after the fork (it caches)."""
         return Authenticator(self.db, self.settings)
 
 
@@ -70,10 +69,8 @@ class Call:
     def text(self, index: int) -> str:
         return text_of(self.params[index]) if index < len(self.params) else ""
 
-    def authenticate(self, right: str = "mc") -> Any:
+    def authenticate(self, right: str = "mc") -> Principal:
         """The caller's Principal, or raise InvalidCredentials / SessionExpired / ZoneDenied."""
-        from soap_service.auth import Credentials
-
         http = self.request.http
         creds = Credentials(
             token=self.request.token, bearer=self.request.bearer,
@@ -186,10 +183,10 @@ def logon(call: Call) -> list[Part]:
     ]
 
 
-def _session_info(principal: Any, settings: Settings) -> str:
+def _session_info(principal: Principal, settings: Settings) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000Z")
-    login = getattr(principal, "login", "")
-    rights = ",".join(sorted(getattr(principal, "rights", ()) or ()))
+    login = principal.login
+    rights = ",".join(sorted(principal.rights))
     return (
         '<sessionInfo xmlns="">'
         f'<serverInfo productName="Message Center" instanceId="{settings.instance_id}" '

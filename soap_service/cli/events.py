@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from lxml import etree
@@ -71,10 +72,26 @@ def summary(event: Event, instance_id: int) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.limit < 1:
         raise ValidationFailed("--limit must be at least 1")
-    found = event_store.list_events(ctx.db, status=args.status, event_type=args.type,
-                                    queue=args.queue, limit=args.limit)
+    found = event_store.list_events(
+        ctx.db, status=args.status, event_type=args.type, queue=args.queue,
+        external_id=args.external_id, since=_date_option("--since", args.since),
+        until=_date_option("--until", args.until), limit=args.limit,
+    )
     ctx.emit([summary(e, ctx.settings.instance_id) for e in found], LIST_COLUMNS)
     return 0
+
+
+def _date_option(option: str, raw: str | None) -> datetime | None:
+    """An ISO 8601 date or time (UTC unless it has an offset) -> naive UTC."""
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed(f"{option}: not an ISO 8601 date: {raw!r}") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
 
 
 def resolve_id(raw: str, instance_id: int) -> int:
@@ -238,6 +255,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lst.add_argument("--status", choices=[s.value for s in EventStatus])
     lst.add_argument("--type", help="event type name")
     lst.add_argument("--queue", choices=[q.value for q in Queue])
+    lst.add_argument("--external-id", help="the caller's externalId")
+    lst.add_argument("--since", help="received at or after (ISO 8601, UTC)")
+    lst.add_argument("--until", help="received before (ISO 8601, UTC)")
     lst.add_argument("--limit", type=int, default=50)
     lst.set_defaults(func=cmd_list)
     show = esub.add_parser("show", help="one event (by plId or primary key) and its history")

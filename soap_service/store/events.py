@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select
@@ -253,16 +254,20 @@ def get_event(db: Database, pk: int) -> Event | None:
 
 def list_events(
     db: Database, *, status: str | None = None, event_type: str | None = None,
-    queue: str | None = None, limit: int = 50,
+    queue: str | None = None, external_id: str | None = None,
+    since: datetime | None = None, until: datetime | None = None, limit: int = 50,
 ) -> list[Event]:
-    """Newest events first, optionally filtered by status, type and queue."""
+    """Newest events first, optionally filtered (received in ``[since, until)``)."""
     stmt = select(events).order_by(events.c.id.desc()).limit(limit)
-    if status:
-        stmt = stmt.where(events.c.status == status)
-    if event_type:
-        stmt = stmt.where(events.c.event_type == event_type)
-    if queue:
-        stmt = stmt.where(events.c.queue == queue)
+    equal = {events.c.status: status, events.c.event_type: event_type,
+             events.c.queue: queue, events.c.external_id: external_id}
+    for column, value in equal.items():
+        if value:
+            stmt = stmt.where(column == value)
+    if since is not None:
+        stmt = stmt.where(events.c.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(events.c.created_at < until)
     with db.connect() as conn:
         return [event_from_row(row) for row in conn.execute(stmt)]
 

@@ -48,6 +48,30 @@ def test_events_list_filters_and_json(cli_env: dict[str, str]):
     assert len(limited) == 1
 
 
+def test_events_list_by_external_id_and_date(cli_env: dict[str, str]):
+    """--external-id and --since/--until (received time, UTC) narrow the list."""
+    from datetime import datetime
+
+    from soap_service import clock
+
+    with clock.frozen_clock(datetime(2030, 1, 1, 12, 0)):
+        old = push_direct(cli_env, '<e type="t" email="a@example.com" externalId="c-1"><ctx/></e>')
+    with clock.frozen_clock(datetime(2030, 1, 2, 12, 0)):
+        new = push_direct(cli_env, '<e type="t" email="a@example.com" externalId="c-2"><ctx/></e>')
+
+    def plids(*args: str) -> list[str]:
+        return [r["plId"] for r in json.loads(run_cli(cli_env, "events", "list", "--json",
+                                                      *args).stdout)]
+
+    assert plids("--external-id", "c-1") == [str(old)]
+    assert plids("--since", "2030-01-02") == [str(new)]
+    assert plids("--until", "2030-01-02T00:00:00Z") == [str(old)]
+    both = plids("--since", "2030-01-01T13:00+01:00", "--until", "2030-01-03")
+    assert both == [str(new), str(old)]  # 13:00+01:00 is 12:00 UTC: inclusive
+    bad = run_cli(cli_env, "events", "list", "--since", "yesterday", check=False)
+    assert bad.returncode == 1 and "--since" in bad.stderr
+
+
 def test_events_list_human_table(cli_env: dict[str, str]):
     """Without --json the list is a table with a header row."""
     plid = push_direct(cli_env, '<e type="welcome" email="a@example.com"><ctx/></e>')

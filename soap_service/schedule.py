@@ -4,8 +4,11 @@ One scheduler per worker process, jobs in memory (two schedulers sharing a job s
 would run jobs twice).  The jobs are plain functions elsewhere — ``Dispatcher.drain``,
 ``reap``, ``beat``, ``followup.tick``, ``housekeeping.daily_job`` — so that the work, not
 the scheduler, is what is safe to share between processes (leases in the queue).
-A wake-up (``wakeup.Listener``) marks the dispatcher woken and moves the dispatch job's
-next run to now; polling every ``worker_poll_interval`` seconds is only the fallback.
+A wake-up (``wakeup.Listener``) marks the dispatcher woken, moves the dispatch job's next
+run to now, and starts the express path (real-time events only, small rounds, their
+messages ahead of batch ones for a free SMTP connection) so a real-time event does not
+wait for a batch round to finish; polling every ``worker_poll_interval`` seconds is only
+the fallback.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class WorkerRuntime:
         self.dispatcher = dispatcher or Dispatcher(settings, self.db)
         self.stopping = threading.Event()
         self._running = threading.Event()
+        self._express_wanted = threading.Event()
+        self._express_thread = threading.Thread(target=self.express, name="mc-express",
+                                                daemon=True)
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self.listener = wakeup.Listener(self.db, self.wake)
@@ -52,9 +58,20 @@ class WorkerRuntime:
         finally:
             self._running.clear()
 
+    def express(self) -> None:
+        """Wake-up path: real-time events in small rounds, beside a running drain."""
+        while not self.stopping.is_set():
+            if self._express_wanted.wait(0.5):
+                self._express_wanted.clear()
+                try:
+                    self.dispatcher.express(stop=self.stopping)
+                except Exception:  # logged; the drain loop and polling still cover it
+                    log.exception("worker.express_failed")
+
     def wake(self) -> None:
-        """Run dispatch now (or let the running drain loop go round once more)."""
+        """Send real-time events now, and run dispatch now (or let it go round again)."""
         self.dispatcher.woken.set()
+        self._express_wanted.set()
         if not self._running.is_set() and not self.stopping.is_set():
             try:
                 self.scheduler.modify_job(DISPATCH_JOB, next_run_time=datetime.now(UTC))
@@ -89,6 +106,7 @@ class WorkerRuntime:
         self.add_jobs()
         self.listener.start()
         self.scheduler.start()
+        self._express_thread.start()
         log.info("worker.started id=%s", self.dispatcher.worker_id)
         return self
 
@@ -97,6 +115,8 @@ class WorkerRuntime:
         self.stopping.set()
         self.listener.stop()
         self.scheduler.shutdown(wait=True)
+        if self._express_thread.is_alive():
+            self._express_thread.join(30)
         self.dispatcher.close()
         try:
             store_queue.forget_worker(self.db, self.dispatcher.worker_id)

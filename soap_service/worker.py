@@ -21,6 +21,7 @@ function into :data:`PREPARE_STEPS`.  This module sends nothing itself and build
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -41,6 +42,7 @@ from soap_service.models import (
     Event,
     EventStatus,
     EventType,
+    Queue,
     RenderedMessage,
     SendOutcome,
     SendResult,
@@ -62,6 +64,7 @@ class Job:
     version: TemplateVersion | None = None
     rendered: RenderedMessage | None = None
     message: EmailMessage | None = None
+    listed: set[str] = field(default_factory=set)  # quarantined addresses of this round
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,7 +100,7 @@ def check_channel(d: Dispatcher, job: Job) -> Outcome | None:
 def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
     """A quarantined or denylisted address: ``ignored`` (the exclusion log says why)."""
     address = job.event.address
-    if not address or exclusions.normalise_address(address) not in d.listed_addresses():
+    if not address or exclusions.normalise_address(address) not in job.listed:
         return None  # the common case, answered by one query per round
     reason = exclusions.check_event(d.db, job.event)
     return _final(job, EventStatus.IGNORED, reason) if reason else None
@@ -218,8 +221,20 @@ def _default_types() -> Callable[[Database, str], EventType | None]:
     return catalog.get_event_type  # type: ignore[no-any-return]
 
 
+class Round:
+    """One claimed batch on its way: early outcomes, jobs being sent, their results."""
+
+    def __init__(self, claimed: int, early: list[Outcome], sending: list[Job],
+                 results: concurrent.futures.Future[list[SendResult]] | None) -> None:
+        self.claimed, self.early, self.sending, self.results = claimed, early, sending, results
+
+
 class Dispatcher:
-    """Claims and delivers events for one worker process (one lease owner id)."""
+    """Claims and delivers events for one worker process (one lease owner id).
+
+    Thread-safe: the scheduler's drain loop and the wake-up's express path may run
+    rounds at the same time; each round has its own state, and they share the channel.
+    """
 
     def __init__(self, settings: Settings, db: Database | None = None, *,
                  worker_id: str | None = None,
@@ -234,44 +249,68 @@ class Dispatcher:
         self.types = types or _default_types()
         self.started_at = clock.utcnow()
         self.woken = threading.Event()
-        self._routes: dict[tuple[str, str], Any] = {}
-        self._jobs: list[Job] = []
-        self._listed: set[str] | None = None
-        self._types: dict[str, EventType] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
         self._loop_thread: threading.Thread | None = None
         self._channel: EmailChannel | None = None
         self._domain = _message_id_domain(settings.public_url)
 
     # -- the job ---------------------------------------------------------------
 
-    def tick(self) -> TickReport:
+    def tick(self, realtime_only: bool = False, limit: int | None = None) -> TickReport:
         """One round: claim -> prepare -> send -> record.  Returns what happened."""
-        self._routes.clear()
-        self._types.clear()
+        return self.finish(self.start(realtime_only, limit))
+
+    def start(self, realtime_only: bool = False, limit: int | None = None) -> Round:
+        """Claim and prepare a round, and start sending it (without waiting)."""
         events = store_queue.claim_events(
-            self.db, self.worker_id, limit=self.settings.worker_batch_size,
+            self.db, self.worker_id, limit=limit or self.settings.worker_batch_size,
             now=clock.utcnow(), lease_seconds=self.settings.lease_seconds,
-            batch_min_share=self.settings.batch_min_share)
+            batch_min_share=self.settings.batch_min_share, realtime_only=realtime_only)
         if not events:
-            return TickReport()
-        jobs = [Job(e, self.event_type(e.event_type)) for e in events]
-        self._jobs, self._listed = jobs, None
-        outcomes, to_send = self.prepare(jobs)
-        results = self.send([j.message for j in to_send if j.message is not None])
-        outcomes += [outcome_of_send(self, j, r) for j, r in zip(to_send, results, strict=True)]
+            return Round(0, [], [], None)
+        listed = store_queue.listed_addresses(self.db, {
+            exclusions.normalise_address(e.address) for e in events if e.address})
+        jobs = [Job(e, self.event_type(e.event_type), listed=listed) for e in events]
+        early, ready = self.prepare(jobs)
+        return Round(len(events), early, ready, self.send_async(ready))
+
+    def finish(self, rnd: Round) -> TickReport:
+        """Wait for a round's sends and record every outcome in one transaction."""
+        results = rnd.results.result() if rnd.results is not None else []
+        outcomes = rnd.early + [outcome_of_send(self, j, r)
+                                for j, r in zip(rnd.sending, results, strict=True)]
         store_queue.record_outcomes(self.db, self.worker_id, outcomes, clock.utcnow())
-        return _report(len(events), outcomes)
+        return _report(rnd.claimed, outcomes)
 
     def drain(self, max_rounds: int | None = None, stop: threading.Event | None = None) -> int:
-        """Tick until nothing is due (or a wake-up arrived meanwhile); returns events claimed."""
-        total, rounds = 0, 0
+        """Rounds until nothing is due (and no wake-up arrived meanwhile).
+
+        Pipelined: round N+1 is claimed and prepared while round N is being sent, then
+        round N is recorded.  Returns how many events were claimed.
+        """
+        total, rounds, previous = 0, 0, None
         while stop is None or not stop.is_set():
             self.woken.clear()
-            report = self.tick()
-            total += report.claimed
+            current = self.start()
+            if previous is not None:
+                self.finish(previous)
+            total += current.claimed
             rounds += 1
-            if (not report.claimed and not self.woken.is_set()) or rounds == max_rounds:
+            previous = current
+            if (not current.claimed and not self.woken.is_set()) or rounds == max_rounds:
+                break
+        if previous is not None:
+            self.finish(previous)
+        return total
+
+    def express(self, stop: threading.Event | None = None) -> int:
+        """Real-time events only, in small rounds, until none is due (the wake-up path)."""
+        total = 0
+        while stop is None or not stop.is_set():
+            report = self.tick(realtime_only=True, limit=self.settings.smtp_concurrency)
+            total += report.claimed
+            if not report.claimed:
                 break
         return total
 
@@ -292,38 +331,32 @@ class Dispatcher:
 
     def send(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
         """Send concurrently on the channel's loop; results in the order of ``messages``."""
-        if not messages:
-            return []
         loop = self._ensure_loop()
-        future = asyncio.run_coroutine_threadsafe(self._send_all(messages), loop)
-        return future.result()
+        return asyncio.run_coroutine_threadsafe(
+            self._send_all(messages, [False] * len(messages)), loop).result()
 
-    async def _send_all(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+    def send_async(self, jobs: Sequence[Job]) -> concurrent.futures.Future[list[SendResult]]:
+        """Start sending the jobs' messages; real-time events are marked urgent."""
+        messages = [j.message for j in jobs if j.message is not None]
+        urgent = [j.event.queue is Queue.RT for j in jobs if j.message is not None]
+        return asyncio.run_coroutine_threadsafe(self._send_all(messages, urgent),
+                                                self._ensure_loop())
+
+    async def _send_all(self, messages: Sequence[EmailMessage],
+                        urgent: Sequence[bool]) -> list[SendResult]:
         if self._channel is None:
             self._channel = EmailChannel(self.settings)
         channel = self._channel
-        return list(await asyncio.gather(*(channel.send(m) for m in messages)))
+        return list(await asyncio.gather(
+            *(channel.send(m, u) for m, u in zip(messages, urgent, strict=True))))
 
-    # -- lookups (cached for one tick) ---------------------------------------------
+    # -- lookups (the catalog caches them briefly) ---------------------------------------
 
     def event_type(self, name: str) -> EventType:
-        if name not in self._types:
-            self._types[name] = self.types(self.db, name) or EventType(name=name)
-        return self._types[name]
-
-    def listed_addresses(self) -> set[str]:
-        """Quarantined / denylisted addresses among this round's events (one query)."""
-        if self._listed is None:
-            addresses = {exclusions.normalise_address(j.event.address)
-                         for j in self._jobs if j.event.address}
-            self._listed = store_queue.listed_addresses(self.db, addresses)
-        return self._listed
+        return self.types(self.db, name) or EventType(name=name)
 
     def route_for(self, event: Event) -> Any:
-        key = (event.event_type, event.channel.value)
-        if key not in self._routes:
-            self._routes[key] = self.router(self.db, event)
-        return self._routes[key]
+        return self.router(self.db, event)
 
     def policy_for(self, et: EventType) -> retry.RetryPolicy:
         s = self.settings
@@ -346,24 +379,27 @@ class Dispatcher:
         store_queue.heartbeat(self.db, self.worker_id, self.started_at, clock.utcnow())
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(target=self._loop.run_forever,
-                                                 name="mc-email", daemon=True)
-            self._loop_thread.start()
-        return self._loop
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(target=self._loop.run_forever,
+                                                     name="mc-email", daemon=True)
+                self._loop_thread.start()
+            return self._loop
 
     def close(self) -> None:
         """Close SMTP connections and stop the channel loop."""
-        if self._loop is not None:
-            if self._channel is not None:
-                asyncio.run_coroutine_threadsafe(self._channel.close(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._loop_thread is not None:
-                self._loop_thread.join(5)
-            self._loop.close()
-            self._loop = None
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._channel is not None:
+            asyncio.run_coroutine_threadsafe(self._channel.close(), loop).result(10)
             self._channel = None
+        loop.call_soon_threadsafe(loop.stop)
+        if self._loop_thread is not None:
+            self._loop_thread.join(5)
+        loop.close()
 
 
 def _report(claimed: int, outcomes: Sequence[Outcome]) -> TickReport:

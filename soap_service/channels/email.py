@@ -16,6 +16,8 @@ import asyncio
 import email.header
 import email.policy
 import email.utils
+import heapq
+import itertools
 import logging
 import quopri
 import time
@@ -139,6 +141,36 @@ def _result_from_error(exc: BaseException, started: float) -> SendResult:
     return SendResult(SendOutcome.TEMPORARY, None, f"{type(exc).__name__}: {exc}"[:500], ms)
 
 
+class _Slots:
+    """A semaphore whose waiters are served by priority (lower first), then in order."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # hand the slot straight to the next waiter
+                return
+        self._free += 1
+
+
 class EmailChannel:
     """SMTP delivery to one relay with reused connections and bounded concurrency.
 
@@ -147,7 +179,7 @@ class EmailChannel:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._limit = asyncio.Semaphore(max(1, settings.smtp_concurrency))
+        self._slots = _Slots(max(1, settings.smtp_concurrency))
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._closed = False
 
@@ -190,8 +222,12 @@ class EmailChannel:
         else:
             self._idle.append((client, time.monotonic()))
 
-    async def send(self, msg: EmailMessage) -> SendResult:
-        """Send one message; the outcome is a value, never an exception."""
+    async def send(self, msg: EmailMessage, urgent: bool = False) -> SendResult:
+        """Send one message; the outcome is a value, never an exception.
+
+        ``urgent`` messages (real-time events) take the next free connection ahead of
+        every non-urgent message still waiting for one.
+        """
         started = time.monotonic()
         try:
             data = build_mime_bytes(msg)
@@ -199,7 +235,8 @@ class EmailChannel:
             aiosmtplib.email.parse_address(rcpt)
         except (ValueError, TypeError) as exc:  # unusable address or header: never retry
             return SendResult(SendOutcome.PERMANENT, None, f"invalid message: {exc}"[:500])
-        async with self._limit:
+        await self._slots.acquire(0 if urgent else 1)
+        try:
             started = time.monotonic()  # the attempt's duration excludes waiting for a slot
             client: aiosmtplib.SMTP | None = None
             try:
@@ -217,6 +254,8 @@ class EmailChannel:
             self._checkin(client)
             ms = int((time.monotonic() - started) * 1000)
             return SendResult(SendOutcome.SENT, 250, response[:500] or "OK", ms)
+        finally:
+            self._slots.release()
 
     def _discard_after_error(self, client: aiosmtplib.SMTP, exc: BaseException) -> None:
         """Keep a connection after a clean SMTP refusal (sendmail sent RSET), else drop it."""

@@ -96,23 +96,30 @@ def _claim_stmt(db: Database, worker_id: str, now: datetime, until: datetime, li
 
 
 def claim_events(db: Database, worker_id: str, *, limit: int, now: datetime,
-                 lease_seconds: int, batch_min_share: float = 0.2) -> list[Event]:
+                 lease_seconds: int, batch_min_share: float = 0.2,
+                 realtime_only: bool = False) -> list[Event]:
     """Lease up to ``limit`` due events to ``worker_id``, in dispatch order.
 
     Real-time events fill at most ``limit - ceil(limit * batch_min_share)`` places; the
     batch queue gets the rest (and whatever the real-time queue left unused).
+    ``realtime_only`` claims real-time events only (the worker's express path).
     """
     until = now + timedelta(seconds=lease_seconds)
-    reserved = min(limit, math.ceil(limit * batch_min_share)) if batch_min_share > 0 else 0
+
+    def claim(conn: Connection, n: int, realtime: bool) -> list[Any]:
+        return list(conn.execute(_claim_stmt(db, worker_id, now, until, n, realtime)))
+
     with db.begin() as conn:
-        rows = list(conn.execute(_claim_stmt(db, worker_id, now, until, limit - reserved, True)))
-        rt_full = len(rows) == limit - reserved
-        if len(rows) < limit:
-            rows += conn.execute(
-                _claim_stmt(db, worker_id, now, until, limit - len(rows), False))
-        if rt_full and len(rows) < limit:  # the batch queue left part of its share unused
-            rows += conn.execute(
-                _claim_stmt(db, worker_id, now, until, limit - len(rows), True))
+        if realtime_only:
+            rows = claim(conn, limit, True)
+        else:
+            reserved = min(limit, math.ceil(limit * max(0.0, batch_min_share)))
+            rows = claim(conn, limit - reserved, True)
+            rt_full = len(rows) == limit - reserved
+            if len(rows) < limit:
+                rows += claim(conn, limit - len(rows), False)
+            if rt_full and len(rows) < limit:  # the batch queue left part of its share
+                rows += claim(conn, limit - len(rows), True)
     claimed = [event_from_row(r) for r in rows]
     order = {r.id: (r.priority, r.process_at, r.id) for r in rows}
     claimed.sort(key=lambda e: order[e.id])

@@ -191,3 +191,25 @@ def test_non_ascii_bodies_headers_and_long_subjects_round_trip():
     plain = mime.get_body(preferencelist=("plain",)).get_content()
     assert plain.replace("\r\n", "\n").rstrip("\n") == text.replace("\r\n", "\n")
     assert mime.get_body(preferencelist=("html",)).get_content().startswith("<p>Zoë — ")
+
+
+def test_urgent_messages_jump_the_queue_for_a_connection():
+    """With one connection busy and ten ordinary messages waiting, an urgent message
+    queued last is sent next."""
+    with MailSink(delay=0.02) as sink:
+
+        async def run():
+            channel = EmailChannel(_settings(sink, smtp_concurrency=1))
+            try:
+                ordinary = [asyncio.create_task(channel.send(_msg(n))) for n in range(10)]
+                await asyncio.sleep(0)  # the ordinary ones are all waiting now
+                urgent = asyncio.create_task(channel.send(_msg(99), urgent=True))
+                return await asyncio.gather(*ordinary, urgent)
+            finally:
+                await channel.close()
+
+        results = asyncio.run(run())
+        sink.wait_for(11)
+    assert all(r.outcome is SendOutcome.SENT for r in results)
+    order = [m.message_id for m in sink.messages]
+    assert order.index("<mc.1.99@example.org>") <= 1

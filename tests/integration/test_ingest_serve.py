@@ -103,13 +103,17 @@ def test_push_through_the_served_wsdl_and_log_one_line(
 
 
 def test_wsdl_is_built_for_the_public_url(start_server, sqlite_url: str):
-    """The served WSDL's address is MC_PUBLIC_URL (built at start-up, not from Host)."""
+    """The served WSDL's address is MC_PUBLIC_URL (built at start-up, not from Host);
+    SIGINT (Ctrl-C) stops the server cleanly too."""
     prepare(sqlite_url)
     server = start_server(sqlite_url, "--workers", "1", init=False,
                           env={"MC_PUBLIC_URL": "https://mc.example.net"})
     with urllib.request.urlopen(server.wsdl_url(), timeout=10) as resp:
         wsdl = resp.read().decode()
     assert 'location="https://mc.example.net/nl/jsp/soaprouter.jsp"' in wsdl
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(timeout=60) == 0
+    assert not port_open(server.url)
 
 
 def test_serve_runs_and_restarts_a_worker_and_stops_cleanly(start_server, sqlite_url: str):

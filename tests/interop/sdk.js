@@ -15,6 +15,8 @@
 const sdk = require("@adobe/acc-js-sdk");
 
 const url = process.env.MC_URL;
+// The SDK's default HTTP timeout is 5 s; CI machines are small and busy.
+const options = { timeout: 30000 };
 
 function event(type, n) {
   return {
@@ -76,7 +78,7 @@ async function connected(params) {
 
 const scenarios = {
   async token() {
-    const params = sdk.ConnectionParameters.ofSessionToken(url, process.env.MC_TOKEN);
+    const params = sdk.ConnectionParameters.ofSessionToken(url, process.env.MC_TOKEN, options);
     const { client, calls } = await connected(params);
     await client.logon();
     const out = await pushAll(client);
@@ -86,7 +88,7 @@ const scenarios = {
 
   async logon() {
     const params = sdk.ConnectionParameters.ofUserAndPassword(
-      url, process.env.MC_LOGIN, process.env.MC_PASSWORD);
+      url, process.env.MC_LOGIN, process.env.MC_PASSWORD, options);
     const { client, calls } = await connected(params);
     await client.logon();
     const sessionToken = client._sessionToken;
@@ -98,7 +100,7 @@ const scenarios = {
 
   async badpassword() {
     const params = sdk.ConnectionParameters.ofUserAndPassword(
-      url, process.env.MC_LOGIN, process.env.MC_PASSWORD);
+      url, process.env.MC_LOGIN, process.env.MC_PASSWORD, options);
     const { client, calls } = await connected(params);
     try {
       await client.logon();
@@ -109,7 +111,7 @@ const scenarios = {
   },
 
   async badtoken() {
-    const params = sdk.ConnectionParameters.ofSessionToken(url, process.env.MC_TOKEN);
+    const params = sdk.ConnectionParameters.ofSessionToken(url, process.env.MC_TOKEN, options);
     const { client, calls } = await connected(params);
     await client.logon();
     try {

@@ -3,6 +3,7 @@
 //
 // Usage: node sdk.js SCENARIO   with MC_URL (server base URL) and, per scenario:
 //   token        MC_TOKEN ("login/password")  ofSessionToken -> rtEvent + batchEvent pushes
+//   one          MC_TOKEN                        ofSessionToken -> one rtEvent PushEvent
 //   logon        MC_LOGIN, MC_PASSWORD          ofUserAndPassword -> Logon -> pushes -> Logoff
 //   badpassword  MC_LOGIN, MC_PASSWORD (wrong)  Logon must fail
 //   badtoken     MC_TOKEN (unknown session)      PushEvent must fail as "session expired"
@@ -84,6 +85,14 @@ const scenarios = {
     const out = await pushAll(client);
     await client.logoff();
     return { ok: true, ...out, calls };
+  },
+
+  async one() {
+    const params = sdk.ConnectionParameters.ofSessionToken(url, process.env.MC_TOKEN, options);
+    const { client, calls } = await connected(params);
+    await client.logon();
+    const rtId = await client.NLWS.nmsRtEvent.pushEvent(event("order_confirmation", 8));
+    return { ok: true, rtId, calls };
   },
 
   async logon() {

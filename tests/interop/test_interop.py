@@ -46,6 +46,7 @@ LOGIN = "mc"
 PASSWORD = "Interop-pa55"
 TOKEN = f"{LOGIN}/{PASSWORD}"
 WRONG_TOKEN = f"{LOGIN}/not-the-password"
+SLASH_LOGIN, SLASH_PASSWORD = "slash", "pa/ss/word"  # a token is split at its first "/"
 SERVICES = ("nms:rtEvent", "nms:batchEvent")
 QUEUES = {"nms:rtEvent": "rt", "nms:batchEvent": "batch"}
 
@@ -88,6 +89,7 @@ def server(start_server, sqlite_url: str) -> LiveServer:
         schema.upgrade(db)
         auth.create_zone(db, "loopback", "127.0.0.0/8", allow_user_password=True)
         auth.create_operator(db, LOGIN, PASSWORD)
+        auth.create_operator(db, SLASH_LOGIN, SLASH_PASSWORD)
     finally:
         db.dispose()
     return start_server(
@@ -196,7 +198,8 @@ def _assert_sdk_pushes(server: LiveServer, out: dict) -> None:
 
 
 def test_sdk_session_token_pushes_rt_and_batch_events(node, server):
-    """ofSessionToken("mc/<pw>"): schema fetch, PushEvent and PushEvents on both services."""
+    """ofSessionToken("mc/<pw>"): schema fetch, PushEvent and PushEvents on both services;
+    a password containing "/" works too (the token is split at its first "/")."""
     code, out = sdk(node, server, "token", MC_TOKEN=TOKEN)
     assert code == 0 and out["ok"], out
     assert out["calls"] == [
@@ -208,6 +211,10 @@ def test_sdk_session_token_pushes_rt_and_batch_events(node, server):
         "nms:batchEvent#PushEvents",
     ]
     _assert_sdk_pushes(server, out)
+
+    code, out = sdk(node, server, "one", MC_TOKEN=f"{SLASH_LOGIN}/{SLASH_PASSWORD}")
+    assert code == 0 and out["ok"], out
+    assert_stored(server, [out["rtId"]], "rt", ["sdk-8"])
 
 
 def test_sdk_user_and_password_logon_push_logoff(node, server):

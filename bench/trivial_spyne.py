@@ -18,11 +18,11 @@ logging.getLogger("spyne").setLevel(logging.CRITICAL)
 
 class RtEvent(ServiceBase):
     @rpc(Unicode, AnyXml, _returns=Long, _out_variable_name="plId")
-    def PushEvent(ctx, sessiontoken, domEvent):  # noqa: N802,N805 - the wire names
+    def PushEvent(ctx, sessiontoken, domEvent):
         return 72057594037927937
 
     @rpc(Unicode, AnyXml, _returns=AnyXml, _out_variable_name="pdomIds")
-    def PushEvents(ctx, sessiontoken, domEventCollection):  # noqa: N802,N805
+    def PushEvents(ctx, sessiontoken, domEventCollection):
         return None
 
 

@@ -54,7 +54,7 @@ class Settings:
     retry_max_seconds: float = 3600.0
     # Tracking
     tracking_url: str = ""
-    secret: str = "change-me"
+    secret: str = "change-me"  # noqa: S105 - placeholder; `serve` warns while it is unchanged
     # Housekeeping
     retention_days: int = 30
     # Development sink
@@ -91,7 +91,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     """Build :class:`Settings` from a TOML file, the environment and explicit overrides."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    toml_path = env.get("MC_CONFIG") or ("msgcenter.toml" if Path("msgcenter.toml").exists() else "")
+    toml_path = env.get("MC_CONFIG") or ""
+    if not toml_path and Path("msgcenter.toml").exists():
+        toml_path = "msgcenter.toml"
     if toml_path:
         try:
             values.update(tomllib.loads(Path(toml_path).read_text(encoding="utf-8")))

@@ -60,7 +60,7 @@ class SessionExpired(AuthError):
 
 
 class ZoneDenied(AuthError):
-    """Caller's IP is outside every security zone, or the zone forbids the method: ``XSV-350013``."""
+    """Caller outside every security zone, or the zone forbids the method: ``XSV-350013``."""
 
 
 class TemplateSyntaxError(ClientError):

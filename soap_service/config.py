@@ -54,7 +54,7 @@ class Settings:
     retry_max_seconds: float = 3600.0
     # Tracking
     tracking_url: str = ""
-    secret: str = "change-me"  # noqa: S105 - placeholder; `serve` warns while it is unchanged
+    secret: str = "change-me"  # noqa: S105 - placeholder; the server warns while it is unchanged
     # Housekeeping
     retention_days: int = 30
     # Development sink

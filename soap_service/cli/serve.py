@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from soap_service.cli.context import CliContext
-from soap_service.config import Settings
 from soap_service.errors import ServerError, ValidationFailed
 
 log = logging.getLogger("soap_service.serve")
@@ -194,10 +193,8 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
         raise ValidationFailed("--workers must be at least 1")
     if not 0 < args.port < 65536:
         raise ValidationFailed("--port must be between 1 and 65535")
-    settings = ctx.settings  # fail here, with one line, on a bad MC_* value
+    _ = ctx.settings  # fail here, with one line, on a bad MC_* value
     logging.getLogger("soap_service").setLevel(args.log_level.upper())
-    if settings.secret == Settings.secret:
-        log.warning("serve.default_secret (set MC_SECRET: tracking links are signed with it)")
     worker_cmd = None
     if not args.no_worker:
         worker_cmd = worker_command()

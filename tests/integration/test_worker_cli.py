@@ -1,0 +1,99 @@
+"""`msgcenter devsmtp` and the `make run` demo (`python -m soap_service.demo`) as a user
+runs them: real processes, a real SMTP client, real files."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT, free_port, msgcenter_cmd
+
+from soap_service.channels.email import send_messages
+from soap_service.config import load_settings
+from soap_service.models import EmailMessage, SendOutcome
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_devsmtp_stores_each_message_as_an_eml_file(tmp_path):
+    """`msgcenter devsmtp --port P --dir D` accepts mail and writes one .eml per message."""
+    port = free_port()
+    mail = tmp_path / "mail"
+    proc = subprocess.Popen(msgcenter_cmd("devsmtp", "--port", str(port), "--dir", str(mail)),
+                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: _port_open(port), 30, "devsmtp to listen")
+        settings = load_settings({"MC_SMTP_PORT": str(port)})
+        results = send_messages(settings, [
+            EmailMessage(from_addr="a@example.org", to=f"u{i}@example.com", subject=f"s{i}",
+                         message_id=f"<m{i}@example.org>", text=f"body {i}")
+            for i in range(3)])
+        assert all(r.outcome is SendOutcome.SENT for r in results)
+        _wait(lambda: len(list(mail.glob("*.eml"))) == 3, 10, "three .eml files")
+    finally:
+        _stop(proc)
+    bodies = sorted(p.read_bytes() for p in mail.glob("*.eml"))
+    assert all(b"Message-ID: <m" in b for b in bodies)
+    assert not list(mail.glob(".*.tmp"))
+
+
+def test_make_run_demo_end_to_end(tmp_path):
+    """The demo initialises ./var, starts the sink and serve, prints a push command that
+    works as printed, and the personalised mail appears where it says."""
+    http_port, smtp_port = free_port(), free_port()
+    env = {**os.environ, "MC_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
+           "MC_SMTP_PORT": str(smtp_port), "PYTHONUNBUFFERED": "1"}
+    env.pop("MC_DATABASE_URL", None)
+    log_path = tmp_path / "demo.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "soap_service.demo"], cwd=tmp_path,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: "msgcenter push" in log_path.read_text(), 90, "the demo to be ready")
+        out = log_path.read_text()
+        command = next(line.strip() for line in out.splitlines() if "msgcenter push" in line)
+        mail_dir = Path(next(line for line in out.splitlines()
+                             if "The mail appears in" in line).split(" in ", 1)[1].split("/ ")[0])
+        push = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert push.returncode == 0, push.stderr
+        _wait(lambda: list(mail_dir.glob("*.eml")), 60, "the demo mail")
+    finally:
+        _stop(proc)
+    assert mail_dir == tmp_path / "var" / "mail"
+    assert (tmp_path / "var" / "msgcenter.db").exists()
+    [eml] = list(mail_dir.glob("*.eml"))
+    assert b"Subject: Your order A-1042 is confirmed, John" in eml.read_bytes()
+    assert proc.returncode == 0

@@ -45,6 +45,7 @@ class Settings:
     smtp_tls: str = "none"  # none | starttls | tls
     smtp_timeout: float = 30.0
     smtp_concurrency: int = 8  # simultaneous connections per relay
+    smtp_ca_file: str = ""  # PEM bundle to verify the relay's TLS certificate (private CA)
     # Dispatch
     worker_batch_size: int = 100
     worker_poll_interval: float = 1.0

@@ -133,12 +133,14 @@ class MailSink:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  directory: Path | str | None = None, plan: FaultPlan | None = None,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, **smtp_options: Any) -> None:
+        """``smtp_options`` go to aiosmtpd (``tls_context``, ``ssl_context``,
+        ``authenticator``, ``require_starttls`` ...) for TLS and AUTH tests."""
         self.handler = SinkHandler(Path(directory) if directory else None, plan, delay)
         if port == 0:
             port = _free_port(host)
         self.controller = Controller(self.handler, hostname=host, port=port,
-                                     data_size_limit=50 * 1024 * 1024)
+                                     data_size_limit=50 * 1024 * 1024, **smtp_options)
         self.host = host
         self.port = port
 

@@ -193,6 +193,7 @@ class EmailChannel:
             use_tls=s.smtp_tls == "tls",
             start_tls=s.smtp_tls == "starttls",
             timeout=s.smtp_timeout,
+            cert_bundle=s.smtp_ca_file or None,
         )
 
     async def _checkout(self) -> aiosmtplib.SMTP:

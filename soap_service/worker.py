@@ -206,19 +206,19 @@ class TickReport:
 def _default_router() -> Callable[[Database, Event], Any]:
     from soap_service import catalog
 
-    return catalog.find_route  # type: ignore[no-any-return]
+    return catalog.find_route
 
 
 def _default_renderer() -> Callable[[TemplateVersion, Event], RenderedMessage]:
     from soap_service import render
 
-    return render.render_message  # type: ignore[no-any-return]
+    return render.render_message
 
 
 def _default_types() -> Callable[[Database, str], EventType | None]:
     from soap_service import catalog
 
-    return catalog.get_event_type  # type: ignore[no-any-return]
+    return catalog.get_event_type
 
 
 class Round:

@@ -115,11 +115,30 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
 # ---------------------------------------------------------------- database
 
 
+_CREATED: list[tuple[str, str]] = []  # (server URL, database) to drop at exit
+_OPEN: list[Database] = []
+
+
+def drop_created() -> None:
+    from sqlalchemy import create_engine, text
+
+    for db in _OPEN:
+        db.dispose()
+    for url, name in _CREATED:
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
 def fresh_db(url: str | None, tmp: Path) -> tuple[Settings, Database]:
     if url and url.startswith("postgresql"):
         from sqlalchemy import create_engine, text
 
-        name = f"mc_bench_{os.getpid()}"
+        name = f"mc_deliver_bench_{os.getpid()}_{len(_CREATED)}"
+        _CREATED.append((url, name))
         admin = create_engine(url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
@@ -130,6 +149,7 @@ def fresh_db(url: str | None, tmp: Path) -> tuple[Settings, Database]:
         url = f"sqlite:///{tmp}/bench.db"
     settings = load_settings({"MC_DATABASE_URL": url, "MC_SQLITE_SYNCHRONOUS": "normal"})
     db = Database(make_engine(settings), settings)
+    _OPEN.append(db)
     schema.upgrade(db)
     demo.ensure_access(db)
     demo.ensure_catalog(db)
@@ -186,23 +206,26 @@ def demo_version(settings: Settings) -> Any:
 
 
 def worker_rate(settings: Settings, db: Database, n: int, sink_port: int,
-                tmp: Path) -> tuple[float, float]:
-    """Queue n events, run one ``msgcenter worker`` process, rate over the delivery log."""
+                workers: int = 1) -> tuple[float, float]:
+    """Queue n events, run ``msgcenter worker`` processes, rate over the delivery log."""
     queue_events(db, n, "rt")
     env = {**os.environ, "MC_DATABASE_URL": settings.database_url,
            "MC_SQLITE_SYNCHRONOUS": "normal", "MC_SMTP_PORT": str(sink_port)}
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "soap_service.cli", "worker"], env=env,
-                            cwd=str(ROOT), stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-m", "soap_service.cli", "worker"], env=env,
+                              cwd=str(ROOT), stderr=subprocess.DEVNULL)
+             for _ in range(workers)]
     try:
         while count_status(db, "processed") < n:
-            if proc.poll() is not None:
-                raise SystemExit("worker exited early")
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit("a worker exited early")
             time.sleep(0.2)
         wall = time.perf_counter() - started
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
     with db.connect() as conn:
         first, last = conn.execute(select(func.min(delivery_log.c.created_at),
                                           func.max(delivery_log.c.created_at))).one()
@@ -304,6 +327,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--database", default=None, help="PostgreSQL URL (default: SQLite)")
     p.add_argument("--sink", choices=["smtp-sink", "aiosmtpd"], default=None)
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes for the throughput part (PostgreSQL for > 1)")
     p.add_argument("--skip-latency", action="store_true")
     args = p.parse_args()
     if args.quick:
@@ -316,14 +341,14 @@ def main() -> None:
     try:
         s = settings.replace(smtp_port=port)
         top = ceiling(s, args.events)
-        sustained, wall = worker_rate(s, db, args.events, port, tmp)
+        sustained, wall = worker_rate(s, db, args.events, port, args.workers)
     finally:
         sink.terminate()
         sink.wait(10)
     print(f"sink: {kind}; database: {settings.database_url.split(':')[0]}; "
           f"events: {args.events}")
     print(f"plain aiosmtplib ceiling : {top:8.0f} msg/s")
-    print(f"msgcenter worker         : {sustained:8.0f} msg/s sustained "
+    print(f"msgcenter worker x{args.workers}      : {sustained:8.0f} msg/s sustained "
           f"({wall:.0f} msg/s incl. start-up)  ratio {sustained / top:.2f}  "
           f"(targets >= {TARGETS['rate']:.0f}, >= {TARGETS['ratio']})")
     if not args.skip_latency:
@@ -339,4 +364,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--sink-child":
         sink_child_main(int(sys.argv[2]), sys.argv[3])
     else:
+        try:
             main()
+        finally:
+            drop_created()

@@ -81,7 +81,11 @@ class Listener:
         if self.db.is_postgres:
             target: Callable[[], None] = self._run_postgres
         elif socket_path(self.db) is not None:
-            self._sock = self._bind_socket()
+            try:
+                self._sock = self._bind_socket()
+            except OSError as exc:  # e.g. a read-only directory: polling still works
+                log.warning("wakeup.bind_failed error=%s", exc.strerror or exc)
+                return self
             target = self._run_socket
         else:
             return self

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from soap_service import demo
 from soap_service.devsmtp import MailSink
 from soap_service.schedule import WorkerRuntime
-from soap_service.tables import events
+from soap_service.tables import events, worker_heartbeats
 from soap_service.worker import Dispatcher
 
 TYPE = "order_confirmation"
@@ -38,6 +38,11 @@ def _counts(db) -> dict[str, int]:
     with db.connect() as conn:
         rows = conn.execute(select(events.c.status, func.count()).group_by(events.c.status))
         return {status: n for status, n in rows}
+
+
+def _heartbeats(db) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(worker_heartbeats)).scalar_one())
 
 
 def _wait_until(predicate, timeout: float, what: str) -> None:
@@ -145,6 +150,7 @@ def test_three_workers_on_postgres_send_each_message_once(postgres_url, tmp_path
             pool = workers(_env(settings, sink, MC_WORKER_BATCH_SIZE="50"))
             for _ in range(3):
                 pool.start()
+            _wait_until(lambda: _heartbeats(db) == 3, 60, "three workers to be running")
             for start in range(0, n, 1000):
                 add_events(db, _rows(1000, start=start))
             _wait_until(lambda: _counts(db) == {"processed": n}, 120,

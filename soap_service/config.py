@@ -109,8 +109,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             raw = overrides[f.name]
         result[f.name] = default if raw is None else _coerce(f.name, raw, default)
     settings = Settings(**result)
-    if not 0 <= settings.instance_id <= 255:
-        raise ConfigError("MC_INSTANCE_ID must be between 0 and 255")
+    # SPEC §2.5 allows 0-255, but plId is an xsd:long (signed 64-bit): from 128 up the ids
+    # would not fit, and Java, .NET and PHP clients could not read them.
+    if not 0 <= settings.instance_id <= 127:
+        raise ConfigError("MC_INSTANCE_ID must be between 0 and 127 (plId is a signed xsd:long)")
     if settings.smtp_tls not in {"none", "starttls", "tls"}:
         raise ConfigError("MC_SMTP_TLS must be one of none, starttls, tls")
     return settings

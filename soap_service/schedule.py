@@ -41,22 +41,26 @@ class WorkerRuntime:
         self.db = db or connect(settings)
         self.dispatcher = dispatcher or Dispatcher(settings, self.db)
         self.stopping = threading.Event()
-        self._running = threading.Event()
+        self._draining = threading.Lock()
         self._express_wanted = threading.Event()
         self._express_thread = threading.Thread(target=self.express, name="mc-express",
                                                 daemon=True)
+        # max_instances=2: a poll that fires during a long drain returns at once (see
+        # dispatch) instead of APScheduler logging "skipped" every second
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
-            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+            "coalesce": True, "max_instances": 2, "misfire_grace_time": None})
         self.listener = wakeup.Listener(self.db, self.wake)
 
     # -- jobs ------------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        self._running.set()
+        if not self._draining.acquire(blocking=False):
+            self.dispatcher.woken.set()  # the running drain goes round once more
+            return
         try:
             self.dispatcher.drain(stop=self.stopping)
         finally:
-            self._running.clear()
+            self._draining.release()
 
     def express(self) -> None:
         """Wake-up path: real-time events in small rounds, beside a running drain."""
@@ -72,7 +76,7 @@ class WorkerRuntime:
         """Send real-time events now, and run dispatch now (or let it go round again)."""
         self.dispatcher.woken.set()
         self._express_wanted.set()
-        if not self._running.is_set() and not self.stopping.is_set():
+        if not self._draining.locked() and not self.stopping.is_set():
             try:
                 self.scheduler.modify_job(DISPATCH_JOB, next_run_time=datetime.now(UTC))
             except Exception:  # scheduler shutting down: polling covers it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from soap_service.cli import output
 from soap_service.cli.context import CliContext
@@ -11,6 +12,8 @@ from soap_service.cli.context import CliContext
 def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
     from soap_service.schedule import run_worker
 
+    # APScheduler logs every job run at INFO (each second); keep -v for our own events
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     settings = ctx.settings
     if args.concurrency:
         settings = settings.replace(smtp_concurrency=args.concurrency)

@@ -1,21 +1,24 @@
-"""Dispatch: one tick claims due events, routes, renders, sends and records the outcomes.
+"""Dispatch: a round claims due events, routes, renders, sends and records the outcomes.
 
-:meth:`Dispatcher.tick` is the job the scheduler runs (and tests call directly):
+:meth:`Dispatcher.tick` runs one round (tests call it directly):
 
 1. **claim** due events with a lease (``store.queue.claim_events``);
-2. **prepare** each one through :data:`PREPARE_STEPS` — too old? address? route to the
-   published template, render it, build the email — any step may end the event early
-   with an :class:`~soap_service.store.queue.Outcome` (``tooOld``, ``routingFailed``,
-   ``paused``, ``deliveryFailed``...);
+2. **prepare** each one through :data:`PREPARE_STEPS` — too old? address? excluded?
+   route to the published template, render it, instrument it, build the email — any
+   step may end the event early with an :class:`~soap_service.store.queue.Outcome`
+   (``tooOld``, ``ignored``, ``routingFailed``, ``paused``, ``deliveryFailed``...);
 3. **send** the prepared messages concurrently over the email channel (bounded by
    ``smtp_concurrency``; the channel's event loop lives in a private thread so pooled
-   SMTP connections survive from one tick to the next);
+   SMTP connections survive from one round to the next);
 4. **record** every outcome, its status-log row and its delivery-log row in one
    transaction (``store.queue.record_outcomes``).
 
+:meth:`Dispatcher.drain` (the scheduled job) runs rounds back to back, pipelined: the
+next round is claimed and prepared while the previous one is being sent.
+:meth:`Dispatcher.express` (run on a wake-up) takes real-time events only, in small
+rounds, and their messages go ahead of batch messages for a free SMTP connection.
 A temporary failure goes back to ``pending`` with backoff (``retry.decide``) or ends
-``tooOld``.  Later steps (exclusion check, HTML instrumentation) are added by inserting a
-function into :data:`PREPARE_STEPS`.  This module sends nothing itself and builds no SQL.
+``tooOld``.  This module opens no socket itself and builds no SQL.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -373,9 +374,16 @@ class Dispatcher:
     # -- housekeeping ------------------------------------------------------------------
 
     def reap(self) -> int:
-        n = store_queue.reap_expired_leases(self.db, clock.utcnow())
+        """Expired leases back to the queue; paused events past validity -> tooOld."""
+        now = clock.utcnow()
+        n = store_queue.reap_expired_leases(self.db, now)
         if n:
             log.warning("queue.leases_reaped count=%s", n)
+        for name in store_queue.paused_types(self.db):
+            cutoff = now - timedelta(seconds=self.event_type(name).validity_seconds)
+            expired = store_queue.expire_paused(self.db, name, cutoff, now)
+            if expired:
+                log.info("queue.paused_expired type=%s count=%s", name, expired)
         return n
 
     def beat(self) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from soap_service.models import Event, EventStatus
 from soap_service.store import Database
@@ -141,6 +141,28 @@ def reap_expired_leases(db: Database, now: datetime) -> int:
                     updated_at=now)
         )
         _log_status(conn, [(i, EventStatus.PENDING.value, "lease expired") for i in ids], now)
+    return len(ids)
+
+
+def paused_types(db: Database) -> list[str]:
+    """Event types that have events held as ``paused``."""
+    with db.connect() as conn:
+        return list(conn.execute(select(events.c.event_type).distinct()
+                                 .where(events.c.status == EventStatus.PAUSED.value)).scalars())
+
+
+def expire_paused(db: Database, event_type: str, created_before: datetime,
+                  now: datetime) -> int:
+    """Paused events of ``event_type`` past their validity or ``expiration``: ``tooOld``."""
+    cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
+                or_(events.c.created_at < created_before, events.c.expiration_at <= now))
+    with db.begin() as conn:
+        ids = list(conn.execute(select(events.c.id).where(cond)).scalars())
+        if ids:
+            reason = "expired while its template was paused"
+            conn.execute(update(events).where(events.c.id.in_(ids), cond).values(
+                status=EventStatus.TOO_OLD.value, last_error=reason, updated_at=now))
+            _log_status(conn, [(i, EventStatus.TOO_OLD.value, reason) for i in ids], now)
     return len(ids)
 
 

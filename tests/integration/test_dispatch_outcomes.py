@@ -198,3 +198,27 @@ def test_non_email_channel_fails_without_sending(db, make_dispatcher):
     ev = get_event(db, pk)
     assert ev is not None and ev.status is EventStatus.DELIVERY_FAILED
     assert "sms" in (ev.last_error or "")
+
+
+def test_paused_events_expire_while_held(db, make_dispatcher):
+    """A held (paused) event whose expiration or validity passes ends tooOld at the next
+    reap; one still valid stays paused."""
+    types = lambda db, name: EventType(name=name, validity_seconds=3600)  # noqa: E731
+    with MailSink() as sink:
+        start = clock.utcnow()
+        expiring, lasting = add_events(db, [
+            event_row(1, event_type="held", expiration_at=start + timedelta(minutes=5)),
+            event_row(2, event_type="held"),
+        ])
+        d = make_dispatcher(sink, types=types)
+        d.tick()
+        assert _status(db, expiring) is EventStatus.PAUSED
+        with clock.frozen_clock(start) as advance:
+            advance(timedelta(minutes=10))
+            d.reap()
+            assert _status(db, expiring) is EventStatus.TOO_OLD
+            assert _status(db, lasting) is EventStatus.PAUSED
+            advance(timedelta(hours=1))
+            d.reap()
+    assert _status(db, lasting) is EventStatus.TOO_OLD
+    assert status_history(db, lasting)[-1]["reason"] == "expired while its template was paused"

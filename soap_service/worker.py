@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from urllib.parse import urlsplit
 from soap_service import clock, exclusions, retry, track
 from soap_service.channels.email import EmailChannel
 from soap_service.config import Settings
-from soap_service.errors import RenderError
+from soap_service.errors import RenderError, ServerError
 from soap_service.models import (
     Channel,
     EmailMessage,
@@ -57,6 +58,7 @@ from soap_service.store import queue as store_queue
 from soap_service.store.queue import Delivery, Outcome
 
 log = logging.getLogger(__name__)
+RECORD_ATTEMPTS = 4  # about 7 s of database trouble before a round's outcomes are lost
 
 
 @dataclass
@@ -284,8 +286,20 @@ class Dispatcher:
         results = rnd.results.result() if rnd.results is not None else []
         outcomes = rnd.early + [outcome_of_send(self, j, r)
                                 for j, r in zip(rnd.sending, results, strict=True)]
-        store_queue.record_outcomes(self.db, self.worker_id, outcomes, clock.utcnow())
+        self._record(outcomes)
         return _report(rnd.claimed, outcomes)
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """Record, retrying a database blip: a lost record means re-sends after the lease."""
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                store_queue.record_outcomes(self.db, self.worker_id, outcomes, clock.utcnow())
+                return
+            except ServerError:
+                if attempt + 1 == RECORD_ATTEMPTS:
+                    raise
+                log.warning("queue.record_retry attempt=%s", attempt + 1)
+                time.sleep(2 ** attempt)
 
     def drain(self, max_rounds: int | None = None, stop: threading.Event | None = None) -> int:
         """Rounds until nothing is due (and no wake-up arrived meanwhile).
@@ -293,19 +307,23 @@ class Dispatcher:
         Pipelined: round N+1 is claimed and prepared while round N is being sent, then
         round N is recorded.  Returns how many events were claimed.
         """
-        total, rounds, previous = 0, 0, None
-        while stop is None or not stop.is_set():
-            self.woken.clear()
-            current = self.start()
-            if previous is not None:
+        total, rounds = 0, 0
+        previous: Round | None = None
+        try:
+            while stop is None or not stop.is_set():
+                self.woken.clear()
+                current = self.start()
+                if previous is not None:
+                    done, previous = previous, None
+                    self.finish(done)
+                total += current.claimed
+                rounds += 1
+                previous = current
+                if (not current.claimed and not self.woken.is_set()) or rounds == max_rounds:
+                    break
+        finally:
+            if previous is not None:  # sent messages are recorded even if a claim failed
                 self.finish(previous)
-            total += current.claimed
-            rounds += 1
-            previous = current
-            if (not current.claimed and not self.woken.is_set()) or rounds == max_rounds:
-                break
-        if previous is not None:
-            self.finish(previous)
         return total
 
     def express(self, stop: threading.Event | None = None) -> int:
@@ -332,12 +350,6 @@ class Dispatcher:
             else:
                 ready.append(job)
         return outcomes, ready
-
-    def send(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        """Send concurrently on the channel's loop; results in the order of ``messages``."""
-        loop = self._ensure_loop()
-        return asyncio.run_coroutine_threadsafe(
-            self._send_all(messages, [False] * len(messages)), loop).result()
 
     def send_async(self, jobs: Sequence[Job]) -> concurrent.futures.Future[list[SendResult]]:
         """Start sending the jobs' messages; real-time events are marked urgent."""

@@ -222,3 +222,15 @@ def test_paused_events_expire_while_held(db, make_dispatcher):
             d.reap()
     assert _status(db, lasting) is EventStatus.TOO_OLD
     assert status_history(db, lasting)[-1]["reason"] == "expired while its template was paused"
+
+
+def test_express_sends_real_time_events_only(db, make_dispatcher):
+    """`express()` (the wake-up path) sends every due real-time event and no batch one."""
+    with MailSink() as sink:
+        rt = add_events(db, [event_row(i, queue="rt") for i in range(12)])
+        batch = add_events(db, [event_row(i, queue="batch") for i in range(12, 15)])
+        d = make_dispatcher(sink, smtp_concurrency=4)
+        assert d.express() == 12
+        sink.wait_for(12)
+    assert all(_status(db, pk) is EventStatus.PROCESSED for pk in rt)
+    assert all(_status(db, pk) is EventStatus.PENDING for pk in batch)

@@ -125,3 +125,12 @@ def test_heartbeat_upserts_one_row(db):
     queue.forget_worker(db, "w1")
     with db.connect() as conn:
         assert conn.execute(select(worker_heartbeats)).all() == []
+
+
+def test_realtime_only_claim_leaves_batch_alone(db):
+    """The express path's claim takes real-time events only, ignoring the batch share."""
+    add_events(db, [event_row(i, queue="batch", process_at=past(60)) for i in range(5)]
+               + [event_row(i, queue="rt") for i in range(3)])
+    claimed = queue.claim_events(db, "w", limit=10, now=clock.utcnow(), lease_seconds=60,
+                                 batch_min_share=0.5, realtime_only=True)
+    assert [e.queue.value for e in claimed] == ["rt"] * 3

@@ -151,6 +151,7 @@ def parse_rights(rights: Iterable[str]) -> frozenset[str]:
 # ---------------------------------------------------------------- zones and client address
 
 
+@functools.lru_cache(maxsize=4096)  # pure; callers come from few addresses, on every request
 def parse_ip(text: str) -> IPAddress | None:
     """An address from REMOTE_ADDR or an X-Forwarded-For hop; IPv4-mapped IPv6 -> IPv4."""
     value = text.strip()

@@ -10,8 +10,11 @@ listening side is :class:`Listener`, a daemon thread the worker starts.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -36,6 +39,12 @@ def socket_path(db: Database) -> Path | None:
     database = db.engine.url.database
     if not database or database == ":memory:":
         return None
+    return _sqlite_socket_path(database)
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_socket_path(database: str) -> Path:
+    # cached: resolving the path costs more than the datagram, on every PushEvent
     path = Path(database).resolve().with_suffix(".wake")
     if len(str(path).encode()) <= MAX_UNIX_PATH:
         return path
@@ -54,12 +63,24 @@ def notify_after_commit(db: Database) -> None:
     path = socket_path(db)
     if path is None:
         return
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            sock.sendto(b"1", str(path))
-    except OSError:  # no worker listening, or its buffer is full: it will poll
-        pass
+    # no worker listening, or its buffer is full: it will poll
+    with contextlib.suppress(OSError):
+        _sender().sendto(b"1", str(path))
+
+
+_senders: dict[int, socket.socket] = {}
+
+
+def _sender() -> socket.socket:
+    """One non-blocking datagram socket per process (made after a fork, not inherited)."""
+    pid = os.getpid()
+    sock = _senders.get(pid)
+    if sock is None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        _senders.clear()
+        _senders[pid] = sock
+    return sock
 
 
 class Listener:

@@ -75,8 +75,6 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
         try:
             with _writing(db) as conn:
                 stored = _insert_in(conn, rows)
-                if not all(stored.replayed) and not db.is_postgres:
-                    wakeup.notify_in_transaction(conn)
         except IntegrityError as exc:
             if attempt + 1 == _IDEMPOTENCY_RETRIES or not _has_keys(rows):
                 raise ServerError("could not store the events", str(exc.orig)[:200]) from exc
@@ -195,6 +193,8 @@ def _uniform(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     columns nobody set keeps that statement (and its parameter list) short, which is
     most of the CPU of a 100-event ``PushEvents``.
     """
+    if len(rows) == 1:  # PushEvent: the hot path
+        return [{k: v for k, v in rows[0].items() if v is not None and k in _INSERT_DEFAULTS}]
     keys = [c for c in INSERT_COLUMNS
             if c in _INSERT_DEFAULTS and any(r.get(c) is not None for r in rows)]
     return [{k: row.get(k, _INSERT_DEFAULTS[k]) for k in keys} for row in rows]

@@ -23,6 +23,14 @@ def utcnow() -> datetime:
     return _now()
 
 
+def parse_iso_utc(raw: str) -> datetime:
+    """ISO 8601 text -> naive UTC (no offset means UTC); ``ValueError`` if not ISO 8601."""
+    value = datetime.fromisoformat(raw.strip())
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
 @contextmanager
 def frozen_clock(start: datetime) -> Iterator[Callable[[timedelta], None]]:
     """Freeze :func:`utcnow` at ``start``; yields ``advance(delta)``. Tests only."""

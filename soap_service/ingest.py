@@ -16,12 +16,13 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from lxml import etree
 
 from soap_service import clock
+from soap_service.clock import parse_iso_utc
 from soap_service.config import Settings
 from soap_service.errors import Conflict, ValidationFailed
 from soap_service.models import WISHED_CHANNELS, Channel, Lane, Queue, make_plid
@@ -246,9 +247,6 @@ def _date_attr(attrs: dict[str, str], name: str) -> datetime | None:
     if not raw:
         return None
     try:
-        value = datetime.fromisoformat(raw)
+        return parse_iso_utc(raw)
     except ValueError:
         raise ValidationFailed(f"invalid attribute '{name}': not an ISO 8601 date") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value

@@ -16,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +38,10 @@ def _pg_admin_engine():
     return create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server_url() -> Iterator[str]:
-    """URL of a fresh PostgreSQL database for this test session (dropped afterwards)."""
+@contextmanager
+def throwaway_postgres(prefix: str = "mc_test") -> Iterator[str]:
+    """URL of a new PostgreSQL database, dropped on exit; skips (or, in CI, fails) the
+    test when the server is unreachable."""
     try:
         admin = _pg_admin_engine()
         with admin.connect() as conn:
@@ -48,7 +50,7 @@ def pg_server_url() -> Iterator[str]:
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL required but unreachable at {PG_URL}: {exc}")
         pytest.skip(f"PostgreSQL unreachable at {PG_URL}")
-    name = f"mc_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
@@ -65,6 +67,13 @@ def pg_server_url() -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session (dropped afterwards)."""
+    with throwaway_postgres() as url:
+        yield url
 
 
 def _reset_postgres(url: str) -> None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from lxml import etree
 
 from soap_service.cli.context import CliContext
+from soap_service.clock import parse_iso_utc
 from soap_service.errors import ClientError, NotFound, ServerError, ValidationFailed
 from soap_service.models import PLID_SHIFT, Event, EventStatus, Queue, make_plid, split_plid
 from soap_service.store import Database
@@ -86,12 +87,9 @@ def _date_option(option: str, raw: str | None) -> datetime | None:
     if not raw:
         return None
     try:
-        value = datetime.fromisoformat(raw)
+        return parse_iso_utc(raw)
     except ValueError:
         raise ValidationFailed(f"{option}: not an ISO 8601 date: {raw!r}") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
 
 
 def resolve_id(raw: str, instance_id: int) -> int:

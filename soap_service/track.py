@@ -106,6 +106,10 @@ def verify_token(secret: str, token: str, kind: str) -> TrackingToken | None:
         raw, given = _unb64(body), _unb64(sig)
     except (ValueError, TypeError):
         return None
+    # base64 ignores the unused low bits of the last character: only the canonical
+    # spelling is accepted, so that no altered token verifies
+    if _b64(raw) != body or _b64(given) != sig:
+        return None
     if not hmac.compare_digest(given, _signature(secret, raw)):
         return None
     try:

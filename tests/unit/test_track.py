@@ -50,6 +50,21 @@ def test_altered_tokens_are_refused(mutate) -> None:
     assert track.verify_token(SECRET, mutate(token), track.CLICK) is None
 
 
+def test_every_single_character_change_is_refused() -> None:
+    """No one-character change anywhere verifies, including the last character of each
+    base64 part, whose low bits base64 decoders ignore."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for kind, url in ((track.OPEN, ""), (track.CLICK, "https://x.org/a?b=1")):
+        token = track.make_token(SECRET, kind, 7, url)
+        assert track.verify_token(SECRET, token, kind) is not None
+        for at, original in enumerate(token):
+            if original == ".":
+                continue
+            for ch in alphabet.replace(original, ""):
+                altered = token[:at] + ch + token[at + 1:]
+                assert track.verify_token(SECRET, altered, kind) is None, (at, ch)
+
+
 def test_token_from_another_secret_is_refused() -> None:
     """A token signed with another secret does not verify."""
     token = track.make_token("other", track.OPEN, 42)

@@ -378,6 +378,9 @@ def find_route(db: Database, event: Event) -> Route:
                 for t, v in rows]
 
     candidates = _cached(db, ("route", event.event_type, channel), load)
+    pinned = event.attributes.get("template") if event.parent_id is not None else None
+    if pinned:  # a follow-up is sent with its rule's template, not any of its type
+        candidates = [c for c in candidates if c.template_name == pinned]
     return select_version(candidates, event.event_type, channel, event.queue)
 
 

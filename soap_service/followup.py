@@ -62,6 +62,9 @@ def add_rule(db: Database, name: str, event_type: str, template: str, after: str
         chosen = channel or target[1]
         if chosen not in WISHED_CHANNEL:
             raise ValidationFailed(f"unknown channel {chosen!r}")
+        if chosen != target[1]:
+            raise ValidationFailed(f"template {template!r} is a {target[1]} template: "
+                                   f"--channel must be {target[1]} (or left out)")
         return logs.insert_rule(conn, name=name, event_type=event_type, template=template,
                                 after_seconds=after_seconds, condition=condition,
                                 channel=chosen, at=clock.utcnow())

@@ -115,6 +115,28 @@ def test_followup_goes_once_to_non_opener_with_parent_data(db: Database, world) 
     assert ann != bob
 
 
+def test_followup_uses_its_rule_template_within_a_shared_type(db: Database, settings) -> None:
+    """A follow-up template of the parent's own event type is the one the child is sent
+    with, even when another template of that type was published after it."""
+    catalog.add_event_type(db, EventType(name="order", validity_seconds=30 * 86400))
+    for name, subject in (("order_again", "Still interested?"), ("order_mail", "Your order")):
+        catalog.create_template(db, name, "order", Channel.EMAIL, TemplateContent(
+            from_addr="shop@example.org", subject=subject, html="<p>x</p>", text="x"))
+        catalog.publish(db, name, "test")  # order_mail is the newest: regular events get it
+    with MailSink() as sink, clock.frozen_clock(T0) as advance:
+        dispatcher = Dispatcher(settings.replace(smtp_host=sink.host, smtp_port=sink.port), db)
+        try:
+            followup.add_rule(db, "again", "order", "order_again", "1d", "not-opened")
+            add_events(db, [event_row(1, email="cy@example.com")])
+            assert dispatcher.tick().sent == 1
+            advance(timedelta(days=1, minutes=1))
+            assert followup.tick(db) == 1
+            assert dispatcher.tick().sent == 1
+        finally:
+            dispatcher.close()
+    assert [m.message["Subject"] for m in sink.messages] == ["Your order", "Still interested?"]
+
+
 def test_machine_open_does_not_count(db: Database) -> None:
     """An open flagged machine (image proxy) does not spare the follow-up."""
     make_catalog(db)
@@ -210,6 +232,8 @@ def test_rule_validation(db: Database) -> None:
     followup.add_rule(db, "r", "order", "reminder_mail", "3d", "not-opened")
     with pytest.raises(Conflict):
         followup.add_rule(db, "r", "order", "reminder_mail", "3d", "not-opened")
+    with pytest.raises(ValidationFailed, match="email template"):
+        followup.add_rule(db, "r2", "order", "reminder_mail", "3d", "not-opened", "sms")
     with pytest.raises(NotFound):
         followup.set_enabled(db, "missing", False)
     [rule] = followup.list_rules(db)

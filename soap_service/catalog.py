@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CACHE_SECONDS = 2.0
 CACHE_MAX_ENTRIES = 4096  # events with ever-new unknown types must not grow it forever
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _cache: dict[tuple[str, Any], tuple[float, Any]] = {}
 
 
@@ -273,7 +274,7 @@ def unpublish(db: Database, name: str) -> VersionInfo:
         latest = store.get_version(conn, tpl)
         if latest is None or latest.unpublished_at is not None:
             raise Conflict(f"template {name!r} is not published")
-        store.unpublish(conn, tpl.id, clock.utcnow())
+        store.unpublish(conn, latest.version.id, clock.utcnow())
         latest = store.get_version(conn, tpl)
     assert latest is not None
     clear_cache()
@@ -309,13 +310,9 @@ def resume(db: Database, name: str) -> int:
             wakeup.notify_in_transaction(conn)
     clear_cache()
     log.info("template.resumed name=%s released=%s", name, released)
-    _wake(db, released)
-    return released
-
-
-def _wake(db: Database, released: int) -> None:
     if released:
         wakeup.notify_after_commit(db)
+    return released
 
 
 def versions(db: Database, name: str) -> list[VersionInfo]:
@@ -335,10 +332,14 @@ def get_version(db: Database, name: str, number: int | None = None) -> VersionIn
 
 
 def content_of(db: Database, name: str, which: str | int | None) -> TemplateContent:
-    """The draft (``None`` / ``"draft"``) or a version's content."""
+    """The draft (``None`` / ``"draft"``) or a version's content (a number, ``"latest"``)."""
     if which is None or which == "draft":
         return get_template(db, name).template.draft
-    return get_version(db, name, None if which == "latest" else int(which)).version.content
+    if which == "latest":
+        return get_version(db, name).version.content
+    if isinstance(which, str) and not which.isdigit():
+        raise ValidationFailed(f"invalid version {which!r}: use a number, 'draft' or 'latest'")
+    return get_version(db, name, int(which)).version.content
 
 
 def diff(db: Database, name: str, old: str, new: str) -> str:
@@ -351,12 +352,12 @@ def diff(db: Database, name: str, old: str, new: str) -> str:
             continue
         if isinstance(before, dict):
             before, after = _dict_lines(before), _dict_lines(after)
+        # lines compared without their ends, so a part's last line (usually without a
+        # newline: a subject) still gets a line of its own in the diff
         out.extend(difflib.unified_diff(
-            str(before).splitlines(keepends=True), str(after).splitlines(keepends=True),
-            f"{name}@{old}/{f.name}", f"{name}@{new}/{f.name}"))
-        if out and not out[-1].endswith("\n"):
-            out[-1] += "\n"
-    return "".join(out)
+            str(before).splitlines(), str(after).splitlines(),
+            f"{name}@{old}/{f.name}", f"{name}@{new}/{f.name}", lineterm=""))
+    return "".join(line + "\n" for line in out)
 
 
 def _dict_lines(values: dict[str, str]) -> str:
@@ -395,6 +396,9 @@ def add_seed(db: Database, template: str, address: str, ctx_xml: str,
     render.check_ctx(ctx_xml)
     with db.begin() as conn:
         tpl = _template(conn, template)
+        if tpl.channel is Channel.EMAIL and not _EMAIL.match(address.strip()):
+            raise ValidationFailed(f"{address!r} is not an email address (template "
+                                   f"{template!r} is an email template)")
         store.upsert_seed(conn, tpl.id, address.strip(), ctx_xml, external_id, clock.utcnow())
         seed = next(s for s in store.list_seeds(conn, tpl.id) if s.address == address.strip())
     log.info("seed.added template=%s", template)

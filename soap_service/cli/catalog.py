@@ -18,7 +18,7 @@ from typing import Any
 from soap_service import catalog, proof
 from soap_service.cli.context import CliContext
 from soap_service.errors import ValidationFailed
-from soap_service.models import Channel, EventType, Lane, RenderedMessage
+from soap_service.models import Channel, EventType, Lane, RenderedMessage, TemplateContent
 from soap_service.store.catalog import VersionInfo
 
 # preview part name -> (RenderedMessage field, file name for --out)
@@ -115,7 +115,7 @@ def _summary_row(s: catalog.TemplateSummary) -> dict[str, Any]:
             "draft_changed": s.draft_changed, "paused": t.paused, "updated_at": t.updated_at}
 
 
-def _content_row(content: Any) -> dict[str, Any]:
+def _content_row(content: TemplateContent) -> dict[str, Any]:
     return {"from": content.from_addr, "reply_to": content.reply_to, "subject": content.subject,
             "html": content.html, "text": content.text, "sms": content.sms,
             "push_title": content.push_title, "push_body": content.push_body,
@@ -132,8 +132,6 @@ def _version_row(info: VersionInfo, latest: int | None = None) -> dict[str, Any]
 
 
 def cmd_template_create(args: argparse.Namespace, ctx: CliContext) -> int:
-    from soap_service.models import TemplateContent
-
     changes = {k: v for k, v in _content_changes(args).items() if v is not None}
     catalog.create_template(ctx.db, args.name, args.event_type, Channel(args.channel),
                             TemplateContent(**changes))
@@ -150,7 +148,8 @@ def cmd_template_edit(args: argparse.Namespace, ctx: CliContext) -> int:
 def cmd_template_show(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.version is not None:
         info = catalog.get_version(ctx.db, args.name, args.version)
-        ctx.emit({"name": args.name, **_version_row(info, None),
+        latest = catalog.get_version(ctx.db, args.name).version.version
+        ctx.emit({"name": args.name, **_version_row(info, latest),
                   **_content_row(info.version.content)})
         return 0
     summary = catalog.get_template(ctx.db, args.name)
@@ -367,8 +366,10 @@ def _register_template(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = s.add_parser("create", help="create a template (its draft)")
     create.add_argument("name")
-    create.add_argument("--event-type", required=True)
-    create.add_argument("--channel", choices=[c.value for c in Channel], default="email")
+    create.add_argument("--event-type", required=True, metavar="TYPE",
+                        help="the event type it serves (msgcenter eventtype add)")
+    create.add_argument("--channel", choices=[c.value for c in Channel], default="email",
+                        help="channel (default email)")
     _content_options(create)
     create.set_defaults(func=cmd_template_create)
     edit = s.add_parser("edit", help="change the draft (published versions never change)")

@@ -13,6 +13,7 @@ elements a path selected, like an E4X XMLList).
 from __future__ import annotations
 
 import html
+import math
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -275,13 +276,16 @@ def truthy(value: Value) -> bool:
 def to_number(value: Value) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     text = to_text(value).strip()
+    if not text or "_" in text:  # float() accepts "1_000"; event data is not Python
+        return None
     try:
-        return float(text) if text else None
+        number = float(text)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None  # "nan", "inf", "1e999" stay text
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -314,7 +318,9 @@ def _length(value: Value) -> int:
 
 def _truncate(value: Value, size: Value) -> str:
     text, n = to_text(value), int(to_number(size) or 0)
-    return text if len(text) <= n else text[: max(0, n - 1)] + "…"
+    if n <= 0:
+        return ""
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _replace(value: Value, old: Value, new: Value) -> str:

@@ -119,6 +119,7 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+_BLANK_END = re.compile(r"\s*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 
 
@@ -146,7 +147,7 @@ def tokenize(code: str, offset: int, loc: Locator) -> list[Tok]:
     tokens: list[Tok] = []
     pos = 0
     while pos < len(code):
-        if code[pos:].strip() == "":
+        if _BLANK_END.match(code, pos):  # not code[pos:].strip(): that is quadratic
             break
         m = _TOKEN.match(code, pos)
         if not m or m.end() == pos:

@@ -219,9 +219,10 @@ def list_versions(conn: Connection, tpl: Template) -> list[VersionInfo]:
     return [_version(r, tpl) for r in rows]
 
 
-def unpublish(conn: Connection, template_id: int, now: datetime) -> int:
+def unpublish(conn: Connection, version_id: int, now: datetime) -> int:
+    """Stamp one version (the live one) unpublished; superseded versions keep their history."""
     return conn.execute(update(template_versions).where(
-        template_versions.c.template_id == template_id,
+        template_versions.c.id == version_id,
         template_versions.c.unpublished_at.is_(None)).values(unpublished_at=now)).rowcount
 
 
@@ -282,12 +283,6 @@ def release_paused(conn: Connection, event_type: str, channel: Channel, now: dat
             {"event_id": i, "status": EventStatus.PENDING.value, "reason": reason,
              "created_at": now} for i in chunk])
     return len(ids)
-
-
-def count_paused(conn: Connection, event_type: str, channel: Channel) -> int:
-    return int(conn.execute(select(func.count()).select_from(events).where(
-        events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
-        _channel_condition(channel))).scalar_one())
 
 
 # ---------------------------------------------------------------- seeds

@@ -145,13 +145,20 @@ def test_diff_between_versions_and_draft(db: Database) -> None:
     catalog.edit_template(db, "t", html="<p>Hello {{ rtEvent.ctx.name }}</p>")
     catalog.publish(db, "t", "a")
     text = catalog.diff(db, "t", "1", "2")
-    assert "--- t@1/html" in text and "+++ t@2/html" in text
-    assert "-<p>Hi {{ rtEvent.ctx.name }}</p>" in text
-    assert "+<p>Hello {{ rtEvent.ctx.name }}</p>" in text
-    assert "subject" not in text
+    assert text.splitlines() == [
+        "--- t@1/html", "+++ t@2/html", "@@ -1 +1 @@",
+        "-<p>Hi {{ rtEvent.ctx.name }}</p>", "+<p>Hello {{ rtEvent.ctx.name }}</p>"]
+    assert text.endswith("</p>\n")
     assert catalog.diff(db, "t", "2", "draft") == ""
+    catalog.edit_template(db, "t", subject="Sub", text="line 1\nline 2\n")
+    assert catalog.diff(db, "t", "latest", "draft").splitlines() == [
+        "--- t@latest/subject", "+++ t@draft/subject", "@@ -1 +1 @@",
+        "-Order {{ rtEvent.ctx.id }}", "+Sub",
+        "--- t@latest/text", "+++ t@draft/text", "@@ -0,0 +1,2 @@", "+line 1", "+line 2"]
     with pytest.raises(NotFound):
         catalog.diff(db, "t", "1", "7")
+    with pytest.raises(ValidationFailed, match="'draft' or 'latest'"):
+        catalog.diff(db, "t", "1", "v2")
 
 
 def test_find_route_follows_lifecycle(db: Database) -> None:
@@ -176,6 +183,11 @@ def test_find_route_follows_lifecycle(db: Database) -> None:
         catalog.unpublish(db, "t")
     catalog.publish(db, "t", "a")  # same content, allowed after an unpublish
     assert catalog.find_route(db, ev()).version.version == 2
+    catalog.edit_template(db, "t", subject="v3")
+    catalog.publish(db, "t", "a")
+    catalog.unpublish(db, "t")  # stamps the live version only: the history stays true
+    assert [v.unpublished_at is not None for v in catalog.versions(db, "t")] == \
+        [True, False, True]
 
 
 def test_find_route_is_cached_briefly(db: Database) -> None:
@@ -230,6 +242,10 @@ def test_seeds(db: Database) -> None:
     assert catalog.list_seeds(db) == []
     with pytest.raises(NotFound):
         catalog.add_seed(db, "missing", "a@example.com", "<ctx/>")
+    with pytest.raises(ValidationFailed, match="not an email address"):
+        catalog.add_seed(db, "t", "qa example.com", "<ctx/>")
+    catalog.create_template(db, "s", "order", Channel.SMS, C(sms="x"))
+    assert catalog.add_seed(db, "s", "+33600000000", "<ctx/>").address == "+33600000000"
 
 
 def test_publish_checks_syntax_again(db: Database) -> None:

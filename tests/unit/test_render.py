@@ -177,3 +177,20 @@ def test_jinja_whitespace_trimming_and_comments() -> None:
     """``{%-``/``-%}`` trim the neighbouring whitespace; ``{# #}`` renders nothing."""
     src = "a  {%- if true -%}  b  {%- endif -%}  c{# note #}"
     assert render_message(email(text=src), event()).text == "abc"
+
+
+def test_non_finite_and_odd_numbers_in_data_are_text() -> None:
+    """Event data such as "nan", "inf", "1e999" or "1_0" never breaks a render: it is
+    text, not a number, for comparisons and the number / truncate functions."""
+    ctx = "<ctx><n>nan</n><i>inf</i><b>1e999</b><u>1_0</u></ctx>"
+    cases = {
+        "{{ 'abcdef' | truncate(rtEvent.ctx.n) }}": "",
+        "{{ 'abcdef' | truncate(rtEvent.ctx.i) }}": "",
+        "{{ 'abcdef' | truncate(0) }}|{{ 'abcdef' | truncate(-3) }}": "|",
+        "{{ 5 | number(rtEvent.ctx.i) }}": "5",
+        "{{ rtEvent.ctx.b | number }}/{{ rtEvent.ctx.n | number(2) }}": "1e999/nan",
+        "{% if rtEvent.ctx.u == 10 %}num{% else %}text{% endif %}": "text",
+        "{{ 1" + "0" * 400 + " > 5 }}": "false",  # too big for a float: compared as text
+    }
+    for src, want in cases.items():
+        assert render_message(email(text=src), event(ctx)).text == want, src

@@ -8,6 +8,7 @@ import dataclasses
 from soap_service import exclusions, followup, housekeeping, track, tracking_web
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
+from soap_service.models import make_plid
 from soap_service.store.logs import FollowupRule
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
@@ -73,19 +74,25 @@ def _event_pk(args: argparse.Namespace, ctx: CliContext) -> int | None:
     return resolve_id(args.event, ctx.settings.instance_id) if args.event else None
 
 
+def _with_plid(row: dict, ctx: CliContext) -> dict:
+    """A log row with the event's plId (what callers and ``events list`` show) first."""
+    pk = row.get("event_id")
+    return {"plId": None if pk is None else make_plid(ctx.settings.instance_id, pk), **row}
+
+
 def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
     hits = tracking_web.list_hits(ctx.db, _event_pk(args, ctx), args.kind, args.human,
                                   args.limit)
-    ctx.emit([dataclasses.asdict(h) for h in hits],
-             ["created_at", "event_id", "kind", "machine", "url", "ip", "user_agent"])
+    ctx.emit([_with_plid(dataclasses.asdict(h), ctx) for h in hits],
+             ["created_at", "plId", "kind", "machine", "url", "ip", "user_agent"])
     return 0
 
 
 def cmd_exclusions_list(args: argparse.Namespace, ctx: CliContext) -> int:
     since = followup.parse_duration(args.since) if args.since else None
     rows = exclusions.list_exclusions(ctx.db, since, _event_pk(args, ctx), args.limit)
-    ctx.emit([dataclasses.asdict(r) for r in rows],
-             ["id", "event_id", "address", "reason", "created_at"])
+    ctx.emit([_with_plid(dataclasses.asdict(r), ctx) for r in rows],
+             ["id", "plId", "address", "reason", "created_at"])
     return 0
 
 

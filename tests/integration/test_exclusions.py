@@ -6,15 +6,15 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from conftest import run_cli
+from conftest import make_settings, run_cli
 from test_followup import make_catalog
 from tracking_support import add_events, event_row
 
 from soap_service import exclusions
 from soap_service.devsmtp import Fault, MailSink
 from soap_service.errors import NotFound
-from soap_service.models import EventStatus
-from soap_service.store import Database
+from soap_service.models import EventStatus, make_plid
+from soap_service.store import Database, make_engine
 from soap_service.store.events import get_event, status_history
 from soap_service.worker import Dispatcher
 
@@ -110,6 +110,17 @@ def test_quarantine_cli(sqlite_url: str, tmp_path) -> None:
     assert [(e["address"], e["source"], e["reason"]) for e in listed] == [
         ("a@example.com", "manual", "complained")]
     assert json.loads(run_cli(env, "exclusions", "list", "--json").stdout) == []
+    db = Database(make_engine(make_settings(sqlite_url)), make_settings(sqlite_url))
+    try:
+        [pk] = add_events(db, [event_row(1, email="a@EXAMPLE.com")])
+        assert exclusions.check_event(db, get_event(db, pk)) == "denylisted: complained"
+    finally:
+        db.dispose()
+    plid = str(make_plid(1, pk))
+    rows = json.loads(run_cli(env, "--json", "exclusions", "list", "--event", plid).stdout)
+    assert [(r["plId"], r["address"], r["reason"]) for r in rows] == [
+        (int(plid), "a@example.com", "denylisted: complained")]
+    assert plid in run_cli(env, "exclusions", "list", "--since", "1h").stdout
     run_cli(env, "quarantine", "remove", "a@example.com")
     missing = run_cli(env, "quarantine", "remove", "a@example.com", check=False)
     assert missing.returncode == 1 and "not in quarantine" in missing.stderr

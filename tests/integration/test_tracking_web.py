@@ -235,8 +235,10 @@ def test_tracking_list_cli(db: Database, database_url: str) -> None:
     plid = make_plid(db.settings.instance_id, pk)
     rows = json.loads(run_cli(env, "--json", "tracking", "list", "--event", str(plid),
                               "--human").stdout)
-    assert [(r["event_id"], r["kind"], r["machine"], r["user_agent"]) for r in rows] == [
-        (pk, "open", False, PERSON)]
+    assert [(r["plId"], r["event_id"], r["kind"], r["machine"], r["user_agent"])
+            for r in rows] == [(plid, pk, "open", False, PERSON)]
+    table = run_cli(env, "tracking", "list", "--event", str(plid)).stdout
+    assert "PLID" in table.splitlines()[0] and str(plid) in table
     everything = json.loads(run_cli(env, "--json", "tracking", "list").stdout)
     assert len(everything) == 3
 

@@ -14,10 +14,10 @@ message becomes too old for its follow-up :data:`CATCH_UP` after it became due.
 from __future__ import annotations
 
 import logging
-import re
 from datetime import timedelta
 
 from soap_service import clock, wakeup
+from soap_service.catalog import parse_duration
 from soap_service.config import Settings
 from soap_service.errors import NotFound, ValidationFailed
 from soap_service.models import Channel
@@ -32,21 +32,6 @@ BATCH = 500  # parents examined per rule and transaction
 # messages sent longer than this before they became due are not followed up any more
 # (the job catches up after an outage this long; it never rescans the whole history)
 CATCH_UP = timedelta(days=7)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-
-
-def parse_duration(text: str) -> int:
-    """``"3d"``, ``"36h"``, ``"1d12h"``, ``"90m"``, ``"45s"`` or plain seconds -> seconds."""
-    value = text.strip().lower()
-    if value.isdigit():
-        return int(value)
-    parts = _DURATION.findall(value)
-    if not parts or _DURATION.sub("", value).strip():
-        raise ValidationFailed(f"invalid duration {text!r} (use e.g. 3d, 12h, 30m, 1d12h)")
-    return sum(int(number) * _UNITS[unit] for number, unit in parts)
-
-
 def add_rule(db: Database, name: str, event_type: str, template: str, after: str,
              condition: str, channel: str | None = None) -> FollowupRule:
     """Create a rule; the template must exist (it may be published later)."""

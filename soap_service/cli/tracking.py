@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from soap_service import exclusions, followup, housekeeping, track, tracking_web
+from soap_service import catalog, exclusions, followup, housekeeping, track, tracking_web
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
 from soap_service.models import make_plid
@@ -15,16 +15,9 @@ RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel
                 "created_at"]
 
 
-def _after(seconds: int) -> str:
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def _rule_row(rule: FollowupRule) -> dict:
     row = dataclasses.asdict(rule)
-    row["after"] = _after(rule.after_seconds)
+    row["after"] = catalog.format_duration(rule.after_seconds)
     return row
 
 
@@ -89,7 +82,7 @@ def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_exclusions_list(args: argparse.Namespace, ctx: CliContext) -> int:
-    since = followup.parse_duration(args.since) if args.since else None
+    since = catalog.parse_duration(args.since) if args.since else None
     rows = exclusions.list_exclusions(ctx.db, since, _event_pk(args, ctx), args.limit)
     ctx.emit([_with_plid(dataclasses.asdict(r), ctx) for r in rows],
              ["id", "plId", "address", "reason", "created_at"])

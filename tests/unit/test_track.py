@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from soap_service import track
+from soap_service.catalog import parse_duration
 from soap_service.errors import ValidationFailed
-from soap_service.followup import parse_duration
 
 SECRET = "s3cret"
 BASE = "https://t.example.com"

@@ -90,15 +90,19 @@ def test_template_lifecycle_round_trip(any_env: dict[str, str], tmp_path: Path) 
     listed = cli_json(env, "template", "list")
     assert [(t["name"], t["state"], t["version"], t["draft_changed"]) for t in listed] == \
         [("order", "published", 1, True)]
-    diff = run_cli(env, "template", "diff", "order", "1", "draft").stdout
-    assert "-Order <%= rtEvent.ctx.order.@id %>" in diff
-    assert "+Your order {{ rtEvent.ctx.order.@id }}" in diff
+    diff = run_cli(env, "template", "diff", "order", "1", "draft").stdout.splitlines()
+    assert diff[-2:] == ["-Order <%= rtEvent.ctx.order.@id %>",
+                         "+Your order {{ rtEvent.ctx.order.@id }}"]
+    bad_diff = run_cli(env, "template", "diff", "order", "1", "v2", check=False)
+    assert bad_diff.returncode == 1 and bad_diff.stderr.count("\n") == 1
+    assert "invalid version 'v2'" in bad_diff.stderr
     run_cli(env, "template", "publish", "order", "--operator", "dave")
     versions = cli_json(env, "template", "versions", "order")
     assert [(v["version"], v["published_by"], v["state"]) for v in versions] == \
         [(1, "carol", "superseded"), (2, "dave", "live")]
     old = cli_json(env, "template", "show", "order", "--version", "1")
-    assert old["subject"] == "Order <%= rtEvent.ctx.order.@id %>"
+    assert (old["subject"], old["state"]) == ("Order <%= rtEvent.ctx.order.@id %>", "superseded")
+    assert cli_json(env, "template", "show", "order", "--version", "2")["state"] == "live"
     assert cli_json(env, "template", "preview", "order", "--version", "1")["subject"] == \
         "Order A-1042"
 

@@ -49,6 +49,7 @@ _MAX_LENGTH = {
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 _QUEUE_RANK = {q: i for i, q in enumerate(Queue)}
+EMAIL_FORMATS = frozenset({0, 1, 2})  # unknown, text, html
 
 
 # ---------------------------------------------------------------- public interface
@@ -135,6 +136,10 @@ def build_row(
         row[column] = value
     row["wished_channel"] = _int_attr(attrs, "wishedChannel")
     row["email_format"] = _int_attr(attrs, "emailFormat")
+    if row["email_format"] not in EMAIL_FORMATS:
+        raise ValidationFailed(
+            f"invalid attribute 'emailFormat': {row['email_format']} (0 unknown, 1 text, 2 html)"
+        )
     _check_address(row)
     row["mobile_app_uuid"] = _mobile_app_uuid(element)
     row["scheduled_at"] = _date_attr(attrs, "scheduled")

@@ -73,7 +73,7 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
     """
     for attempt in range(_IDEMPOTENCY_RETRIES):
         try:
-            with _writing(db) as conn:
+            with _writing(db, many=len(rows) > 1) as conn:
                 stored = _insert_in(conn, rows)
         except IntegrityError as exc:
             if attempt + 1 == _IDEMPOTENCY_RETRIES or not _has_keys(rows):
@@ -86,16 +86,18 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
 
 
 @contextmanager
-def _writing(db: Database) -> Iterator[Connection]:
+def _writing(db: Database, *, many: bool) -> Iterator[Connection]:
     """The connection a call's insert runs on.
 
-    SQLite: one ``BEGIN IMMEDIATE`` transaction.  PostgreSQL: autocommit, because the
-    only write of a call is one ``INSERT`` statement -- atomic and durable on its own --
-    and that saves the ``BEGIN`` and ``COMMIT`` round trips.  The idempotency lookup
-    before it is a read; a race between the lookup and the insert ends on the unique
-    index and is retried above.
+    SQLite: one ``BEGIN IMMEDIATE`` transaction.  PostgreSQL, one row (``PushEvent``):
+    autocommit, because the only write is one ``INSERT`` statement -- atomic and durable
+    on its own -- and that saves the ``BEGIN`` and ``COMMIT`` round trips.  Several rows
+    take a transaction: SQLAlchemy splits a large multi-row insert into several
+    statements (``insertmanyvalues`` pages), which autocommit would commit one by one.
+    The idempotency lookup before the insert is a read; a race between the lookup and
+    the insert ends on the unique index and is retried above.
     """
-    if not db.is_postgres:
+    if not db.is_postgres or many:
         with db.begin() as conn:
             yield conn
         return

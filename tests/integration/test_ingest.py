@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 
 from soap_service import clock, ingest
 from soap_service.config import Settings
-from soap_service.errors import ValidationFailed
+from soap_service.errors import ServerError, ValidationFailed
 from soap_service.models import PLID_SHIFT, EventStatus, Queue, split_plid
 from soap_service.store import Database
 from soap_service.store import events as event_store
@@ -103,6 +103,9 @@ def test_ctx_is_stored_namespace_clean(db: Database, settings: Settings):
         ({"wishedChannel": "x"}, "<ctx/>", "invalid attribute 'wishedChannel'"),
         ({"wishedChannel": "7"}, "<ctx/>", "invalid attribute 'wishedChannel'"),
         ({"emailFormat": "html"}, "<ctx/>", "invalid attribute 'emailFormat'"),
+        ({"emailFormat": "3"}, "<ctx/>", "invalid attribute 'emailFormat'"),
+        ({"emailFormat": "-1"}, "<ctx/>", "invalid attribute 'emailFormat'"),
+        ({"emailFormat": "9" * 20}, "<ctx/>", "invalid attribute 'emailFormat'"),
         ({"scheduled": "tomorrow"}, "<ctx/>", "invalid attribute 'scheduled'"),
         ({"expiration": "2024-13-45"}, "<ctx/>", "invalid attribute 'expiration'"),
         ({"origin": "o" * 256}, "<ctx/>", "attribute 'origin' is longer than 255"),
@@ -179,6 +182,36 @@ def test_push_events_is_all_or_nothing_and_names_the_bad_event(
     elements = [event_xml(), event_xml(), event_xml(type=None), event_xml()]
     with pytest.raises(ValidationFailed, match=r"^event #3: missing attribute 'type'$"):
         ingest.store_events(db, settings, elements, Queue.RT)
+    assert event_store.count_events(db) == 0
+
+
+_REFUSE_BOOM = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON events WHEN NEW.external_id = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.external_id = 'boom' THEN RAISE EXCEPTION 'boom refused' "
+        "USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON events "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+    ],
+}
+
+
+def test_large_push_events_failing_in_the_database_stores_nothing(
+    db: Database, settings: Settings
+):
+    """A call bigger than one multi-row statement (1,100 events) whose last event the
+    database refuses (a trigger) stores none of them: one transaction, not one per batch."""
+    with db.begin() as conn:
+        for statement in _REFUSE_BOOM[db.engine.dialect.name]:
+            conn.exec_driver_sql(statement)
+    big = settings.replace(max_events_per_call=1500)
+    elements = [event_xml(externalId=f"ok-{i}") for i in range(1099)]
+    with pytest.raises(ServerError):
+        ingest.store_events(db, big, [*elements, event_xml(externalId="boom")], Queue.RT)
     assert event_store.count_events(db) == 0
 
 

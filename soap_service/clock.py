@@ -24,10 +24,14 @@ def utcnow() -> datetime:
 
 
 def parse_iso_utc(raw: str) -> datetime:
-    """ISO 8601 text -> naive UTC (no offset means UTC); ``ValueError`` if not ISO 8601."""
+    """ISO 8601 text -> naive UTC (no offset means UTC); ``ValueError`` if not ISO 8601
+    or if UTC falls outside years 1-9999 (``9999-12-31T23:00:00-10:00``)."""
     value = datetime.fromisoformat(raw.strip())
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError as exc:
+            raise ValueError(f"date out of range in UTC: {raw.strip()!r}") from exc
     return value
 
 

@@ -108,6 +108,8 @@ def test_ctx_is_stored_namespace_clean(db: Database, settings: Settings):
         ({"emailFormat": "9" * 20}, "<ctx/>", "invalid attribute 'emailFormat'"),
         ({"scheduled": "tomorrow"}, "<ctx/>", "invalid attribute 'scheduled'"),
         ({"expiration": "2024-13-45"}, "<ctx/>", "invalid attribute 'expiration'"),
+        ({"scheduled": "9999-12-31T23:00:00-10:00"}, "<ctx/>", "invalid attribute 'scheduled'"),
+        ({"expiration": "0001-01-01T00:00:00+01:00"}, "<ctx/>", "invalid attribute 'expiration'"),
         ({"origin": "o" * 256}, "<ctx/>", "attribute 'origin' is longer than 255"),
         ({"type": "t" * 65}, "<ctx/>", "attribute 'type' is longer than 64"),
     ],

@@ -49,14 +49,16 @@ _ATTRS = {"email": "email", "mobilePhone": "mobile_phone", "externalId": "extern
 
 
 def ctx_from_xml(text: str) -> str:
-    """The ``<ctx>`` of a file holding a ``<ctx>`` or a whole event element."""
-    root = _parse(text)
-    if etree.QName(root).localname != "ctx":
-        found = [c for c in root if isinstance(c.tag, str) and etree.QName(c).localname == "ctx"]
-        if not found:
-            raise ValidationFailed("the XML file has no <ctx> element")
-        root = found[0]
-    return etree.tostring(root, encoding="unicode")
+    """The ``<ctx>`` of a file holding a ``<ctx>``, an event element or a whole SOAP
+    request (the first ``<ctx>`` found)."""
+    return etree.tostring(_find_ctx(_parse(text)), encoding="unicode")
+
+
+def _find_ctx(root: Any) -> Any:
+    for el in root.iter():
+        if isinstance(el.tag, str) and etree.QName(el).localname == "ctx":
+            return el
+    raise ValidationFailed("the XML file has no <ctx> element")
 
 
 def ctx_from_json(text: str) -> str:
@@ -116,11 +118,14 @@ def make_test_event(tpl: Template, address: str | None, ctx_xml: str = "<ctx/>",
 
 
 def event_from_xml(tpl: Template, text: str) -> Event:
-    """A test event from an ``<rtEvent ...><ctx>...</ctx></rtEvent>`` file."""
-    root = _parse(text)
-    attrs = {etree.QName(k).localname: v for k, v in root.attrib.items()}
+    """A test event from an ``<rtEvent ...><ctx>...</ctx></rtEvent>`` file (or a SOAP
+    request holding one)."""
+    ctx = _find_ctx(_parse(text))
+    parent = ctx.getparent()
+    attrs = {etree.QName(k).localname: v for k, v in parent.attrib.items()} \
+        if parent is not None else {}
     fields = {field: attrs[a] for a, field in _ATTRS.items() if a in attrs}
-    base = make_test_event(tpl, None, ctx_from_xml(text))
+    base = make_test_event(tpl, None, etree.tostring(ctx, encoding="unicode"))
     return Event(**{**base.__dict__, **fields, "attributes": attrs,
                     "event_type": attrs.get("type", tpl.event_type)})
 

@@ -146,6 +146,14 @@ def test_preview_sources(db: Database) -> None:
              "<ctx><order id='F-1'/><client><firstname>Fi</firstname></client></ctx></rtEvent>")
     shown = proof.preview(db, "order", event_xml=event)
     assert (shown.address, shown.message.subject) == ("file@example.com", "Order F-1 for Fi")
+    envelope = ("<soapenv:Envelope xmlns:soapenv='http://schemas.xmlsoap.org/soap/envelope/'"
+                " xmlns:urn='urn:nms:rtEvent'><soapenv:Body><urn:PushEvent><urn:domEvent>"
+                f"{event.replace('file@', 'soap@')}</urn:domEvent></urn:PushEvent>"
+                "</soapenv:Body></soapenv:Envelope>")
+    shown = proof.preview(db, "order", event_xml=envelope)  # a saved SOAP request works too
+    assert (shown.address, shown.message.subject) == ("soap@example.com", "Order F-1 for Fi")
+    with pytest.raises(ValidationFailed, match="no <ctx>"):
+        proof.preview(db, "order", event_xml="<rtEvent type='x' email='a@example.com'/>")
     with pytest.raises(ValidationFailed):
         proof.preview(db, "order", seed="nobody@example.com")
     for seed in catalog.list_seeds(db, "order"):

@@ -73,6 +73,7 @@ def make_engine(settings: Settings) -> Engine:
             connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None},
             pool_size=8,
             max_overflow=16,
+            hide_parameters=True,  # errors are logged: never an event's values (ctx, address)
         )
         synchronous = settings.sqlite_synchronous.upper()
 
@@ -95,7 +96,8 @@ def make_engine(settings: Settings) -> Engine:
     # No pool_pre_ping: it costs a round trip per checkout on the ingest hot path. A
     # connection broken by a server restart fails one transaction (answered as a Server
     # fault / retried by the worker) and is then discarded by the pool.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800,
+                         hide_parameters=True)
 
 
 _databases: dict[tuple[str, int], Database] = {}

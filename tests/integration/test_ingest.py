@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 from datetime import datetime
 
 import pytest
@@ -215,6 +216,21 @@ def test_large_push_events_failing_in_the_database_stores_nothing(
     with pytest.raises(ServerError):
         ingest.store_events(db, big, [*elements, event_xml(externalId="boom")], Queue.RT)
     assert event_store.count_events(db) == 0
+
+
+def test_database_errors_carry_no_event_values(db: Database, settings: Settings):
+    """When the database refuses an insert, the error (and so the logged traceback) names
+    the statement but never the values: no ctx, no address in a log line."""
+    with db.begin() as conn:
+        for statement in _REFUSE_BOOM[db.engine.dialect.name]:
+            conn.exec_driver_sql(statement)
+    secret = "<ctx><card>SECRET-CTX-4711</card></ctx>"
+    with pytest.raises(Exception) as info:  # whatever the driver raises
+        ingest.store_event(db, settings, event_xml(secret, externalId="boom",
+                                                   email="hidden.person@example.com"), "rt")
+    text = "".join(traceback.format_exception(info.value))
+    assert "refuse" in text or "boom refused" in text  # the database's own message is there
+    assert "SECRET-CTX-4711" not in text and "hidden.person" not in text
 
 
 def test_push_events_limit(db: Database, settings: Settings):

@@ -165,6 +165,15 @@ NOT_FOUND: Answer = (404, "text/plain; charset=utf-8", NO_CACHE, b"not found\n")
 _STATUS_LINES = {200: "200 OK", 302: "302 Found", 404: "404 Not Found"}
 
 
+def warn_if_default_secret(settings: Settings) -> bool:
+    """Log ``tracking.default_secret`` when MC_SECRET is unset (``serve`` and ``worker``
+    call it at start-up: with the default, anyone can forge opens, clicks and redirects)."""
+    if settings.secret != DEFAULT_SECRET:
+        return False
+    log.warning("tracking.default_secret (set MC_SECRET: anyone can forge tracking links)")
+    return True
+
+
 class TrackingApp:
     """``/r/o/<token>`` and ``/r/c/<token>``: a WSGI app of its own, or behind ``web.py``."""
 
@@ -172,8 +181,7 @@ class TrackingApp:
                  ) -> None:
         self.db = db
         self.secret = settings.secret
-        if settings.secret == DEFAULT_SECRET:
-            log.warning("tracking.default_secret (set MC_SECRET: anyone can forge tokens)")
+        warn_if_default_secret(settings)
         self.recorder = recorder or Recorder(db)
 
     def answer(self, environ: dict[str, Any]) -> Answer:

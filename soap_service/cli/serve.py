@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from soap_service import tracking_web
 from soap_service.cli.context import CliContext
 from soap_service.errors import ServerError, ValidationFailed
 
@@ -195,6 +196,7 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
         raise ValidationFailed("--port must be between 1 and 65535")
     _ = ctx.settings  # fail here, with one line, on a bad MC_* value
     logging.getLogger("soap_service").setLevel(args.log_level.upper())
+    tracking_web.warn_if_default_secret(ctx.settings)
     worker_cmd = None
     if not args.no_worker:
         worker_cmd = worker_command()

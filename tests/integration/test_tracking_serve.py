@@ -77,3 +77,13 @@ def test_open_and_click_through_the_running_service(db: Database, database_url: 
         ("open", None, PERSON, False), ("click", "https://shop.example.org/orders", PERSON,
                                         False)]
     assert all(h.delivery_id is not None for h in hits)
+    assert "tracking.default_secret" not in server.log()
+
+
+def test_serve_warns_at_start_while_the_secret_is_the_default(sqlite_url: str,
+                                                              start_server) -> None:
+    """``msgcenter serve`` logs ``tracking.default_secret`` at start-up (before any tracking
+    request) while MC_SECRET is the default; with a secret set it does not (see above)."""
+    server = start_server(sqlite_url, "--no-worker", "--workers", "1",
+                          env={"MC_SECRET": "change-me"})
+    assert "tracking.default_secret" in server.log()

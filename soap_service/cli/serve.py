@@ -29,6 +29,7 @@ from typing import Any
 
 from soap_service import tracking_web
 from soap_service.cli.context import CliContext
+from soap_service.config import Settings
 from soap_service.errors import ServerError, ValidationFailed
 
 log = logging.getLogger("soap_service.serve")
@@ -189,12 +190,26 @@ class Supervisor:
         log.info("serve.stopped")
 
 
+def advertised_url(configured: str, host: str, port: int) -> str:
+    """``MC_PUBLIC_URL``; left unset (empty or its default), this server's own address,
+    so that ``--port 9000`` does not publish a WSDL pointing at port 8080."""
+    if configured and configured != Settings().public_url:
+        return configured
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is no address to call
+        host = "127.0.0.1"
+        log.warning("serve.public_url_guessed url=http://%s:%s (set MC_PUBLIC_URL)", host, port)
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{host}:{port}"
+
+
 def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.workers < 1:
         raise ValidationFailed("--workers must be at least 1")
     if not 0 < args.port < 65536:
         raise ValidationFailed("--port must be between 1 and 65535")
     _ = ctx.settings  # fail here, with one line, on a bad MC_* value
+    # gunicorn and the worker read it from the environment: WSDL address, tracking links
+    os.environ["MC_PUBLIC_URL"] = advertised_url(ctx.settings.public_url, args.host, args.port)
     logging.getLogger("soap_service").setLevel(args.log_level.upper())
     tracking_web.warn_if_default_secret(ctx.settings)
     worker_cmd = None

@@ -116,6 +116,16 @@ def test_wsdl_is_built_for_the_public_url(start_server, sqlite_url: str):
     assert not port_open(server.url)
 
 
+def test_wsdl_without_public_url_names_the_served_port(start_server, sqlite_url: str):
+    """With MC_PUBLIC_URL left unset (empty here), ``serve --port N`` advertises its own
+    address in the WSDL, not the default port 8080 a generated client would then call."""
+    prepare(sqlite_url)
+    server = start_server(sqlite_url, "--workers", "1", init=False, env={"MC_PUBLIC_URL": ""})
+    with urllib.request.urlopen(server.wsdl_url(), timeout=10) as resp:
+        wsdl = resp.read().decode()
+    assert f'location="{server.url}/nl/jsp/soaprouter.jsp"' in wsdl
+
+
 def test_serve_runs_and_restarts_a_worker_and_stops_cleanly(start_server, sqlite_url: str):
     """Without --no-worker, serve starts `msgcenter worker` next to gunicorn, restarts it
     when it dies, and SIGTERM stops everything with exit code 0."""

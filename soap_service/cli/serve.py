@@ -229,7 +229,7 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the SOAP API (gunicorn) and run a dispatch worker")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="HTTP worker processes (default: 2 x CPU cores)")
     p.add_argument("--no-worker", action="store_true", help="do not start a dispatch worker")

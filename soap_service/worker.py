@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,6 +71,7 @@ class Job:
     rendered: RenderedMessage | None = None
     message: EmailMessage | None = None
     listed: set[str] = field(default_factory=set)  # quarantined addresses of this round
+    rechecked: set[tuple[str, Channel]] = field(default_factory=set)  # shared by a round
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +116,8 @@ def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
 def find_route(d: Dispatcher, job: Job) -> Outcome | None:
     """The latest published, not paused version for the type and channel (or why none)."""
     route = d.route_for(job.event)
+    if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
+        route = d.recheck_paused(job.event, job.rechecked) or route
     if route.version is None:
         status = EventStatus(route.status)
         return _final(job, status, route.reason or f"no published template ({status.value})")
@@ -277,7 +280,9 @@ class Dispatcher:
             return Round(0, [], [], None)
         listed = store_queue.listed_addresses(self.db, {
             exclusions.normalise_address(e.address) for e in events if e.address})
-        jobs = [Job(e, self.event_type(e.event_type), listed=listed) for e in events]
+        rechecked: set[tuple[str, Channel]] = set()
+        jobs = [Job(e, self.event_type(e.event_type), listed=listed, rechecked=rechecked)
+                for e in events]
         early, ready = self.prepare(jobs)
         return Round(len(events), early, ready, self.send_async(ready))
 
@@ -374,6 +379,17 @@ class Dispatcher:
     def route_for(self, event: Event) -> Any:
         return self.router(self.db, event)
 
+    def recheck_paused(self, event: Event, rechecked: set[tuple[str, Channel]]) -> Any:
+        """Route again, uncached, once per round and type: a "paused" answer may be up to
+        ``catalog.CACHE_SECONDS`` old, and holding an event after another process resumed
+        its template would hold it for good.  None when already checked this round."""
+        key = (event.event_type, event.channel)
+        if key in rechecked:
+            return None
+        rechecked.add(key)
+        _forget_routes()
+        return self.route_for(event)
+
     def policy_for(self, et: EventType) -> retry.RetryPolicy:
         s = self.settings
         return retry.RetryPolicy(s.retry_base_seconds, s.retry_max_seconds, et.max_attempts,
@@ -386,17 +402,36 @@ class Dispatcher:
     # -- housekeeping ------------------------------------------------------------------
 
     def reap(self) -> int:
-        """Expired leases back to the queue; paused events past validity -> tooOld."""
+        """Expired leases back to the queue; paused events past validity -> tooOld, and
+        paused events whose template is no longer paused -> back to ``pending``."""
         now = clock.utcnow()
         n = store_queue.reap_expired_leases(self.db, now)
         if n:
             log.warning("queue.leases_reaped count=%s", n)
-        for name in store_queue.paused_types(self.db):
+        groups = store_queue.paused_groups(self.db)
+        for name in sorted({name for name, _ in groups}):
             cutoff = now - timedelta(seconds=self.event_type(name).validity_seconds)
             expired = store_queue.expire_paused(self.db, name, cutoff, now)
             if expired:
                 log.info("queue.paused_expired type=%s count=%s", name, expired)
+        self._release_unpaused(groups, now)
         return n
+
+    def _release_unpaused(self, groups: Sequence[tuple[str, int]], now: datetime) -> None:
+        """Held events whose template was resumed or unpublished meanwhile (a resume that
+        raced a round holding them) go back to the queue: nothing stays paused for good."""
+        if groups:
+            _forget_routes()
+        for name, wished_channel in groups:
+            probe = Event(id=0, queue=Queue.RT, event_type=name, ctx_xml="",
+                          wished_channel=wished_channel)
+            route = self.route_for(probe)
+            if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
+                continue
+            released = store_queue.release_paused(self.db, name, probe.channel, now,
+                                                  "template no longer paused")
+            if released:
+                log.info("queue.paused_released type=%s count=%s", name, released)
 
     def beat(self) -> None:
         store_queue.heartbeat(self.db, self.worker_id, self.started_at, clock.utcnow())
@@ -423,6 +458,12 @@ class Dispatcher:
         if self._loop_thread is not None:
             self._loop_thread.join(5)
         loop.close()
+
+
+def _forget_routes() -> None:
+    from soap_service import catalog
+
+    catalog.clear_cache()
 
 
 def _report(claimed: int, outcomes: Sequence[Outcome]) -> TickReport:

@@ -26,8 +26,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
-from soap_service.models import Event, EventStatus
+from soap_service.models import Channel, Event, EventStatus
 from soap_service.store import Database
+from soap_service.store import catalog as catalog_store
 from soap_service.store.events import event_from_row
 from soap_service.tables import (
     delivery_log,
@@ -144,11 +145,19 @@ def reap_expired_leases(db: Database, now: datetime) -> int:
     return len(ids)
 
 
-def paused_types(db: Database) -> list[str]:
-    """Event types that have events held as ``paused``."""
+def paused_groups(db: Database) -> list[tuple[str, int]]:
+    """``(event type, wishedChannel)`` pairs that have events held as ``paused``."""
+    stmt = (select(events.c.event_type, events.c.wished_channel).distinct()
+            .where(events.c.status == EventStatus.PAUSED.value))
     with db.connect() as conn:
-        return list(conn.execute(select(events.c.event_type).distinct()
-                                 .where(events.c.status == EventStatus.PAUSED.value)).scalars())
+        return [(r.event_type, r.wished_channel) for r in conn.execute(stmt)]
+
+
+def release_paused(db: Database, event_type: str, channel: Channel, now: datetime,
+                   reason: str) -> int:
+    """This type and channel's ``paused`` events back to ``pending``, due now."""
+    with db.begin() as conn:
+        return catalog_store.release_paused(conn, event_type, channel, now, reason)
 
 
 def expire_paused(db: Database, event_type: str, created_before: datetime,

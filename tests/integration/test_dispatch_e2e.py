@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, run_cli
 from lxml import etree
 
-from soap_service import catalog, demo, ingest
+from soap_service import catalog, clock, demo, ingest
 from soap_service.devsmtp import MailSink
 from soap_service.models import EventStatus, Queue, split_plid
+from soap_service.store import catalog as catalog_store
 from soap_service.store import queue
 from soap_service.store.events import get_event
 from soap_service.worker import Dispatcher
@@ -95,3 +96,65 @@ def test_real_catalog_routing_pause_resume_and_render_failure(settings, demo_db)
     assert "firstname" in (failed.last_error or "")
     [attempt] = queue.delivery_attempts(db, held)
     assert attempt["template_version_id"] is not None
+
+
+def _held_event(db, s, d: Dispatcher, address: str) -> int:
+    pk = _push(db, s, f'<e type="order_confirmation" email="{address}">'
+                      '<ctx><client><firstname>Bea</firstname></client></ctx></e>')
+    d.tick()
+    assert get_event(db, pk).status is EventStatus.PAUSED
+    return pk
+
+
+def test_resume_from_another_process_releases_held_events_at_once(settings, demo_db):
+    """`msgcenter template resume` run by an operator (another process) while the worker
+    still has "paused" in its routing cache: the released events are sent, not held
+    again for good."""
+    db = demo_db
+    with MailSink() as sink:
+        s = settings.replace(smtp_host=sink.host, smtp_port=sink.port)
+        d = Dispatcher(s, db)
+        try:
+            catalog.pause(db, "order_confirmation_email")
+            held = _held_event(db, s, d, "b@example.com")  # the cache now says paused
+            run_cli({"MC_DATABASE_URL": s.database_url}, "template", "resume",
+                    "order_confirmation_email")
+            assert d.tick().sent == 1
+            sink.wait_for(1)
+        finally:
+            d.close()
+    assert get_event(db, held).status is EventStatus.PROCESSED
+
+
+def test_reap_releases_events_held_by_a_template_no_longer_paused(settings, demo_db):
+    """An event left `paused` although its template is no longer paused (a resume that
+    committed while a round was holding it) goes back to the queue at the next reap and
+    is sent; events held by a template unpublished while paused end routingFailed; events
+    of a template still paused stay held."""
+    db = demo_db
+    name = "order_confirmation_email"
+    with MailSink() as sink:
+        s = settings.replace(smtp_host=sink.host, smtp_port=sink.port)
+        d = Dispatcher(s, db)
+        try:
+            catalog.pause(db, name)
+            raced = _held_event(db, s, d, "b@example.com")
+            d.reap()
+            assert get_event(db, raced).status is EventStatus.PAUSED  # still paused: kept
+            template_id = catalog.get_template(db, name).template.id
+            with db.begin() as conn:  # the template un-paused, its event not released
+                catalog_store.set_paused(conn, template_id, False, clock.utcnow())
+            d.reap()
+            assert get_event(db, raced).status is EventStatus.PENDING
+            assert d.tick().sent == 1
+            catalog.pause(db, name)
+            orphan = _held_event(db, s, d, "c@example.com")
+            catalog.unpublish(db, name)
+            d.reap()
+            d.tick()
+            sink.wait_for(1)
+        finally:
+            d.close()
+    assert get_event(db, raced).status is EventStatus.PROCESSED
+    assert get_event(db, orphan).status is EventStatus.ROUTING_FAILED
+    assert [m.rcpt_tos for m in sink.messages] == [("b@example.com",)]

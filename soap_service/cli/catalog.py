@@ -27,6 +27,8 @@ PARTS = {"subject": ("subject", "subject.txt"), "html": ("html", "body.html"),
          "push": ("push_body", "push.json")}
 CHANNEL_PARTS = {Channel.EMAIL: ("subject", "html", "text"), Channel.SMS: ("sms",),
                  Channel.PUSH: ("push",)}
+CONTENT_FIELDS = {Channel.EMAIL: ("from", "reply_to", "subject", "html", "text"),
+                  Channel.SMS: ("sms",), Channel.PUSH: ("push_title", "push_body", "push_data")}
 
 
 def _read(path: str | None) -> str | None:
@@ -115,11 +117,13 @@ def _summary_row(s: catalog.TemplateSummary) -> dict[str, Any]:
             "draft_changed": s.draft_changed, "paused": t.paused, "updated_at": t.updated_at}
 
 
-def _content_row(content: TemplateContent) -> dict[str, Any]:
-    return {"from": content.from_addr, "reply_to": content.reply_to, "subject": content.subject,
-            "html": content.html, "text": content.text, "sms": content.sms,
-            "push_title": content.push_title, "push_body": content.push_body,
-            "push_data": content.push_data}
+def _content_row(content: TemplateContent, channel: Channel) -> dict[str, Any]:
+    """The parts a template of ``channel`` has (an SMS template shows no subject)."""
+    row = {"from": content.from_addr, "reply_to": content.reply_to, "subject": content.subject,
+           "html": content.html, "text": content.text, "sms": content.sms,
+           "push_title": content.push_title, "push_body": content.push_body,
+           "push_data": content.push_data}
+    return {k: v for k, v in row.items() if k in CONTENT_FIELDS[channel]}
 
 
 def _version_row(info: VersionInfo, latest: int | None = None) -> dict[str, Any]:
@@ -150,10 +154,11 @@ def cmd_template_show(args: argparse.Namespace, ctx: CliContext) -> int:
         info = catalog.get_version(ctx.db, args.name, args.version)
         latest = catalog.get_version(ctx.db, args.name).version.version
         ctx.emit({"name": args.name, **_version_row(info, latest),
-                  **_content_row(info.version.content)})
+                  **_content_row(info.version.content, info.version.channel)})
         return 0
     summary = catalog.get_template(ctx.db, args.name)
-    ctx.emit({**_summary_row(summary), **_content_row(summary.template.draft)})
+    tpl = summary.template
+    ctx.emit({**_summary_row(summary), **_content_row(tpl.draft, tpl.channel)})
     return 0
 
 
@@ -427,7 +432,8 @@ def _register_seed(sub: argparse._SubParsersAction) -> None:
     add = s.add_parser("add", help="add or replace a seed")
     add.add_argument("template")
     add.add_argument("address")
-    add.add_argument("--ctx", metavar="FILE.xml", help="<ctx> (or a whole <rtEvent>) as XML")
+    add.add_argument("--ctx", metavar="FILE.xml",
+                     help="<ctx> as XML (or an <rtEvent>, or a SOAP request holding one)")
     add.add_argument("--ctx-json", metavar="FILE.json", help="ctx as JSON")
     add.add_argument("--external-id")
     add.set_defaults(func=cmd_seed_add)

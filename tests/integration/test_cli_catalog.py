@@ -161,4 +161,7 @@ def test_seed_from_json(env: dict[str, str], tmp_path: Path) -> None:
     shown = cli_json(env, "template", "preview", "news")
     assert json.loads(shown["push"]) == {"title": "Hi Ann", "body": "", "data": {"id": "b"}}
     assert shown["to"] == "device-token-1"
-    assert Channel.PUSH.value == cli_json(env, "template", "show", "news")["channel"]
+    shown = cli_json(env, "template", "show", "news")
+    assert shown["channel"] == Channel.PUSH.value
+    assert shown["push_title"] == "Hi {{ rtEvent.ctx.client.firstname }}"
+    assert "subject" not in shown and "sms" not in shown  # only a push template's parts

@@ -1,7 +1,7 @@
 """In-process request counters, exposed as Prometheus text on ``GET /metrics``.
 
-Counters are per process (each gunicorn worker keeps its own; Prometheus sums what it
-scrapes).  Labels are bounded: service and method come from the dispatch table or are
+Counters are per process: under gunicorn each worker keeps its own and a scrape sees
+only the worker that answered it (not yet summed across workers; see docs/soap.md).  Labels are bounded: service and method come from the dispatch table or are
 reported as ``unknown``, so a caller cannot create series at will.
 """
 

@@ -19,7 +19,7 @@ from soap_service import clock
 from soap_service.config import Settings
 from soap_service.errors import ValidationFailed
 from soap_service.models import EventStatus, Lane, Queue
-from soap_service.store import Database, logs
+from soap_service.store import Database, reports
 
 GROUPINGS = ("type", "status", "hour", "none")
 ERROR_COLUMNS = {
@@ -53,9 +53,9 @@ def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
     """A snapshot of the queue and the workers."""
     now = clock.utcnow()
     with db.connect() as conn:
-        depth = logs.queue_depth(conn, now)
-        last_hour = logs.status_counts(conn, now - timedelta(hours=1))
-        beats = logs.heartbeats(conn)
+        depth = reports.queue_depth(conn, now)
+        last_hour = reports.status_counts(conn, now - timedelta(hours=1))
+        beats = reports.heartbeats(conn)
     queues = []
     for row in depth:
         queue, lane = lane_of(int(row["priority"]))
@@ -89,8 +89,8 @@ def history(db: Database, since_seconds: int, by: str = "type") -> dict[str, Any
     now = clock.utcnow()
     since = now - timedelta(seconds=since_seconds)
     with db.connect() as conn:
-        incoming = logs.history_incoming(conn, since, by)
-        sent = logs.history_sent(conn, since, by)
+        incoming = reports.history_incoming(conn, since, by)
+        sent = reports.history_sent(conn, since, by)
     rows = _rows(incoming, sent)
     total = _rows([("all", s, n) for _, s, n in incoming],
                   [("all", n, q, d) for _, n, q, d in sent])

@@ -1,9 +1,9 @@
-"""SQL for tracking, exclusions, quarantine, follow-up rules, purge and reporting.
+"""SQL for tracking, exclusions, quarantine, follow-up rules and purge.
 
-Every query of ``tracking_web``, ``exclusions``, ``followup``, ``housekeeping`` and
-``report`` lives here.  Functions take an open connection (the caller owns the
-transaction) and return plain values.  SQLite / PostgreSQL differences (date arithmetic,
-hour buckets, ``ON CONFLICT``) are decided here.
+Every query of ``tracking_web``, ``exclusions``, ``followup`` and ``housekeeping`` lives
+here (``report``'s are in ``store/reports.py``).  Functions take an open connection (the
+caller owns the transaction) and return plain values.  SQLite / PostgreSQL differences
+(``ON CONFLICT``) are decided here.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
-    case,
     delete,
     exists,
     func,
     insert,
-    literal_column,
     select,
     update,
 )
@@ -41,7 +39,6 @@ from soap_service.tables import (
     quarantine,
     templates,
     tracking_log,
-    worker_heartbeats,
 )
 
 FINAL_STATUSES = (
@@ -368,86 +365,3 @@ def purge_orphan_logs(conn: Connection, cutoff: datetime, limit: int,
         ids = select(table.c.id).where(where).limit(limit).scalar_subquery()
         counts[name] = conn.execute(delete(table).where(table.c.id.in_(ids))).rowcount
     return counts
-
-
-# ---------------------------------------------------------------- status and history
-
-_ACTIVE = ("pending", "processing", "paused")
-
-
-def queue_depth(conn: Connection, now: datetime) -> list[dict[str, Any]]:
-    """Per queue and priority: pending / due / processing / paused counts, oldest due time."""
-    is_due = and_(events.c.status == "pending", events.c.process_at <= now)
-    rows = conn.execute(
-        select(
-            events.c.queue, events.c.priority,
-            func.sum(case((events.c.status == "pending", 1), else_=0)).label("pending"),
-            func.sum(case((is_due, 1), else_=0)).label("due"),
-            func.sum(case((events.c.status == "processing", 1), else_=0)).label("processing"),
-            func.sum(case((events.c.status == "paused", 1), else_=0)).label("paused"),
-            func.min(case((is_due, events.c.process_at), else_=None)).label("oldest_due"),
-        )
-        .where(events.c.status.in_(_ACTIVE))
-        .group_by(events.c.queue, events.c.priority)
-        .order_by(events.c.priority)
-    )
-    return [dict(row._mapping) for row in rows]
-
-
-def status_counts(conn: Connection, since: datetime) -> dict[str, int]:
-    """Events received since ``since``, by their current status."""
-    rows = conn.execute(select(events.c.status, func.count()).where(events.c.created_at >= since)
-                        .group_by(events.c.status))
-    return {status: int(count) for status, count in rows}
-
-
-def heartbeats(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(select(worker_heartbeats).order_by(worker_heartbeats.c.worker_id))
-    return [dict(row._mapping) for row in rows]
-
-
-def _seconds_between(conn: Connection, later: Any, earlier: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.extract("epoch", later - earlier)
-    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-
-
-def _hour(conn: Connection, column: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.to_char(func.date_trunc("hour", column), "YYYY-MM-DD HH24:00")
-    return func.strftime("%Y-%m-%d %H:00", column)
-
-
-def _group_column(conn: Connection, by: str, time_column: Any) -> Any:
-    if by == "type":
-        return events.c.event_type
-    if by == "status":
-        return events.c.status
-    if by == "hour":
-        return _hour(conn, time_column)
-    return literal_column("'all'")
-
-
-def history_incoming(conn: Connection, since: datetime, by: str) -> list[tuple[str, str, int]]:
-    """``(group, status, count)`` of the events received since ``since``."""
-    group = _group_column(conn, by, events.c.created_at).label("grp")
-    rows = conn.execute(select(group, events.c.status, func.count())
-                        .where(events.c.created_at >= since)
-                        .group_by(group, events.c.status))
-    return [(str(g), str(status), int(count)) for g, status, count in rows]
-
-
-def history_sent(conn: Connection, since: datetime, by: str
-                 ) -> list[tuple[str, int, float | None, float | None]]:
-    """``(group, sent, avg queue seconds, avg send ms)`` of accepted sends since ``since``."""
-    group = _group_column(conn, by, delivery_log.c.created_at).label("grp")
-    queued = _seconds_between(conn, delivery_log.c.created_at, events.c.created_at)
-    rows = conn.execute(
-        select(group, func.count(), func.avg(queued), func.avg(delivery_log.c.duration_ms))
-        .select_from(delivery_log.join(events, events.c.id == delivery_log.c.event_id))
-        .where(delivery_log.c.created_at >= since, delivery_log.c.outcome == "sent",
-               delivery_log.c.is_proof.is_(False))
-        .group_by(group)
-    )
-    return [(str(g), int(n), None if q is None else float(q), None if d is None else float(d))
-            for g, n, q, d in rows]

@@ -31,6 +31,7 @@ from soap_service.soap.envelope import (
     SoapRequest,
     bind_params,
     event_list,
+    looks_like_event,
     single_event,
     split_token,
 )
@@ -161,10 +162,11 @@ def push_events(call: Call) -> list[Part]:
 
 
 def _rough_count(param: etree._Element) -> int:
-    """Number of event candidates, counted before any copying (cheap upper bound)."""
+    """Number of event candidates, counted before any copying (as ``event_list`` finds them:
+    the children of a single wrapper, else the parameter's own children)."""
     children = child_elements(param)
-    if len(children) == 1:
-        return max(1, len(children[0]))
+    if len(children) == 1 and not looks_like_event(children[0]):
+        return len(children[0])
     return len(children)
 
 

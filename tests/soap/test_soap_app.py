@@ -109,3 +109,38 @@ def test_read_body_never_truncates_unsized_input() -> None:
     with pytest.raises(BodyTooLarge):
         read_body(environ, 1000)
     assert read_body({"wsgi.input": io.BytesIO(b"abc")}, 10) == b""  # no length, no end
+
+
+@pytest.mark.parametrize(
+    ("events", "accepted"),
+    [
+        ('<rtEvent type="t" email="a@example.com"><mobileApp uuid="u"/><ctx/></rtEvent>', True),
+        ('<rtEvent type="t" email="a@example.com"><ctx/></rtEvent>' * 2, False),
+        ('<Events><rtEvent type="t" email="a@example.com"><ctx/></rtEvent>'
+         '<rtEvent type="t" email="b@example.com"><ctx/></rtEvent></Events>', False),
+    ],
+)
+def test_push_events_limit_counts_events_not_their_children(
+    tmp_path, events: str, accepted: bool
+) -> None:
+    """With MC_MAX_EVENTS_PER_CALL=1, one event sent without a wrapper is accepted
+    whatever its children (mobileApp, ctx); two events, wrapped or not, are refused."""
+    from soap_service.store import auth as store_auth
+    from soap_service.store.auth import Zone
+
+    settings = load_settings({"MC_DATABASE_URL": f"sqlite:///{tmp_path}/mc.db",
+                              "MC_MAX_EVENTS_PER_CALL": "1", "MC_AUTH_CACHE_TTL": "0"})
+    application = create_app(settings)
+    schema.upgrade(application.db)
+    store_auth.add_zone(application.db, Zone(name="lo", cidr="127.0.0.0/8",
+                                             allow_empty_password=True))
+    body = ('<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+            '<PushEvents xmlns="urn:nms:rtEvent"><sessiontoken>mc/</sessiontoken>'
+            f"<domEventCollection>{events}</domEventCollection></PushEvents>"
+            "</s:Body></s:Envelope>").encode()
+    try:
+        status, _, out = _call(application, "POST", "/soap", body)
+    finally:
+        application.db.dispose()
+    assert status.startswith("200" if accepted else "500"), out
+    assert (b"too many events" in out) is not accepted

@@ -118,6 +118,7 @@ class Interpreter:
         self.steps = 0
         self.size = 0
         self.deadline = time.monotonic() + limits.max_seconds
+        self.work = 0  # steps plus XML children scanned: what the clock checks follow
         self.next_clock_check = 0
         self.out: list[str] = []
         self.scope: dict[str, Nodes] = {}
@@ -126,12 +127,13 @@ class Interpreter:
         self.block(nodes)
         return "".join(self.out)
 
-    def tick(self, cost: int = 1) -> None:
+    def tick(self, cost: int = 1, scanned: int = 0) -> None:
         self.steps += cost
         if self.steps > self.limits.max_steps:
             raise RenderError(f"render step limit exceeded ({self.limits.max_steps})")
-        if self.steps >= self.next_clock_check:
-            self.next_clock_check = self.steps + 1000
+        self.work += cost + scanned
+        if self.work >= self.next_clock_check:
+            self.next_clock_check = self.work + 1000
             if time.monotonic() > self.deadline:
                 raise RenderError(f"render time limit exceeded ({self.limits.max_seconds}s)")
 
@@ -209,7 +211,10 @@ class Interpreter:
         for kind, key in steps:
             if not isinstance(value, Nodes):
                 return None
-            self.tick(len(value.items))
+            # a child step scans every child: a lookup in a loop over a large ctx costs
+            # far more than one step, so the clock is checked by that work too
+            scanned = sum(len(el) for el in value.items) if kind == "child" else 0
+            self.tick(len(value.items), scanned)
             value = step(value, kind, key)
         return value
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+from types import SimpleNamespace
+
 import pytest
 
 from soap_service.errors import RenderError, TemplateSyntaxError
 from soap_service.models import Channel, Event, Queue, TemplateContent
-from soap_service.render import check_content, render_message
+from soap_service.render import check_content, personalize, render_message
 from soap_service.render.compiler import compile_source
 from soap_service.render.personalize import EventData, Limits, parse_ctx, render_source
 
@@ -80,6 +83,20 @@ def test_time_limit() -> None:
     with pytest.raises(RenderError, match="time limit"):
         render_source(src, data(), escape=False,
                       limits=Limits(max_steps=10**9, max_seconds=0.0))
+
+
+def test_clock_follows_the_xml_scanned_not_only_steps(monkeypatch) -> None:
+    """A lookup inside a loop over a large ctx is few steps but much work: the time limit
+    is checked as that work accumulates, not only every thousand steps."""
+    calls = itertools.count()  # a clock that moves one second per reading
+    monkeypatch.setattr(personalize, "time", SimpleNamespace(monotonic=lambda: next(calls)))
+    ctx = "<ctx><i>" + "<x/>" * 5000 + "</i><j><y/><y/><y/></j></ctx>"
+    src = "{% for a in rtEvent.ctx.j.y %}{{ rtEvent.ctx.i.x }}{% endfor %}"
+    with pytest.raises(RenderError, match="time limit"):
+        render_source(src, data(ctx), escape=False, limits=Limits(max_seconds=1.5))
+    calls = itertools.count()  # a render over little data reads the clock once: it passes
+    assert render_source("{% for a in rtEvent.ctx.j.y %}{{ rtEvent.ctx.j.y }}{% endfor %}",
+                         data(ctx), escape=False, limits=Limits(max_seconds=1.5)) == ""
 
 
 def test_replace_cannot_amplify_without_bound() -> None:

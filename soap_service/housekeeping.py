@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from soap_service import clock
 from soap_service.config import Settings
+from soap_service.errors import ValidationFailed
 from soap_service.store import Database, logs
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def _groups(db: Database, settings: Settings, now: datetime
 def purge(db: Database, settings: Settings, dry_run: bool = False,
           batch_size: int = DEFAULT_BATCH) -> dict[str, int]:
     """Delete (or, with ``dry_run``, count) everything past retention; returns counts."""
+    if batch_size < 1:
+        raise ValidationFailed("--batch-size must be at least 1")
     now = clock.utcnow()
     totals: Counter[str] = Counter({key: 0 for key in COUNT_KEYS})
     for types, other_than, cutoff in _groups(db, settings, now):

@@ -8,6 +8,7 @@ import dataclasses
 from soap_service import catalog, exclusions, followup, housekeeping, track, tracking_web
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
+from soap_service.errors import ValidationFailed
 from soap_service.models import make_plid
 from soap_service.store.logs import FollowupRule
 
@@ -45,8 +46,14 @@ def cmd_followup_run(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def _limit(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ValidationFailed("--limit must be at least 1")
+    return int(args.limit)
+
+
 def cmd_quarantine_list(args: argparse.Namespace, ctx: CliContext) -> int:
-    entries = exclusions.list_entries(ctx.db, args.source, args.limit)
+    entries = exclusions.list_entries(ctx.db, args.source, _limit(args))
     ctx.emit([dataclasses.asdict(e) for e in entries],
              ["address", "source", "reason", "created_at"])
     return 0
@@ -75,7 +82,7 @@ def _with_plid(row: dict, ctx: CliContext) -> dict:
 
 def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
     hits = tracking_web.list_hits(ctx.db, _event_pk(args, ctx), args.kind, args.human,
-                                  args.limit)
+                                  _limit(args))
     ctx.emit([_with_plid(dataclasses.asdict(h), ctx) for h in hits],
              ["created_at", "plId", "kind", "machine", "url", "ip", "user_agent"])
     return 0
@@ -83,7 +90,7 @@ def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_exclusions_list(args: argparse.Namespace, ctx: CliContext) -> int:
     since = catalog.parse_duration(args.since) if args.since else None
-    rows = exclusions.list_exclusions(ctx.db, since, _event_pk(args, ctx), args.limit)
+    rows = exclusions.list_exclusions(ctx.db, since, _event_pk(args, ctx), _limit(args))
     ctx.emit([_with_plid(dataclasses.asdict(r), ctx) for r in rows],
              ["id", "plId", "address", "reason", "created_at"])
     return 0

@@ -121,6 +121,9 @@ def test_quarantine_cli(sqlite_url: str, tmp_path) -> None:
     assert [(r["plId"], r["address"], r["reason"]) for r in rows] == [
         (int(plid), "a@example.com", "denylisted: complained")]
     assert plid in run_cli(env, "exclusions", "list", "--since", "1h").stdout
+    for group in ("exclusions", "quarantine", "tracking"):
+        bad = run_cli(env, group, "list", "--limit", "0", check=False)
+        assert bad.returncode == 1 and "--limit must be at least 1" in bad.stderr
     run_cli(env, "quarantine", "remove", "a@example.com")
     missing = run_cli(env, "quarantine", "remove", "a@example.com", check=False)
     assert missing.returncode == 1 and "not in quarantine" in missing.stderr

@@ -114,9 +114,12 @@ def test_purge_keeps_children_when_parent_goes(db: Database, purge_settings) -> 
 
 
 def test_purge_cli_dry_run(sqlite_url: str) -> None:
-    """``msgcenter purge --dry-run --json`` reports the counts and deletes nothing."""
+    """``msgcenter purge --dry-run --json`` reports the counts and deletes nothing; a batch
+    size below 1 is refused."""
     env = {"MC_DATABASE_URL": sqlite_url, "MC_SQLITE_SYNCHRONOUS": "normal",
            "MC_RETENTION_DAYS": "0"}
     run_cli(env, "init")
     out = json.loads(run_cli(env, "--json", "purge", "--dry-run").stdout)
     assert out == {"dry_run": True, **dict.fromkeys(housekeeping.COUNT_KEYS, 0)}
+    bad = run_cli(env, "purge", "--batch-size", "0", check=False)  # used to loop forever
+    assert bad.returncode == 1 and "--batch-size must be at least 1" in bad.stderr

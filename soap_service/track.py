@@ -144,7 +144,9 @@ def location_header(url: str) -> str:
 # ---------------------------------------------------------------- HTML instrumentation
 
 _A_TAG = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
-_HREF = re.compile(r"""(\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
+# the href attribute itself, not data-href or xlink:href
+_HREF = re.compile(r"""((?<![\w:-])href\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""",
+                   re.IGNORECASE)
 _NOTRACK = re.compile(r"\sdata-notrack\b", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 

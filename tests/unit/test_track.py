@@ -111,6 +111,15 @@ def test_links_are_rewritten_to_signed_redirects() -> None:
     assert "class='b'" in out and ">A</a>" in out
 
 
+def test_only_the_href_attribute_is_rewritten() -> None:
+    """``data-href`` and ``xlink:href`` are not the link: the real ``href`` is rewritten."""
+    html = '<a data-href="https://other.example/" href="https://real.example/">r</a>'
+    out = track.instrument_html(html, 9, BASE, SECRET)
+    [token] = _tokens(out, "c")
+    assert track.verify_token(SECRET, token, track.CLICK).url == "https://real.example/"
+    assert 'data-href="https://other.example/"' in out
+
+
 def test_notrack_mailto_and_anchor_links_are_kept() -> None:
     """data-notrack, mailto:, tel: and #anchor links are left untouched."""
     html = ('<a data-notrack href="https://keep.example/">k</a><a href="mailto:x@y.z">m</a>'

@@ -249,11 +249,15 @@ def cmd_template_preview(args: argparse.Namespace, ctx: CliContext) -> int:
         return _write_preview(Path(args.out), parts, ctx)
     if ctx.json:
         ctx.emit({"template": args.name, "version": result.version, "to": result.address,
-                  "from": result.message.from_addr, **parts})
+                  "from": result.message.from_addr, "reply_to": result.message.reply_to,
+                  **parts})
     elif args.part:
         sys.stdout.write(parts[args.part])
     else:
         print(f"template {args.name} ({result.version}) to {result.address or '(no address)'}")
+        if result.message.from_addr or result.message.reply_to:
+            print(f"from {result.message.from_addr}"
+                  + (f", reply to {result.message.reply_to}" if result.message.reply_to else ""))
         for name, body in parts.items():
             print(f"--- {name} ---")
             print(body)

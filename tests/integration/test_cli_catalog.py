@@ -83,6 +83,9 @@ def test_template_lifecycle_round_trip(any_env: dict[str, str], tmp_path: Path) 
     assert (out / "body.html").read_text(encoding="utf-8") == shown["html"]
     part = run_cli(env, "template", "preview", "order", "--part", "subject").stdout
     assert part == "Order A-1042"
+    human = run_cli(env, "template", "preview", "order").stdout.splitlines()
+    assert human[:4] == ["template order (draft) to qa@example.com", "from shop@example.com",
+                         "--- subject ---", "Order A-1042"]
 
     v1 = cli_json(env, "template", "publish", "order")
     assert (v1["version"], v1["published_by"], v1["state"]) == (1, "carol", "live")

@@ -188,10 +188,27 @@ class TemplateSummary:
             store.content_hash(self.template.draft) != self.latest.version.content_hash
 
 
+def _check_parts(content: TemplateContent, channel: Channel) -> None:
+    """Refuse parts the channel has no use for (``--subject`` on an SMS template is a slip,
+    not something to store silently), then check the syntax of the others."""
+    own = [*render.CHANNEL_PARTS[channel], *(["push_data"] if channel is Channel.PUSH else [])]
+    foreign = [f.name for f in dataclasses.fields(TemplateContent)
+               if f.name not in own and getattr(content, f.name)]
+    if foreign:
+        article = "an" if channel is Channel.EMAIL else "a"
+        raise ValidationFailed(f"{article} {channel.value} template has no {_options(foreign)} "
+                               f"(its parts: {_options(own)})")
+    render.check_content(content, channel)
+
+
+def _options(fields: list[str]) -> str:
+    return ", ".join("--" + f.removesuffix("_addr").replace("_", "-") for f in fields)
+
+
 def create_template(db: Database, name: str, event_type: str, channel: Channel,
                     content: TemplateContent) -> Template:
     _check_name("template", name)
-    render.check_content(content, channel)
+    _check_parts(content, channel)
     with db.begin() as conn:
         if store.get_event_type(conn, event_type) is None:
             raise NotFound(f"no event type {event_type!r} (create it with: msgcenter "
@@ -212,7 +229,7 @@ def edit_template(db: Database, name: str, **changes: Any) -> Template:
         tpl = _template(conn, name, for_update=True)
         draft = dataclasses.replace(tpl.draft, **{k: v for k, v in changes.items()
                                                  if v is not None})
-        render.check_content(draft, tpl.channel)
+        _check_parts(draft, tpl.channel)
         store.update_draft(conn, tpl.id, draft, clock.utcnow())
         tpl = _template(conn, name)
     log.info("template.edited name=%s", name)

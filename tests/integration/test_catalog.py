@@ -102,6 +102,21 @@ def test_template_needs_event_type_and_valid_syntax(db: Database) -> None:
         catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
 
 
+def test_parts_of_another_channel_are_refused(db: Database) -> None:
+    """A subject on an SMS template, or push data on an email template, is an error naming
+    the option, at create and at edit; the draft is left as it was."""
+    setup_type(db)
+    with pytest.raises(ValidationFailed, match=r"^a sms template has no --subject, --html "
+                                               r"\(its parts: --sms\)$"):
+        catalog.create_template(db, "s", "order", Channel.SMS, C(sms="x", subject="y", html="z"))
+    catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
+    with pytest.raises(ValidationFailed, match="an email template has no --push-data"):
+        catalog.edit_template(db, "t", push_data={"k": "v"})
+    assert catalog.get_template(db, "t").template.draft == GOOD
+    catalog.create_template(db, "p", "order", Channel.PUSH,
+                            C(push_title="t", push_data={"k": "{{ rtEvent.email }}"}))
+
+
 def test_publish_versions_and_immutability(db: Database) -> None:
     """Publish freezes the draft as numbered versions; editing the draft changes none."""
     setup_type(db)

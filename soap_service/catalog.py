@@ -56,6 +56,13 @@ def _cached(db: Database, key: Any, load: Any) -> Any:
     return value
 
 
+def _check_length(what: str, value: str | None, limit: int) -> None:
+    """The columns' sizes, checked here: PostgreSQL would refuse a longer value with an
+    error no user should see (SQLite would store it)."""
+    if value is not None and len(value) > limit:
+        raise ValidationFailed(f"{what} is too long (at most {limit} characters)")
+
+
 def _check_name(kind: str, name: str) -> None:
     if not _NAME.match(name or ""):
         raise ValidationFailed(f"invalid {kind} name {name!r}: use letters, digits, '_', '.', "
@@ -127,6 +134,7 @@ def _check_event_type(et: EventType) -> None:
         raise ValidationFailed("max attempts must be between 1 and 100")
     if et.validity_seconds < 1 or et.retention_seconds < 1:
         raise ValidationFailed("validity and retention must be positive durations")
+    _check_length("label", et.label, 255)
     Lane(et.lane)
 
 
@@ -266,6 +274,7 @@ def delete_template(db: Database, name: str) -> None:
 
 def publish(db: Database, name: str, operator: str) -> VersionInfo:
     """Freeze the draft as a new published version; routing uses it from now on."""
+    _check_length("operator", operator, 128)
     try:
         with db.begin() as conn:
             tpl = _template(conn, name, for_update=True)
@@ -410,6 +419,8 @@ def add_seed(db: Database, template: str, address: str, ctx_xml: str,
     """Add (or replace) a seed address with its test data for a template."""
     if not address.strip():
         raise ValidationFailed("a seed needs an address")
+    _check_length("address", address.strip(), 320)
+    _check_length("external id", external_id, 255)
     render.check_ctx(ctx_xml)
     with db.begin() as conn:
         tpl = _template(conn, template)

@@ -63,6 +63,24 @@ def test_event_type_crud_and_defaults(db: Database) -> None:
         catalog.add_event_type(db, EventType(name="bad name!"))
 
 
+def test_values_longer_than_their_columns_are_refused_cleanly(db: Database) -> None:
+    """A label, seed address, external id or operator longer than its column is a
+    validation error on both backends (PostgreSQL would otherwise fail with a DataError)."""
+    with pytest.raises(ValidationFailed, match="label is too long"):
+        catalog.add_event_type(db, EventType(name="order", label="x" * 256))
+    setup_type(db)
+    with pytest.raises(ValidationFailed, match="label is too long"):
+        catalog.update_event_type(db, "order", label="x" * 256)
+    catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
+    with pytest.raises(ValidationFailed, match="address is too long"):
+        catalog.add_seed(db, "t", "a" * 320 + "@example.com", "<ctx/>")
+    with pytest.raises(ValidationFailed, match="external id is too long"):
+        catalog.add_seed(db, "t", "a@example.com", "<ctx/>", "x" * 256)
+    with pytest.raises(ValidationFailed, match="operator is too long"):
+        catalog.publish(db, "t", "o" * 129)
+    assert catalog.publish(db, "t", "o" * 128).version.published_by == "o" * 128
+
+
 def test_remove_refused_while_in_use(db: Database) -> None:
     """An event type is not removed while a template or a waiting event uses it."""
     setup_type(db, "a")

@@ -37,6 +37,8 @@ class Settings:
     max_body_bytes: int = 2 * 1024 * 1024
     max_events_per_call: int = 1000
     max_xml_depth: int = 64
+    # Where HTTP worker processes share their /metrics counters (set by `msgcenter serve`)
+    metrics_dir: str = ""
     # Email relay
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025

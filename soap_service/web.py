@@ -228,7 +228,7 @@ class WebApp:
         self.settings = settings
         self.db = db
         self.routes = list(routes) or list(ROUTES)
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.metrics_dir or None)
         self.soap_services = router.Services(settings, db)
         wsdl.silence_spyne()
         self._wsdl = {s: wsdl.wsdl_bytes(s, settings.public_url) for s in wsdl.SCHEMAS}

@@ -20,9 +20,11 @@ import argparse
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -220,7 +222,12 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     gunicorn_cmd = [sys.executable, "-m", "soap_service.cli.serve",
                     f"{host}:{args.port}", str(args.workers), args.log_level]
-    code = Supervisor(gunicorn_cmd, worker_cmd).run()
+    metrics_dir = tempfile.mkdtemp(prefix="msgcenter-metrics-")  # the workers' shared counters
+    os.environ["MC_METRICS_DIR"] = metrics_dir
+    try:
+        code = Supervisor(gunicorn_cmd, worker_cmd).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if code:
         raise ServerError(f"the HTTP server stopped unexpectedly (exit code {code})")
     return 0

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -124,6 +125,35 @@ def test_wsdl_without_public_url_names_the_served_port(start_server, sqlite_url:
     with urllib.request.urlopen(server.wsdl_url(), timeout=10) as resp:
         wsdl = resp.read().decode()
     assert f'location="{server.url}/nl/jsp/soaprouter.jsp"' in wsdl
+
+
+def test_metrics_count_every_http_worker(start_server, sqlite_url: str):
+    """/metrics under `serve --workers 2` counts the requests of both workers, whichever
+    answers the scrape: one worker is held on a half-sent request while the other serves
+    6 faults, then finishes its own (7 in all, at most 6 in either worker)."""
+    server = start_server(sqlite_url, "--workers", "2")
+    host, port = server.url.removeprefix("http://").split(":")
+    held = socket.create_connection((host, int(port)), timeout=30)
+    held.sendall(b"POST /soap HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                 b"Content-Length: 7\r\nConnection: close\r\n\r\nnot")
+    try:
+        for _ in range(6):
+            request = urllib.request.Request(f"{server.url}/soap", data=b"not xml")
+            with pytest.raises(urllib.error.HTTPError) as info:  # a SOAP fault is HTTP 500
+                urllib.request.urlopen(request, timeout=10)
+            assert info.value.code == 500
+        held.sendall(b" xml")
+        assert held.recv(64).startswith(b"HTTP/1.1 500")
+    finally:
+        held.close()
+    series = 'mc_soap_faults_total{service="unknown",method="unknown",code="Client"} 7\n'
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+            return resp.read().decode()
+
+    wait_for(lambda: series in scrape(), timeout=30, what="all 7 faults in /metrics")
+    assert all(series in scrape() for _ in range(6))
 
 
 def test_serve_runs_and_restarts_a_worker_and_stops_cleanly(start_server, sqlite_url: str):

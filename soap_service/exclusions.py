@@ -59,21 +59,6 @@ def check_event(db: Database, event: Event) -> str | None:
     return reason
 
 
-def exclude_if_listed(db: Database, event: Event) -> str | None:
-    """Standalone form of :func:`check_event`: also ends the event ``ignored`` itself."""
-    if not event.address:
-        return None
-    address = normalise_address(event.address)
-    with db.begin() as conn:
-        entry = logs.get_quarantine(conn, address)
-        if entry is None:
-            return None
-        reason = exclusion_reason(entry)
-        logs.mark_ignored(conn, event.id, address, reason, clock.utcnow())
-    log.info("event.excluded event_id=%s", event.id)
-    return reason
-
-
 def quarantine_after_failure(db: Database, event: Event, result: SendResult) -> bool:
     """Quarantine the event's address after a permanent failure at RCPT; True if it did."""
     if result.outcome is not SendOutcome.PERMANENT or not result.at_rcpt or not event.address:

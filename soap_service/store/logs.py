@@ -186,16 +186,6 @@ def insert_exclusion(conn: Connection, event_id: int | None, address: str | None
         event_id=event_id, address=address, reason=reason, created_at=at))
 
 
-def mark_ignored(conn: Connection, event_id: int, address: str | None, reason: str,
-                 at: datetime) -> None:
-    """End an event ``ignored`` (released from its claim) with an exclusion-log row."""
-    conn.execute(update(events).where(events.c.id == event_id).values(
-        status="ignored", last_error=reason, claimed_by=None, claimed_until=None, updated_at=at))
-    conn.execute(insert(event_status_log).values(
-        event_id=event_id, status="ignored", reason=reason, created_at=at))
-    insert_exclusion(conn, event_id, address, reason, at)
-
-
 def list_exclusions(conn: Connection, since: datetime | None = None, event_id: int | None = None,
                     limit: int = 100) -> list[Exclusion]:
     query = select(exclusion_log).order_by(exclusion_log.c.id.desc()).limit(limit)

@@ -7,14 +7,13 @@ from datetime import datetime, timedelta
 
 import pytest
 from conftest import run_cli
-from tracking_support import add_events, event_row, finish
+from tracking_support import add_events, event_row, finish, ignore
 
 from soap_service import clock, exclusions, report
 from soap_service.errors import ValidationFailed
 from soap_service.models import EventStatus
 from soap_service.store import Database
 from soap_service.store import queue as store_queue
-from soap_service.store.events import get_event
 
 T0 = datetime(2026, 6, 10, 15, 0, 0)
 
@@ -64,7 +63,7 @@ def build_history(db: Database) -> None:
         advance(timedelta(seconds=10))
         finish(db, orders[:3], duration_ms=40)
         finish(db, orders[3:], EventStatus.DELIVERY_FAILED, outcome="permanent", duration_ms=100)
-        assert exclusions.exclude_if_listed(db, get_event(db, ignored))
+        ignore(db, ignored)
         finish(db, news[:1], duration_ms=20)
         finish(db, news[1:], EventStatus.TOO_OLD, outcome="")
         finish(db, [unknown], EventStatus.ROUTING_FAILED, outcome="")

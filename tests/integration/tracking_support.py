@@ -63,6 +63,19 @@ def finish(db: Database, ids: list[int], status: EventStatus = EventStatus.PROCE
     store_queue.record_outcomes(db, WORKER, outcomes, now)
 
 
+def ignore(db: Database, pk: int) -> str:
+    """The worker's path for a listed address: exclusion-log row, then ``ignored``."""
+    from soap_service import exclusions
+    from soap_service.store.events import get_event
+
+    event = get_event(db, pk)
+    assert event is not None
+    reason = exclusions.check_event(db, event)
+    assert reason, "the event's address must be quarantined or denylisted"
+    finish(db, [pk], EventStatus.IGNORED, outcome="", reason=reason)
+    return reason
+
+
 def sent_events(db: Database, count: int, **kw: Any) -> list[int]:
     """``count`` events of one kind, stored and sent now."""
     ids = add_events(db, [event_row(n, **kw) for n in range(count)])

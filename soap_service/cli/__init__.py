@@ -23,7 +23,8 @@ COMMAND_MODULES = (
     "soap_service.cli.worker",  # worker, devsmtp
     "soap_service.cli.admin",  # operator, zone, apikey
     "soap_service.cli.events",  # events, push
-    "soap_service.cli.catalog",  # eventtype, template, seed
+    "soap_service.cli.eventtype",  # eventtype
+    "soap_service.cli.catalog",  # template, seed
     "soap_service.cli.tracking",  # followup, quarantine, exclusions, purge
     "soap_service.cli.observe",  # status, history
 )

@@ -27,6 +27,9 @@ OPEN = "open"
 CLICK = "click"
 _KIND_CODES = {OPEN: "o", CLICK: "c"}
 _SIG_BYTES = 16  # 128-bit truncated HMAC: forging one is out of reach, tokens stay short
+# longer click tokens are not made (the link stays as it is): gunicorn refuses request
+# lines over 4094 bytes, so a longer /r/c/ URL would break the reader's click
+MAX_TOKEN = 3800
 # an open this soon after the message was accepted is a scanner or a prefetch, not a person
 MACHINE_OPEN_WINDOW = timedelta(seconds=2)
 # user agents of image proxies, link scanners and previewers (lower-case substrings)
@@ -100,7 +103,7 @@ def make_token(secret: str, kind: str, event_id: int, url: str = "") -> str:
 def verify_token(secret: str, token: str, kind: str) -> TrackingToken | None:
     """The token's content if it is well-formed, of ``kind`` and correctly signed; else None."""
     body, _, sig = token.partition(".")
-    if not body or not sig or len(token) > 8192:
+    if not body or not sig or len(token) > MAX_TOKEN:
         return None
     try:
         raw, given = _unb64(body), _unb64(sig)
@@ -180,7 +183,10 @@ def instrument_html(html_text: str, event_id: int, base_url: str, secret: str) -
         target = html.unescape(raw).strip()
         if not is_trackable_url(target):
             return tag
-        tracked = click_url(base, secret, event_id, target)
+        token = make_token(secret, CLICK, event_id, target)
+        if len(token) > MAX_TOKEN:
+            return tag
+        tracked = f"{base}/r/c/{token}"
         return tag[: href.start()] + f'{href.group(1)}"{tracked}"' + tag[href.end():]
 
     body = _A_TAG.sub(rewrite_tag, html_text)

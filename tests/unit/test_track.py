@@ -120,6 +120,19 @@ def test_only_the_href_attribute_is_rewritten() -> None:
     assert 'data-href="https://other.example/"' in out
 
 
+def test_a_link_too_long_for_a_request_line_is_left_untracked() -> None:
+    """A click URL the HTTP server would refuse (request line over 4 KB) is not made: the
+    link keeps its own target; a long but acceptable one is tracked and verifies."""
+    long_ok = "https://x.example/?q=" + "a" * 2000
+    too_long = "https://x.example/?q=" + "b" * 3000
+    out = track.instrument_html(f'<a href="{long_ok}">1</a><a href="{too_long}">2</a>',
+                                9, BASE, SECRET)
+    [token] = _tokens(out, "c")
+    assert len(token) <= track.MAX_TOKEN
+    assert track.verify_token(SECRET, token, track.CLICK).url == long_ok
+    assert f'<a href="{too_long}">2</a>' in out
+
+
 def test_notrack_mailto_and_anchor_links_are_kept() -> None:
     """data-notrack, mailto:, tel: and #anchor links are left untouched."""
     html = ('<a data-notrack href="https://keep.example/">k</a><a href="mailto:x@y.z">m</a>'

@@ -306,8 +306,11 @@ def retention_by_type(conn: Connection) -> dict[str, int]:
 
 
 def _purgeable(types: Sequence[str], other_than: bool, cutoff: datetime) -> Any:
+    """Final events past ``cutoff``; a follow-up waits for its parent to go first (its row
+    is what stops the follow-up job from following that parent up once more)."""
     kind = events.c.event_type.not_in(types) if other_than else events.c.event_type.in_(types)
-    return and_(kind, events.c.created_at < cutoff, events.c.status.in_(FINAL_STATUSES))
+    return and_(kind, events.c.created_at < cutoff, events.c.status.in_(FINAL_STATUSES),
+                events.c.parent_id.is_(None))
 
 
 _EVENT_LOGS = (("tracking_log", tracking_log), ("exclusion_log", exclusion_log),

@@ -10,9 +10,9 @@ from conftest import run_cli
 from sqlalchemy import func, insert, select
 from tracking_support import add_events, event_row, finish, ignore, sent_events
 
-from soap_service import catalog, clock, exclusions, housekeeping
+from soap_service import catalog, clock, exclusions, followup, housekeeping
 from soap_service.config import Settings
-from soap_service.models import EventStatus, EventType
+from soap_service.models import Channel, EventStatus, EventType, TemplateContent
 from soap_service.store import Database
 from soap_service.store.events import get_event
 from soap_service.tables import (
@@ -123,3 +123,26 @@ def test_purge_cli_dry_run(sqlite_url: str) -> None:
     assert out == {"dry_run": True, **dict.fromkeys(housekeeping.COUNT_KEYS, 0)}
     bad = run_cli(env, "purge", "--batch-size", "0", check=False)  # used to loop forever
     assert bad.returncode == 1 and "--batch-size must be at least 1" in bad.stderr
+
+
+def test_followup_outlives_its_retention_while_its_parent_exists(db: Database,
+                                                                  purge_settings) -> None:
+    """A follow-up of a short-retention type is kept while its parent exists, so the
+    follow-up job never sees that parent as not followed up and mails it again."""
+    catalog.add_event_type(db, EventType(name="order", retention_seconds=30 * 86400))
+    catalog.add_event_type(db, EventType(name="nudge", retention_seconds=86400))
+    catalog.create_template(db, "nudge_mail", "nudge", Channel.EMAIL, TemplateContent(
+        from_addr="shop@example.org", subject="Still there?", html="<p>x</p>", text="x"))
+    with clock.frozen_clock(T0) as advance:
+        followup.add_rule(db, "nudge", "order", "nudge_mail", "1d", "not-opened")
+        [parent] = sent_events(db, 1, event_type="order")
+        advance(timedelta(days=1, minutes=1))
+        assert followup.tick(db) == 1
+        with db.connect() as conn:
+            [child] = conn.execute(select(events.c.id)
+                                   .where(events.c.parent_id == parent)).scalars()
+        finish(db, [child])
+        advance(timedelta(days=2))
+        assert housekeeping.purge(db, purge_settings)["events"] == 0
+        assert followup.tick(db) == 0
+    assert get_event(db, child) is not None

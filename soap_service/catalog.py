@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import email.utils
 import logging
 import re
 import time
@@ -198,7 +199,8 @@ class TemplateSummary:
 
 def _check_parts(content: TemplateContent, channel: Channel) -> None:
     """Refuse parts the channel has no use for (``--subject`` on an SMS template is a slip,
-    not something to store silently), then check the syntax of the others."""
+    not something to store silently), then check the others' syntax, and that a From or
+    Reply-To written out (not personalised) is an address."""
     own = [*render.CHANNEL_PARTS[channel], *(["push_data"] if channel is Channel.PUSH else [])]
     foreign = [f.name for f in dataclasses.fields(TemplateContent)
                if f.name not in own and getattr(content, f.name)]
@@ -207,6 +209,11 @@ def _check_parts(content: TemplateContent, channel: Channel) -> None:
         raise ValidationFailed(f"{article} {channel.value} template has no {_options(foreign)} "
                                f"(its parts: {_options(own)})")
     render.check_content(content, channel)
+    for option, value in (("--from", content.from_addr), ("--reply-to", content.reply_to)):
+        personalised = "<%" in value or "{{" in value or "{%" in value
+        if value.strip() and not personalised and "@" not in email.utils.parseaddr(value)[1]:
+            raise ValidationFailed(f"{option} {value!r} is not an email address (write "
+                                   "'name@example.com' or 'Name <name@example.com>')")
 
 
 def _options(fields: list[str]) -> str:

@@ -135,6 +135,21 @@ def test_parts_of_another_channel_are_refused(db: Database) -> None:
                             C(push_title="t", push_data={"k": "{{ rtEvent.email }}"}))
 
 
+def test_from_and_reply_to_must_be_addresses(db: Database) -> None:
+    """A From or Reply-To that is plainly not an address is refused when saved; a
+    personalised one is checked when rendered."""
+    setup_type(db)
+    with pytest.raises(ValidationFailed, match="--from 'Shop' is not an email address"):
+        catalog.create_template(db, "t", "order", Channel.EMAIL,
+                                C(from_addr="Shop", subject="s", text="t"))
+    catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
+    with pytest.raises(ValidationFailed, match="--reply-to"):
+        catalog.edit_template(db, "t", reply_to="help desk")
+    for ok in ("Shop <shop@example.com>", "{{ rtEvent.ctx.sender }}", ""):
+        catalog.edit_template(db, "t", reply_to=ok)
+        assert catalog.get_template(db, "t").template.draft.reply_to == ok
+
+
 def test_publish_versions_and_immutability(db: Database) -> None:
     """Publish freezes the draft as numbered versions; editing the draft changes none."""
     setup_type(db)

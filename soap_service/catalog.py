@@ -74,17 +74,23 @@ def _check_name(kind: str, name: str) -> None:
 
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(r"(\d+)\s*([wdhms])")
+# 50 years: fits the INTEGER columns (validity, retention, follow-up delay) and datetimes
+MAX_DURATION = 50 * 365 * 86400
 
 
 def parse_duration(text: str) -> int:
     """``"90"`` (seconds), ``"15m"``, ``"36h"``, ``"1d"``, ``"1h30m"``, ``"2w"`` -> seconds."""
     raw = text.strip().lower()
     if raw.isdigit():
-        return int(raw)
-    parts = _DURATION.findall(raw)
-    if not parts or _DURATION.sub("", raw).strip():
-        raise ValidationFailed(f"invalid duration {text!r} (examples: 90s, 15m, 36h, 1d, 2w)")
-    return sum(int(n) * _UNITS[u] for n, u in parts)
+        seconds = int(raw)
+    else:
+        parts = _DURATION.findall(raw)
+        if not parts or _DURATION.sub("", raw).strip():
+            raise ValidationFailed(f"invalid duration {text!r} (examples: 90s, 15m, 36h, 1d, 2w)")
+        seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds > MAX_DURATION:
+        raise ValidationFailed(f"duration {text!r} is too long (at most {MAX_DURATION // 86400}d)")
+    return seconds
 
 
 def format_duration(seconds: int) -> str:

@@ -96,7 +96,10 @@ def cmd_template_create(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_template_edit(args: argparse.Namespace, ctx: CliContext) -> int:
-    catalog.edit_template(ctx.db, args.name, **_content_changes(args))
+    changes = _content_changes(args)
+    if all(v is None for v in changes.values()):
+        raise ValidationFailed("nothing to change: give at least one option (see --help)")
+    catalog.edit_template(ctx.db, args.name, **changes)
     ctx.emit(_summary_row(catalog.get_template(ctx.db, args.name)))
     return 0
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from soap_service import catalog
 from soap_service.cli.context import CliContext
+from soap_service.errors import ValidationFailed
 from soap_service.models import EventType, Lane
 
 
@@ -38,7 +39,10 @@ def cmd_type_add(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_type_update(args: argparse.Namespace, ctx: CliContext) -> int:
-    ctx.emit(_type_row(catalog.update_event_type(ctx.db, args.name, **_type_changes(args))))
+    changes = _type_changes(args)
+    if all(v is None for v in changes.values()):
+        raise ValidationFailed("nothing to change: give at least one option (see --help)")
+    ctx.emit(_type_row(catalog.update_event_type(ctx.db, args.name, **changes)))
     return 0
 
 

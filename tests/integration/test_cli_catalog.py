@@ -50,6 +50,8 @@ def test_eventtype_commands(env: dict[str, str]) -> None:
         "name": "reset", "label": "", "lane": "transactional", "max_attempts": 5,
         "validity": "1d", "retention": "30d"}
     assert cli_json(env, "eventtype", "update", "reset", "--lane", "bulk")["lane"] == "bulk"
+    idle = run_cli(env, "eventtype", "update", "reset", check=False)
+    assert idle.returncode == 1 and "nothing to change" in idle.stderr
     assert [t["name"] for t in cli_json(env, "eventtype", "list")] == \
         ["order_confirmation", "reset"]
     dup = run_cli(env, "eventtype", "add", "reset", check=False)
@@ -144,6 +146,8 @@ def test_syntax_errors_and_bad_input_exit_non_zero(env: dict[str, str], tmp_path
             "--channel", "sms", "--sms", str(FIX / "order_ctx.xml"))
     proc = run_cli(env, "template", "edit", "t", "--sms", str(bad), check=False)
     assert proc.returncode == 1 and "sms line 2" in proc.stderr
+    proc = run_cli(env, "template", "edit", "t", check=False)
+    assert proc.returncode == 1 and "nothing to change" in proc.stderr
     missing = run_cli(env, "template", "create", "u", "--event-type", "order_confirmation",
                       "--html", str(tmp_path / "nope.html"), check=False)
     assert missing.returncode == 1 and "cannot read" in missing.stderr

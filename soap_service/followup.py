@@ -14,10 +14,11 @@ message becomes too old for its follow-up :data:`CATCH_UP` after it became due.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 
 from soap_service import clock, wakeup
-from soap_service.catalog import parse_duration
+from soap_service.catalog import get_event_type, parse_duration
 from soap_service.config import Settings
 from soap_service.errors import NotFound, ValidationFailed
 from soap_service.models import Channel
@@ -27,6 +28,7 @@ from soap_service.store.logs import FollowupRule
 log = logging.getLogger(__name__)
 
 CONDITIONS = ("not-opened", "not-clicked")
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # as catalog names
 WISHED_CHANNEL = {Channel.EMAIL.value: 0, Channel.SMS.value: 1, Channel.PUSH.value: 40}
 BATCH = 500  # parents examined per rule and transaction
 # messages sent longer than this before they became due are not followed up any more
@@ -34,7 +36,13 @@ BATCH = 500  # parents examined per rule and transaction
 CATCH_UP = timedelta(days=7)
 def add_rule(db: Database, name: str, event_type: str, template: str, after: str,
              condition: str, channel: str | None = None) -> FollowupRule:
-    """Create a rule; the template must exist (it may be published later)."""
+    """Create a rule; the event type and the template must exist (the template may be
+    published later)."""
+    if not _RULE_NAME.match(name or ""):
+        raise ValidationFailed(f"invalid rule name {name!r}: use letters, digits, '_', '.', "
+                               "'-' (at most 64 characters)")
+    if get_event_type(db, event_type) is None:
+        raise NotFound(f"event type {event_type!r} does not exist")
     if condition not in CONDITIONS:
         raise ValidationFailed(f"condition must be one of {', '.join(CONDITIONS)}")
     after_seconds = parse_duration(after)

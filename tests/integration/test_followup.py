@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -221,7 +222,8 @@ def test_concurrent_ticks_create_one_child_per_parent(db: Database) -> None:
 
 
 def test_rule_validation(db: Database) -> None:
-    """Unknown templates, bad conditions, bad delays and duplicate names are refused."""
+    """Unknown templates and event types, bad conditions, delays and names, duplicate names
+    and a channel the template does not have are refused."""
     make_catalog(db)
     with pytest.raises(NotFound):
         followup.add_rule(db, "r", "order", "nope", "3d", "not-opened")
@@ -232,6 +234,11 @@ def test_rule_validation(db: Database) -> None:
     followup.add_rule(db, "r", "order", "reminder_mail", "3d", "not-opened")
     with pytest.raises(Conflict):
         followup.add_rule(db, "r", "order", "reminder_mail", "3d", "not-opened")
+    with pytest.raises(NotFound, match="event type 'oder'"):  # a typo would never match
+        followup.add_rule(db, "r3", "oder", "reminder_mail", "3d", "not-opened")
+    for bad_name in ("", " x", "a/b"):
+        with pytest.raises(ValidationFailed, match="rule name"):
+            followup.add_rule(db, bad_name, "order", "reminder_mail", "3d", "not-opened")
     with pytest.raises(ValidationFailed, match="email template"):
         followup.add_rule(db, "r2", "order", "reminder_mail", "3d", "not-opened", "sms")
     with pytest.raises(NotFound):
@@ -251,3 +258,40 @@ def test_followup_window_closes_after_catch_up(db: Database) -> None:
         sent_events(db, 1)  # a newer one is still followed up in time
         advance(timedelta(days=3))
         assert followup.tick(db) == 1
+
+
+def test_followup_cli(sqlite_url: str) -> None:
+    """``followup add/list/disable/enable/run`` from the command line: JSON rows, one-line
+    errors with exit code 1."""
+    from conftest import make_settings, run_cli
+
+    from soap_service.store import make_engine, schema
+
+    settings = make_settings(sqlite_url)
+    db = Database(make_engine(settings), settings)
+    try:
+        schema.upgrade(db)
+        make_catalog(db)
+    finally:
+        db.dispose()
+    env = {"MC_DATABASE_URL": sqlite_url, "MC_SQLITE_SYNCHRONOUS": "normal"}
+    added = json.loads(run_cli(env, "--json", "followup", "add", "remind", "--event-type",
+                               "order", "--template", "reminder_mail", "--after", "36h",
+                               "--if", "not-clicked").stdout)
+    assert (added["name"], added["after"], added["condition"], added["channel"]) == (
+        "remind", "1d12h", "not-clicked", "email")
+    run_cli(env, "followup", "disable", "remind")
+    [rule] = json.loads(run_cli(env, "--json", "followup", "list").stdout)
+    assert (rule["name"], rule["event_type"], rule["template"], rule["enabled"]) == (
+        "remind", "order", "reminder_mail", False)
+    assert json.loads(run_cli(env, "--json", "followup", "run").stdout) == {"created": 0}
+    for args, message in (
+        (["add", "again", "--event-type", "order", "--template", "nope", "--after", "1d",
+          "--if", "not-opened"], "template 'nope' does not exist"),
+        (["add", "remind", "--event-type", "order", "--template", "reminder_mail",
+          "--after", "1d", "--if", "not-opened"], "already exists"),
+        (["enable", "missing"], "'missing' does not exist"),
+    ):
+        bad = run_cli(env, "followup", *args, check=False)
+        assert bad.returncode == 1 and message in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1

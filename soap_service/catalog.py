@@ -81,7 +81,7 @@ MAX_DURATION = 50 * 365 * 86400
 def parse_duration(text: str) -> int:
     """``"90"`` (seconds), ``"15m"``, ``"36h"``, ``"1d"``, ``"1h30m"``, ``"2w"`` -> seconds."""
     raw = text.strip().lower()
-    if raw.isdigit():
+    if raw.isdecimal():  # not isdigit(): "²" is a digit that int() refuses
         seconds = int(raw)
     else:
         parts = _DURATION.findall(raw)

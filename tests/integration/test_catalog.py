@@ -99,8 +99,9 @@ def test_durations() -> None:
         [90, 900, 129600, 86400, 5400, 1209600]
     assert catalog.format_duration(86400 * 30) == "30d"
     assert catalog.format_duration(5400) == "1h30m"
-    with pytest.raises(ValidationFailed):
-        catalog.parse_duration("soon")
+    for bad in ("soon", "²", "1d²", ""):
+        with pytest.raises(ValidationFailed):
+            catalog.parse_duration(bad)
 
 
 def test_template_needs_event_type_and_valid_syntax(db: Database) -> None:

@@ -376,7 +376,7 @@ def content_of(db: Database, name: str, which: str | int | None) -> TemplateCont
         return get_template(db, name).template.draft
     if which == "latest":
         return get_version(db, name).version.content
-    if isinstance(which, str) and not which.isdigit():
+    if isinstance(which, str) and not which.isdecimal():
         raise ValidationFailed(f"invalid version {which!r}: use a number, 'draft' or 'latest'")
     return get_version(db, name, int(which)).version.content
 

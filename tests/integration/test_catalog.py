@@ -206,8 +206,9 @@ def test_diff_between_versions_and_draft(db: Database) -> None:
         "--- t@latest/text", "+++ t@draft/text", "@@ -0,0 +1,2 @@", "+line 1", "+line 2"]
     with pytest.raises(NotFound):
         catalog.diff(db, "t", "1", "7")
-    with pytest.raises(ValidationFailed, match="'draft' or 'latest'"):
-        catalog.diff(db, "t", "1", "v2")
+    for bad in ("v2", "²"):
+        with pytest.raises(ValidationFailed, match="'draft' or 'latest'"):
+            catalog.diff(db, "t", "1", bad)
 
 
 def test_find_route_follows_lifecycle(db: Database) -> None:

@@ -1,8 +1,8 @@
 """Request counters, exposed as Prometheus text on ``GET /metrics``.
 
 Counters are kept in process.  Under ``msgcenter serve`` (several gunicorn workers) each
-worker also writes a snapshot of its counters to ``<MC_METRICS_DIR>/<pid>.json`` (at most
-once a second, from a daemon thread), and ``/metrics`` answers the sum of every
+worker also writes a snapshot of its counters to ``<MC_METRICS_DIR>/<pid>-<random>.json``
+(at most once a second, from a daemon thread), and ``/metrics`` answers the sum of every
 snapshot -- its own written fresh first -- so a scrape counts the whole server whichever
 worker answers it.  Snapshots only grow and those of exited workers are kept, so the
 sums never go down.  Without a directory (another WSGI server), the counts are the
@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import Counter
@@ -48,6 +49,9 @@ class Metrics:
         self.http: Counter[tuple[str, int]] = Counter()
         self._dir = Path(shared_dir) if shared_dir else None
         self._flusher_pid = 0  # the process whose flush thread runs (set after a fork)
+        self._path_pid = 0  # the process that owns ``_path``
+        self._path = Path()
+        self._flush_lock = threading.Lock()
 
     def observe(self, service: str, method: str, fault_code: str | None, seconds: float) -> None:
         key = (service, method)
@@ -77,10 +81,13 @@ class Metrics:
         """Write this process's snapshot (atomically) to the shared directory."""
         if self._dir is None:
             return
-        path = self._dir / f"{os.getpid()}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
-        os.replace(tmp, path)
+        with self._flush_lock:  # the flush thread and a scrape share one file
+            if self._path_pid != os.getpid():  # one file per process, never a reused pid's
+                self._path_pid = os.getpid()
+                self._path = self._dir / f"{self._path_pid}-{secrets.token_hex(4)}.json"
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
+            os.replace(tmp, self._path)
 
     def _start_flusher(self) -> None:
         if self._dir is None or self._flusher_pid == os.getpid():

@@ -117,4 +117,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         raise ConfigError("MC_INSTANCE_ID must be between 0 and 127 (plId is a signed xsd:long)")
     if settings.smtp_tls not in {"none", "starttls", "tls"}:
         raise ConfigError("MC_SMTP_TLS must be one of none, starttls, tls")
+    for name in ("smtp_concurrency", "worker_batch_size", "lease_seconds"):
+        if getattr(settings, name) < 1:  # 0 would claim nothing, ever; SQLite reads LIMIT -1 as all
+            raise ConfigError(f"MC_{name.upper()} must be at least 1")
+    if not 0 <= settings.batch_min_share <= 1:
+        raise ConfigError("MC_BATCH_MIN_SHARE must be between 0 and 1")
     return settings

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 
 from soap_service import auth, catalog
 from soap_service.config import Settings, load_settings
-from soap_service.errors import Conflict, MessageCenterError
+from soap_service.errors import ConfigError, Conflict, MessageCenterError
 from soap_service.models import Channel, EventType, Lane, TemplateContent
 from soap_service.store import Database, connect, schema
 
@@ -77,11 +78,28 @@ def setup(settings: Settings) -> str:
     return ensure_catalog(db)
 
 
+MSGCENTER = Path(sys.executable).parent / "msgcenter"
+
+
 def push_command(settings: Settings, event_type: str) -> str:
+    """A command that works as printed from any shell: the URL is spelled out, since the
+    demo's ``MC_PUBLIC_URL`` may have been set for ``make run`` only."""
     ctx = json.dumps(demo_spec()["sample_ctx"], separators=(",", ":"))
-    return (f"{Path(sys.executable).parent / 'msgcenter'} push --type {event_type} "
+    return (f"{MSGCENTER} push --url {settings.public_url.rstrip('/')} --type {event_type} "
             f"--email john.doe@example.com --token {OPERATOR[0]}/{OPERATOR[1]} "
             f"--ctx-json '{ctx}'")
+
+
+def check_port_free(host: str, port: int, variable: str) -> None:
+    """Refuse to start when another program holds a port the demo needs: the readiness
+    check would otherwise be answered by that program, and the demo would lie."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"{host}:{port} is in use ({exc.strerror}): "
+                              f"choose another port with {variable}") from None
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -102,19 +120,23 @@ def run() -> int:
     settings = load_settings()
     event_type = setup(settings)
     url = urlsplit(settings.public_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 8080
+    check_port_free(host, port, "MC_PUBLIC_URL (e.g. http://127.0.0.1:18080)")
+    check_port_free(settings.smtp_host, settings.smtp_port, "MC_SMTP_PORT")
     cli = [sys.executable, "-m", "soap_service.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     mail_dir = Path(settings.mail_dir).resolve()
     procs = [subprocess.Popen([*cli, "devsmtp", "--host", settings.smtp_host, "--port",
                                str(settings.smtp_port), "--dir", str(mail_dir)], env=env)]
     try:
-        procs.append(subprocess.Popen([*cli, "serve", "--host", url.hostname or "127.0.0.1",
-                                       "--port", str(url.port or 8080)], env=env))
+        procs.append(subprocess.Popen([*cli, "serve", "--host", host, "--port", str(port)],
+                                      env=env))
         _wait_http(f"{settings.public_url.rstrip('/')}/healthz", procs[-1])
         print(f"\nMessage Center is running at {settings.public_url}  (Ctrl-C stops it)\n"
               f"Send an event:\n\n  {push_command(settings, event_type)}\n\n"
               f"The mail appears in {mail_dir}/ (one .eml file per message).\n"
-              f"Then: msgcenter events list; msgcenter events show <plId>\n", flush=True)
+              f"Then: {MSGCENTER} events list\n"
+              f"      {MSGCENTER} events show <plId>\n", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -25,6 +25,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from soap_service.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -178,9 +180,17 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_forever(host: str, port: int, directory: Path | str) -> None:
-    """Run the sink until interrupted (``msgcenter devsmtp``)."""
-    sink = MailSink(host, port, directory).start()
+def start_sink(host: str, port: int, directory: Path | str) -> MailSink:
+    """Start the sink of ``msgcenter devsmtp``; a port in use is a one-line error."""
+    try:
+        return MailSink(host, port, directory).start()
+    except OSError as exc:  # port in use, unknown host, directory not writable
+        raise ConfigError(f"devsmtp cannot start on {host}:{port}: "
+                          f"{exc.strerror or exc}") from exc
+
+
+def serve_forever(sink: MailSink) -> None:
+    """Run a started sink until interrupted."""
     try:
         threading.Event().wait()
     finally:

@@ -71,7 +71,8 @@ def test_devsmtp_stores_each_message_as_an_eml_file(tmp_path):
 
 def test_make_run_demo_end_to_end(tmp_path):
     """The demo initialises ./var, starts the sink and serve, prints a push command that
-    works as printed, and the personalised mail appears where it says."""
+    works as printed from another shell (other ports included), and the personalised mail
+    appears where it says; the printed `events show` command finds the event."""
     http_port, smtp_port = free_port(), free_port()
     env = {**os.environ, "MC_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
            "MC_SMTP_PORT": str(smtp_port), "PYTHONUNBUFFERED": "1"}
@@ -86,10 +87,18 @@ def test_make_run_demo_end_to_end(tmp_path):
         command = next(line.strip() for line in out.splitlines() if "msgcenter push" in line)
         mail_dir = Path(next(line for line in out.splitlines()
                              if "The mail appears in" in line).split(" in ", 1)[1].split("/ ")[0])
-        push = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=60)
+        # pasted into another shell, where the demo's MC_* settings are not set
+        shell = {k: v for k, v in env.items() if not k.startswith("MC_")}
+        push = subprocess.run(shlex.split(command), cwd=tmp_path, env=shell,
+                              capture_output=True, text=True, timeout=60)
         assert push.returncode == 0, push.stderr
         _wait(lambda: list(mail_dir.glob("*.eml")), 60, "the demo mail")
+        show = next(line.strip() for line in out.splitlines() if "events show" in line)
+        show = show.removeprefix("Then:").strip().replace("<plId>", push.stdout.strip())
+        shown = subprocess.run(shlex.split(show), cwd=tmp_path, env=shell,
+                               capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert "john.doe@example.com" in shown.stdout
     finally:
         _stop(proc)
     assert mail_dir == tmp_path / "var" / "mail"
@@ -97,3 +106,65 @@ def test_make_run_demo_end_to_end(tmp_path):
     [eml] = list(mail_dir.glob("*.eml"))
     assert b"Subject: Your order A-1042 is confirmed, John" in eml.read_bytes()
     assert proc.returncode == 0
+
+
+def test_make_run_refuses_a_port_already_in_use(tmp_path):
+    """When another program listens on the demo's HTTP or SMTP port, the demo says which
+    port and which setting to change, in one line, and exits non-zero (instead of
+    reporting ready because the other program answered its health check)."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        for env_extra, variable in (
+            ({"MC_PUBLIC_URL": f"http://127.0.0.1:{taken}", "MC_SMTP_PORT": str(free_port())},
+             "MC_PUBLIC_URL"),
+            ({"MC_PUBLIC_URL": f"http://127.0.0.1:{free_port()}", "MC_SMTP_PORT": str(taken)},
+             "MC_SMTP_PORT"),
+        ):
+            env = {**os.environ, **env_extra}
+            env.pop("MC_DATABASE_URL", None)
+            proc = subprocess.run([sys.executable, "-m", "soap_service.demo"], cwd=tmp_path,
+                                  env=env, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 1
+            [line] = proc.stderr.strip().splitlines()
+            assert f"127.0.0.1:{taken} is in use" in line and variable in line
+            assert "msgcenter push" not in proc.stdout
+
+
+def test_devsmtp_on_a_busy_port_is_a_one_line_error(tmp_path):
+    """`msgcenter devsmtp` on a port another program holds: one error line, exit code
+    non-zero, no traceback and no "listening" claim."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(msgcenter_cmd("devsmtp", "--port", str(port), "--dir",
+                                            str(tmp_path / "mail")),
+                              cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    [line] = proc.stderr.strip().splitlines()
+    assert f"devsmtp cannot start on 127.0.0.1:{port}" in line
+    assert "listening" not in proc.stdout
+
+
+def test_worker_refuses_settings_that_would_never_send(tmp_path):
+    """A batch size, concurrency or lease below 1, or a batch share outside 0..1, is
+    refused at start with one line naming the setting (a batch size of 0 would claim
+    nothing, ever)."""
+    db_env = {"MC_DATABASE_URL": f"sqlite:///{tmp_path}/mc.db"}
+    cases = [({"MC_WORKER_BATCH_SIZE": "0"}, (), "MC_WORKER_BATCH_SIZE"),
+             ({"MC_SMTP_CONCURRENCY": "-1"}, (), "MC_SMTP_CONCURRENCY"),
+             ({"MC_BATCH_MIN_SHARE": "1.5"}, (), "MC_BATCH_MIN_SHARE"),
+             ({}, ("--batch-size", "-3"), "--batch-size"),
+             ({}, ("--concurrency", "0"), "--concurrency")]
+    for extra, args, name in cases:
+        proc = subprocess.run(msgcenter_cmd("worker", *args), cwd=str(ROOT),
+                              env={**os.environ, **db_env, **extra}, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode != 0, name
+        assert name in proc.stderr.strip().splitlines()[-1]

@@ -86,10 +86,18 @@ def _final(job: Job, status: EventStatus, reason: str) -> Outcome:
 # ---------------------------------------------------------------- prepare steps
 
 
+def waiting_since(event: Event) -> datetime | None:
+    """Where the type's validity starts: receipt, or the ``scheduled`` date if later (an
+    event scheduled for next week is not too old when its date comes)."""
+    if event.scheduled_at is None or event.created_at is None:
+        return event.created_at
+    return max(event.created_at, event.scheduled_at)
+
+
 def check_too_old(d: Dispatcher, job: Job) -> Outcome | None:
     """Past its ``expiration`` or its type's validity: ``tooOld``, nothing sent."""
     e = job.event
-    reason = retry.expired_reason(clock.utcnow(), e.created_at, e.expiration_at,
+    reason = retry.expired_reason(clock.utcnow(), waiting_since(e), e.expiration_at,
                                   job.event_type.validity_seconds)
     return _final(job, EventStatus.TOO_OLD, reason) if reason else None
 
@@ -191,7 +199,7 @@ def outcome_of_send(d: Dispatcher, job: Job, result: SendResult) -> Outcome:
                        e.process_at, delivery)
     failures = e.error_count + 1
     decision = retry.decide(d.policy_for(job.event_type), failures=failures,
-                            now=clock.utcnow(), created_at=e.created_at,
+                            now=clock.utcnow(), created_at=waiting_since(e),
                             expiration_at=e.expiration_at)
     if decision.retry_at is None:
         log.info("message.too_old event=%s", e.id)

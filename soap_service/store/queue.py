@@ -162,9 +162,12 @@ def release_paused(db: Database, event_type: str, channel: Channel, now: datetim
 
 def expire_paused(db: Database, event_type: str, created_before: datetime,
                   now: datetime) -> int:
-    """Paused events of ``event_type`` past their validity or ``expiration``: ``tooOld``."""
+    """Paused events of ``event_type`` past their validity (counted from receipt, or from
+    the ``scheduled`` date if later) or ``expiration``: ``tooOld``."""
+    stale = and_(events.c.created_at < created_before,
+                 or_(events.c.scheduled_at.is_(None), events.c.scheduled_at < created_before))
     cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
-                or_(events.c.created_at < created_before, events.c.expiration_at <= now))
+                or_(stale, events.c.expiration_at <= now))
     with db.begin() as conn:
         ids = list(conn.execute(select(events.c.id).where(cond)).scalars())
         if ids:

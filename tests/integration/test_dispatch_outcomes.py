@@ -179,6 +179,32 @@ def test_routing_pause_and_render_failures(db, make_dispatcher):
     assert sink.messages == []
 
 
+def test_validity_counts_from_the_scheduled_date(db, make_dispatcher):
+    """An event scheduled further ahead than its type's validity is sent when its date
+    comes (validity counts from the later of receipt and `scheduled`), and still ends
+    tooOld when it then waits longer than the validity."""
+    types = lambda db, name: EventType(name=name, validity_seconds=3600)  # noqa: E731
+    with MailSink() as sink:
+        start = clock.utcnow()
+        when = start + timedelta(hours=5)
+        sent, late = add_events(db, [
+            event_row(1, scheduled_at=when, process_at=when),
+            event_row(2, event_type="held", scheduled_at=when, process_at=when),
+        ])
+        d = make_dispatcher(sink, types=types)
+        with clock.frozen_clock(start) as advance:
+            advance(timedelta(hours=5, seconds=1))
+            assert d.tick().sent == 1
+            assert _status(db, late) is EventStatus.PAUSED
+            d.reap()
+            assert _status(db, late) is EventStatus.PAUSED  # held, within its validity
+            advance(timedelta(hours=1))
+            d.reap()
+        sink.wait_for(1)
+    assert _status(db, sent) is EventStatus.PROCESSED
+    assert _status(db, late) is EventStatus.TOO_OLD
+
+
 @pytest.mark.parametrize(("fmt", "ctype"), [(0, "multipart/alternative"), (1, "text/plain"),
                                             (2, "text/html")])
 def test_email_format_is_honoured(db, make_dispatcher, fmt, ctype):

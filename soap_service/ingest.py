@@ -10,7 +10,6 @@ raise ``errors.*``; the edge maps them).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -24,6 +23,7 @@ from lxml import etree
 from soap_service import clock
 from soap_service.clock import parse_iso_utc
 from soap_service.config import Settings
+from soap_service.ctxdata import ctx_text
 from soap_service.errors import Conflict, ValidationFailed
 from soap_service.models import WISHED_CHANNELS, Channel, Lane, Queue, make_plid
 from soap_service.store import Database
@@ -147,7 +147,7 @@ def build_row(
     row["process_at"] = row["scheduled_at"] or now
     row["priority"] = priority(queue, lanes.get(event_type))
     row["attributes"] = json.dumps(attrs, ensure_ascii=False)
-    row["ctx_xml"] = serialize_ctx(ctx)
+    row["ctx_xml"] = ctx_text(ctx)
     key = (attrs.get("idempotencyKey") or header_key or "").strip() or None
     if key is not None:
         _check_length("idempotencyKey", key, "idempotency_key")
@@ -170,14 +170,6 @@ def payload_hash(element: etree._Element) -> str:
     """SHA-256 of the event's exclusive C14N form: equal for equal events, whatever the
     prefixes, attribute order or in-scope namespaces of the envelope around it."""
     return hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).hexdigest()
-
-
-def serialize_ctx(ctx: etree._Element) -> str:
-    """The ``<ctx>`` element as text, without namespace declarations it does not use."""
-    clean = copy.deepcopy(ctx)
-    clean.tail = None
-    etree.cleanup_namespaces(clean)
-    return etree.tostring(clean, encoding="unicode")
 
 
 def _attributes(element: etree._Element) -> dict[str, str]:

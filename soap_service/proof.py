@@ -10,7 +10,6 @@ delivery log with ``is_proof`` (never counted as a delivery, never tied to an ev
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 from lxml import etree
 
-from soap_service import catalog, clock, render
+from soap_service import catalog, clock, ctxdata, render
 from soap_service.config import Settings
 from soap_service.errors import RenderError, ValidationFailed
 from soap_service.models import (
@@ -37,8 +36,6 @@ from soap_service.store.catalog import Seed, Template
 log = logging.getLogger(__name__)
 
 PROOF_PREFIX = "[PROOF] "
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                          huge_tree=False, remove_comments=True)
 # event XML attribute -> Event field (the rest is kept in Event.attributes)
 _ATTRS = {"email": "email", "mobilePhone": "mobile_phone", "externalId": "external_id",
           "origin": "origin", "language": "language", "country": "country",
@@ -49,60 +46,13 @@ _ATTRS = {"email": "email", "mobilePhone": "mobile_phone", "externalId": "extern
 
 
 def ctx_from_xml(text: str) -> str:
-    """The ``<ctx>`` of a file holding a ``<ctx>``, an event element or a whole SOAP
-    request (the first ``<ctx>`` found)."""
-    return etree.tostring(_find_ctx(_parse(text)), encoding="unicode")
-
-
-def _find_ctx(root: Any) -> Any:
-    for el in root.iter():
-        if isinstance(el.tag, str) and etree.QName(el).localname == "ctx":
-            return el
-    raise ValidationFailed("the XML file has no <ctx> element")
+    """The ``<ctx>`` of an XML file (a ``<ctx>``, an event or a SOAP request), as text."""
+    return ctxdata.ctx_text(ctxdata.ctx_from_xml(text, wrap_bare=False))
 
 
 def ctx_from_json(text: str) -> str:
-    """JSON test data -> ``<ctx>``: objects are elements, lists repeat an element,
-    ``"@name"`` keys are attributes, ``"#text"`` is an element's own text."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed(f"invalid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValidationFailed("JSON test data must be an object")
-    ctx = etree.Element("ctx")
-    try:
-        _fill(ctx, data)
-    except ValueError as exc:
-        raise ValidationFailed(f"JSON key is not a valid XML name: {exc}") from exc
-    return etree.tostring(ctx, encoding="unicode")
-
-
-def _fill(el: Any, value: Any) -> None:
-    if isinstance(value, dict):
-        for key, child in value.items():
-            if key.startswith("@"):
-                el.set(key[1:], _scalar(child))
-            elif key == "#text":
-                el.text = _scalar(child)
-            else:
-                for item in child if isinstance(child, list) else [child]:
-                    _fill(etree.SubElement(el, key), item)
-    else:
-        el.text = _scalar(value)
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _parse(text: str) -> Any:
-    try:
-        return etree.fromstring(text.encode("utf-8"), _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise ValidationFailed(f"invalid XML: {exc}") from exc
+    """JSON test data -> ``<ctx>`` text (see :mod:`soap_service.ctxdata`)."""
+    return ctxdata.ctx_text(ctxdata.ctx_from_json(text))
 
 
 def make_test_event(tpl: Template, address: str | None, ctx_xml: str = "<ctx/>",
@@ -120,12 +70,12 @@ def make_test_event(tpl: Template, address: str | None, ctx_xml: str = "<ctx/>",
 def event_from_xml(tpl: Template, text: str) -> Event:
     """A test event from an ``<rtEvent ...><ctx>...</ctx></rtEvent>`` file (or a SOAP
     request holding one)."""
-    ctx = _find_ctx(_parse(text))
+    ctx = ctxdata.ctx_from_xml(text, wrap_bare=False)
     parent = ctx.getparent()
     attrs = {etree.QName(k).localname: v for k, v in parent.attrib.items()} \
         if parent is not None else {}
     fields = {field: attrs[a] for a, field in _ATTRS.items() if a in attrs}
-    base = make_test_event(tpl, None, etree.tostring(ctx, encoding="unicode"))
+    base = make_test_event(tpl, None, ctxdata.ctx_text(ctx))
     return Event(**{**base.__dict__, **fields, "attributes": attrs,
                     "event_type": attrs.get("type", tpl.event_type)})
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from lxml import etree
 
+from soap_service import ctxdata
 from soap_service.cli.context import CliContext
 from soap_service.clock import parse_iso_utc
 from soap_service.errors import ClientError, NotFound, ServerError, ValidationFailed
@@ -47,7 +48,7 @@ def attempts_section(db: Database, event: Event) -> tuple[str, list[dict[str, An
 
     rows = [{"at": r["created_at"], "outcome": r["outcome"], "code": r["response_code"],
              "response": r["response_text"] or "", "address": r["address"],
-             "version": r["template_version_id"], "ms": r["duration_ms"],
+             "template": r["template"], "version": r["version"], "ms": r["duration_ms"],
              "messageId": r["message_id"]}
             for r in queue_store.delivery_attempts(db, event.id)]
     return "attempts", rows
@@ -128,47 +129,6 @@ def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
 # ---------------------------------------------------------------- push
 
 
-def ctx_from_json(data: Any, tag: str = "ctx") -> etree._Element:
-    """JSON -> XML: objects become child elements, lists repeat the element, ``@name``
-    keys become attributes and ``#text`` the element's text."""
-    element = etree.Element(tag)
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if key.startswith("@"):
-                element.set(key[1:], _scalar(value))
-            elif key == "#text":
-                element.text = _scalar(value)
-            else:
-                for item in value if isinstance(value, list) else [value]:
-                    element.append(ctx_from_json(item, key))
-    elif data is not None:
-        element.text = _scalar(data)
-    return element
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-
-
-def ctx_from_xml(text: str) -> etree._Element:
-    """``<ctx>...</ctx>``, or ctx content (one or more elements) that we wrap in ``<ctx>``."""
-    try:
-        root = etree.fromstring(text.strip().encode(), _PARSER)
-        if root.tag == "ctx":
-            return root
-    except etree.XMLSyntaxError:
-        pass
-    try:
-        return etree.fromstring(f"<ctx>{text}</ctx>".encode(), _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise ValidationFailed(f"--ctx is not well-formed XML: {exc}") from exc
-
-
 def build_event(args: argparse.Namespace) -> etree._Element:
     """The ``<rtEvent>`` / ``<batchEvent>`` element described by the options."""
     event = etree.Element("batchEvent" if args.batch else "rtEvent")
@@ -185,13 +145,14 @@ def build_event(args: argparse.Namespace) -> etree._Element:
     for name, value in attrs.items():
         if value is not None:
             event.set(name, str(value))
-    if args.ctx_json is not None:
-        try:
-            event.append(ctx_from_json(json.loads(args.ctx_json)))
-        except json.JSONDecodeError as exc:
-            raise ValidationFailed(f"--ctx-json is not valid JSON: {exc}") from exc
-    else:
-        event.append(ctx_from_xml(args.ctx) if args.ctx else etree.Element("ctx"))
+    try:
+        if args.ctx_json is not None:
+            event.append(ctxdata.ctx_from_json(args.ctx_json))
+        else:
+            event.append(ctxdata.ctx_from_xml(args.ctx) if args.ctx else etree.Element("ctx"))
+    except ValidationFailed as exc:
+        option = "--ctx-json" if args.ctx_json is not None else "--ctx"
+        raise ValidationFailed(f"{option}: {exc.message}") from exc
     return event
 
 

@@ -10,7 +10,7 @@ from conftest import make_settings, run_cli
 from lxml import etree
 
 from soap_service import ingest
-from soap_service.cli.events import build_event, ctx_from_json
+from soap_service.cli.events import build_event
 from soap_service.errors import ValidationFailed
 from soap_service.models import split_plid
 from soap_service.store import connect
@@ -136,12 +136,3 @@ def test_push_builds_the_event_element():
         build_event(_push_args(email="a@example.com", attr=["novalue"]))
 
 
-def test_ctx_from_json():
-    """JSON objects nest, lists repeat, @keys are attributes, #text is text."""
-    ctx = ctx_from_json({"client": {"firstname": "Ann", "@id": 7},
-                         "article": [{"name": "A"}, {"name": "B", "#text": "t"}],
-                         "vip": True})
-    assert etree.tostring(ctx) == (
-        b'<ctx><client id="7"><firstname>Ann</firstname></client>'
-        b"<article><name>A</name></article><article>t<name>B</name></article>"
-        b"<vip>true</vip></ctx>")

@@ -35,6 +35,8 @@ from soap_service.tables import (
     event_status_log,
     events,
     quarantine,
+    template_versions,
+    templates,
     worker_heartbeats,
 )
 
@@ -268,11 +270,15 @@ def listed_addresses(db: Database, addresses: set[str]) -> set[str]:
 
 
 def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:
-    """Delivery-log rows of one event, oldest first."""
-    c = delivery_log.c
+    """Delivery-log rows of one event, oldest first, with the template name and version
+    number of the version used (``template`` / ``version``; None when none was)."""
+    c, v = delivery_log.c, template_versions.c
     stmt = (
         select(c.id, c.created_at, c.channel, c.address, c.outcome, c.response_code,
-               c.response_text, c.template_version_id, c.message_id, c.duration_ms, c.is_proof)
+               c.response_text, c.template_version_id, c.message_id, c.duration_ms, c.is_proof,
+               templates.c.name.label("template"), v.version)
+        .select_from(delivery_log.outerjoin(template_versions, v.id == c.template_version_id)
+                     .outerjoin(templates, templates.c.id == v.template_id))
         .where(c.event_id == event_id)
         .order_by(c.id)
     )

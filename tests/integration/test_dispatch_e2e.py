@@ -14,7 +14,14 @@ from lxml import etree
 
 from soap_service import catalog, clock, demo, ingest
 from soap_service.devsmtp import MailSink
-from soap_service.models import EventStatus, Queue, split_plid
+from soap_service.models import (
+    Channel,
+    EventStatus,
+    EventType,
+    Queue,
+    TemplateContent,
+    split_plid,
+)
 from soap_service.store import catalog as catalog_store
 from soap_service.store import queue
 from soap_service.store.events import get_event
@@ -50,6 +57,7 @@ def test_push_through_soap_is_mailed_personalised_and_logged(database_url, start
     [attempt] = shown["attempts"]
     assert attempt["outcome"] == "sent" and attempt["code"] == 250
     assert attempt["messageId"] == mime["Message-ID"]
+    assert (attempt["template"], attempt["version"]) == ("order_confirmation_email", 1)
 
 
 def _push(db, settings, xml: str) -> int:
@@ -80,6 +88,10 @@ def test_real_catalog_routing_pause_resume_and_render_failure(settings, demo_db)
             assert get_event(db, held).status is EventStatus.PAUSED
             assert sink.messages == []
             assert catalog.resume(db, "order_confirmation_email") == 1
+            catalog.add_event_type(db, EventType(name="other"))  # its version takes id 2
+            catalog.create_template(db, "other_email", "other", Channel.EMAIL,
+                                    TemplateContent(from_addr="a@example.org", subject="s", text="x"))
+            catalog.publish(db, "other_email", "test")
             catalog.edit_template(db, "order_confirmation_email",
                                   subject="Hi <%= required(rtEvent.ctx.client.firstname) %>")
             catalog.publish(db, "order_confirmation_email", "test")
@@ -95,7 +107,8 @@ def test_real_catalog_routing_pause_resume_and_render_failure(settings, demo_db)
     assert failed.status is EventStatus.DELIVERY_FAILED
     assert "firstname" in (failed.last_error or "")
     [attempt] = queue.delivery_attempts(db, held)
-    assert attempt["template_version_id"] is not None
+    assert (attempt["template"], attempt["version"]) == ("order_confirmation_email", 2)
+    assert attempt["template_version_id"] == 3  # the log keeps the version row's id
 
 
 def _held_event(db, s, d: Dispatcher, address: str) -> int:

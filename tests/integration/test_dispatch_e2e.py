@@ -89,8 +89,8 @@ def test_real_catalog_routing_pause_resume_and_render_failure(settings, demo_db)
             assert sink.messages == []
             assert catalog.resume(db, "order_confirmation_email") == 1
             catalog.add_event_type(db, EventType(name="other"))  # its version takes id 2
-            catalog.create_template(db, "other_email", "other", Channel.EMAIL,
-                                    TemplateContent(from_addr="a@example.org", subject="s", text="x"))
+            catalog.create_template(db, "other_email", "other", Channel.EMAIL, TemplateContent(
+                from_addr="a@example.org", subject="s", text="x"))
             catalog.publish(db, "other_email", "test")
             catalog.edit_template(db, "order_confirmation_email",
                                   subject="Hi <%= required(rtEvent.ctx.client.firstname) %>")

@@ -136,6 +136,20 @@ def test_refused_connection_is_temporary():
     assert "connection" in result.text.lower()
 
 
+def test_relay_that_never_answers_is_a_temporary_timeout():
+    """A relay that accepts the connection but never speaks: after MC_SMTP_TIMEOUT the
+    attempt is a temporary failure saying "timeout" (no exception, nothing sent)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        settings = load_settings({"MC_SMTP_HOST": "127.0.0.1", "MC_SMTP_PORT": str(port),
+                                  "MC_SMTP_TIMEOUT": "0.3"})
+        [result] = send_messages(settings, [_msg()])
+    assert result.outcome is SendOutcome.TEMPORARY
+    assert result.code is None and "timeout" in result.text.lower()
+
+
 def test_failure_then_success_on_the_same_channel():
     """After a refusal the channel keeps working: the next message is sent."""
     plan = lambda rcpt, attempt: Fault("450 busy", "rcpt") if rcpt.startswith("busy") else None  # noqa: E731

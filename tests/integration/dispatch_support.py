@@ -6,6 +6,8 @@ templates; the end-to-end tests use the real catalog and renderer.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -83,3 +85,13 @@ def sink_settings(settings: Settings, sink: MailSink, **kw: Any) -> Settings:
 
 def past(seconds: float) -> datetime:
     return clock.utcnow() - timedelta(seconds=seconds)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    """Poll ``predicate`` (for subprocesses) with a generous deadline; never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

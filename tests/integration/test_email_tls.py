@@ -50,15 +50,24 @@ def _settings(sink: MailSink, **env: str):
     return load_settings({"MC_SMTP_HOST": "127.0.0.1", "MC_SMTP_PORT": str(sink.port), **env})
 
 
+def _starttls_auth_sink(cert, auth: Auth) -> MailSink:
+    """A relay that requires STARTTLS, then AUTH (refused in clear)."""
+    return MailSink(tls_context=_server_ctx(cert), require_starttls=True, authenticator=auth,
+                    auth_require_tls=True, auth_required=True)
+
+
+def _send_with_login(sink: MailSink, cert, password: str):
+    return send_messages(_settings(
+        sink, MC_SMTP_TLS="starttls", MC_SMTP_USER="relay-user", MC_SMTP_PASSWORD=password,
+        MC_SMTP_CA_FILE=cert[0]), [MSG])
+
+
 def test_starttls_with_auth(cert):
     """STARTTLS is negotiated, the relay's certificate is verified against MC_SMTP_CA_FILE,
     and the user logs in before sending (the relay refuses AUTH in clear)."""
     auth = Auth()
-    with MailSink(tls_context=_server_ctx(cert), require_starttls=True, authenticator=auth,
-                  auth_require_tls=True, auth_required=True) as sink:
-        [result] = send_messages(_settings(
-            sink, MC_SMTP_TLS="starttls", MC_SMTP_USER="relay-user", MC_SMTP_PASSWORD="s3cret",
-            MC_SMTP_CA_FILE=cert[0]), [MSG])
+    with _starttls_auth_sink(cert, auth) as sink:
+        [result] = _send_with_login(sink, cert, "s3cret")
         sink.wait_for(1)
     assert result.outcome is SendOutcome.SENT
     assert auth.logins == [("relay-user", True)]
@@ -77,12 +86,8 @@ def test_implicit_tls(cert):
 
 def test_wrong_password_is_a_temporary_failure(cert):
     """A rejected login is a relay configuration problem: temporary, with the 535 code."""
-    auth = Auth()
-    with MailSink(tls_context=_server_ctx(cert), require_starttls=True, authenticator=auth,
-                  auth_require_tls=True, auth_required=True) as sink:
-        [result] = send_messages(_settings(
-            sink, MC_SMTP_TLS="starttls", MC_SMTP_USER="relay-user", MC_SMTP_PASSWORD="nope",
-            MC_SMTP_CA_FILE=cert[0]), [MSG])
+    with _starttls_auth_sink(cert, Auth()) as sink:
+        [result] = _send_with_login(sink, cert, "nope")
     assert result.outcome is SendOutcome.TEMPORARY
     assert result.code == 535
     assert "nope" not in result.text

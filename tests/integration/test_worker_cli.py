@@ -8,23 +8,14 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import ROOT, free_port, msgcenter_cmd
+from dispatch_support import wait_until
 
 from soap_service.channels.email import send_messages
 from soap_service.config import load_settings
 from soap_service.models import EmailMessage, SendOutcome
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _port_open(port: int) -> bool:
@@ -54,14 +45,14 @@ def test_devsmtp_stores_each_message_as_an_eml_file(tmp_path):
     proc = subprocess.Popen(msgcenter_cmd("devsmtp", "--port", str(port), "--dir", str(mail)),
                             cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: _port_open(port), 30, "devsmtp to listen")
+        wait_until(lambda: _port_open(port), 30, "devsmtp to listen")
         settings = load_settings({"MC_SMTP_PORT": str(port)})
         results = send_messages(settings, [
             EmailMessage(from_addr="a@example.org", to=f"u{i}@example.com", subject=f"s{i}",
                          message_id=f"<m{i}@example.org>", text=f"body {i}")
             for i in range(3)])
         assert all(r.outcome is SendOutcome.SENT for r in results)
-        _wait(lambda: len(list(mail.glob("*.eml"))) == 3, 10, "three .eml files")
+        wait_until(lambda: len(list(mail.glob("*.eml"))) == 3, 10, "three .eml files")
     finally:
         _stop(proc)
     bodies = sorted(p.read_bytes() for p in mail.glob("*.eml"))
@@ -82,7 +73,7 @@ def test_make_run_demo_end_to_end(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "soap_service.demo"], cwd=tmp_path,
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: "msgcenter push" in log_path.read_text(), 90, "the demo to be ready")
+        wait_until(lambda: "msgcenter push" in log_path.read_text(), 90, "the demo to be ready")
         out = log_path.read_text()
         command = next(line.strip() for line in out.splitlines() if "msgcenter push" in line)
         mail_dir = Path(next(line for line in out.splitlines()
@@ -92,7 +83,7 @@ def test_make_run_demo_end_to_end(tmp_path):
         push = subprocess.run(shlex.split(command), cwd=tmp_path, env=shell,
                               capture_output=True, text=True, timeout=60)
         assert push.returncode == 0, push.stderr
-        _wait(lambda: list(mail_dir.glob("*.eml")), 60, "the demo mail")
+        wait_until(lambda: list(mail_dir.glob("*.eml")), 60, "the demo mail")
         show = next(line.strip() for line in out.splitlines() if "events show" in line)
         show = show.removeprefix("Then:").strip().replace("<plId>", push.stdout.strip())
         shown = subprocess.run(shlex.split(show), cwd=tmp_path, env=shell,

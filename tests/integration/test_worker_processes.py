@@ -11,12 +11,11 @@ import collections
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, msgcenter_cmd
-from dispatch_support import add_events, event_row
+from dispatch_support import add_events, event_row, wait_until
 from sqlalchemy import func, select
 
 from soap_service import demo
@@ -43,15 +42,6 @@ def _counts(db) -> dict[str, int]:
 def _heartbeats(db) -> int:
     with db.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(worker_heartbeats)).scalar_one())
-
-
-def _wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Workers:
@@ -117,14 +107,14 @@ def test_sigkill_mid_batch_loses_nothing(settings, db, workers):
                    MC_WORKER_BATCH_SIZE="50")
         pool = workers(env)
         first = pool.start()
-        _wait_until(lambda: len(sink.messages) >= 30, 60, "the first worker to send")
+        wait_until(lambda: len(sink.messages) >= 30, 60, "the first worker to send")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         in_flight = _counts(db).get("processing", 0)
         assert in_flight > 0, "the worker was not killed mid-batch"
         sink.handler.delay = 0.0
         pool.start()
-        _wait_until(lambda: _counts(db) == {"processed": n}, 90,
+        wait_until(lambda: _counts(db) == {"processed": n}, 90,
                     f"all events processed (now {_counts(db)})")
         seen = collections.Counter(m.message_id for m in sink.messages)
     assert len(seen) == n  # every event reached the relay
@@ -150,10 +140,10 @@ def test_three_workers_on_postgres_send_each_message_once(postgres_url, tmp_path
             pool = workers(_env(settings, sink, MC_WORKER_BATCH_SIZE="50"))
             for _ in range(3):
                 pool.start()
-            _wait_until(lambda: _heartbeats(db) == 3, 60, "three workers to be running")
+            wait_until(lambda: _heartbeats(db) == 3, 60, "three workers to be running")
             for start in range(0, n, 1000):
                 add_events(db, _rows(1000, start=start))
-            _wait_until(lambda: _counts(db) == {"processed": n}, 120,
+            wait_until(lambda: _counts(db) == {"processed": n}, 120,
                         f"all events processed (now {_counts(db)})")
             ids = [m.message_id for m in sink.messages]
         pool.stop()
@@ -177,9 +167,9 @@ def test_real_time_overtakes_a_batch_backlog(settings, db):
             add_events(db, _rows(1000, queue="batch", start=start))
         runtime.start()
         try:
-            _wait_until(lambda: len(sink.messages) >= 200, 60, "the backlog to start draining")
+            wait_until(lambda: len(sink.messages) >= 200, 60, "the backlog to start draining")
             add_events(db, _rows(urgent, queue="rt", start=backlog))
-            _wait_until(lambda: len(sink.messages) >= backlog + urgent, 120,
+            wait_until(lambda: len(sink.messages) >= backlog + urgent, 120,
                         "every message to be sent")
         finally:
             runtime.stop()

@@ -122,6 +122,26 @@ def test_sigkill_mid_batch_loses_nothing(settings, db, workers):
     assert duplicates <= in_flight
 
 
+def test_sigterm_finishes_and_records_the_rounds_in_flight(settings, db, workers):
+    """SIGTERM mid-drain: the worker finishes the rounds it has claimed, records them and
+    exits 0; no event is left leased, every processed event reached the relay once, and
+    the unclaimed rest is still pending for the next worker."""
+    demo.ensure_catalog(db)
+    n = 400
+    with MailSink(delay=0.05) as sink:
+        add_events(db, _rows(n))
+        pool = workers(_env(settings, sink, MC_SMTP_CONCURRENCY="4", MC_WORKER_BATCH_SIZE="50"))
+        proc = pool.start()
+        wait_until(lambda: len(sink.messages) >= 10, 60, "the worker to send")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, pool.logs()[0][-2000:]
+        counts = _counts(db)
+        seen = collections.Counter(m.message_id for m in sink.messages)
+    assert "processing" not in counts
+    assert counts.get("processed", 0) == len(seen) == sum(seen.values())
+    assert counts.get("pending", 0) > 0  # it stopped mid-drain, not at the end
+
+
 @pytest.mark.postgres
 def test_three_workers_on_postgres_send_each_message_once(postgres_url, tmp_path, workers):
     """Three worker processes share one PostgreSQL queue of 3,000 events: every

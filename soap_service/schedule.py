@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from soap_service import wakeup
 from soap_service.config import Settings
+from soap_service.errors import ConfigError, MessageCenterError, ServerError
 from soap_service.store import Database, connect
 from soap_service.store import queue as store_queue
 from soap_service.worker import Dispatcher
@@ -69,7 +71,9 @@ class WorkerRuntime:
                 self._express_wanted.clear()
                 try:
                     self.dispatcher.express(stop=self.stopping)
-                except Exception:  # logged; the drain loop and polling still cover it
+                except MessageCenterError as exc:  # the drain loop and polling cover it
+                    log.warning("worker.job_failed job=express error=%s", exc.message)
+                except Exception:
                     log.exception("worker.express_failed")
 
     def wake(self) -> None:
@@ -97,14 +101,16 @@ class WorkerRuntime:
     def add_jobs(self) -> None:
         s, now = self.settings, datetime.now(UTC)
         add: Any = self.scheduler.add_job
-        add(self.dispatch, "interval", seconds=s.worker_poll_interval, id=DISPATCH_JOB,
-            next_run_time=now)
-        add(self.dispatcher.reap, "interval", seconds=max(5, s.lease_seconds // 4), id="reap",
-            next_run_time=now)
-        add(self.dispatcher.beat, "interval", seconds=10, id="heartbeat", next_run_time=now)
-        add(self._followups, "interval", seconds=60, id="followups")
+        add(_guarded("dispatch", self.dispatch), "interval", seconds=s.worker_poll_interval,
+            id=DISPATCH_JOB, next_run_time=now)
+        add(_guarded("reap", self.dispatcher.reap), "interval",
+            seconds=max(5, s.lease_seconds // 4), id="reap", next_run_time=now)
+        add(_guarded("heartbeat", self.dispatcher.beat), "interval", seconds=10,
+            id="heartbeat", next_run_time=now)
+        add(_guarded("followups", self._followups), "interval", seconds=60, id="followups")
         # a fixed time of day: an interval would restart its 24 h with every worker restart
-        add(self._housekeeping, "cron", hour=3, minute=17, id="housekeeping")
+        add(_guarded("housekeeping", self._housekeeping), "cron", hour=3, minute=17,
+            id="housekeeping")
 
     def start(self) -> WorkerRuntime:
         self.add_jobs()
@@ -129,9 +135,40 @@ class WorkerRuntime:
         log.info("worker.stopped id=%s", self.dispatcher.worker_id)
 
 
-def run_worker(settings: Settings) -> None:
+def check_schema(db: Database) -> None:
+    """Refuse to start on a database that ``msgcenter init`` has not brought up to date
+    (every job would fail, every second, with a traceback)."""
+    from soap_service.store import schema
+
+    try:
+        current, head = schema.current_revision(db), schema.head_revision(db)
+    except Exception as exc:  # the driver's errors: schema.py reads outside store's wrapper
+        raise ServerError(f"database unavailable ({type(exc).__name__})", str(exc)[:200]) from exc
+    if current != head:
+        raise ConfigError(f"the database schema is at revision {current or 'none'}, not "
+                          f"{head}: run 'msgcenter init' first")
+
+
+def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
+    """A job whose known failures (database down...) are one warning line, not a traceback
+    each second; the next run tries again."""
+
+    def run() -> None:
+        try:
+            job()
+        except MessageCenterError as exc:
+            log.warning("worker.job_failed job=%s error=%s", name, exc.message)
+
+    return run
+
+
+def run_worker(settings: Settings, on_started: Callable[[], None] | None = None) -> None:
     """Run a worker until SIGTERM or SIGINT (``msgcenter worker``)."""
-    runtime = WorkerRuntime(settings).start()
+    runtime = WorkerRuntime(settings)
+    check_schema(runtime.db)
+    runtime.start()
+    if on_started is not None:
+        on_started()
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

@@ -19,9 +19,8 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
         settings = settings.replace(smtp_concurrency=args.concurrency)
     if args.batch_size:
         settings = settings.replace(worker_batch_size=args.batch_size)
-    output.info(f"worker: dispatching to {settings.smtp_host}:{settings.smtp_port} "
-                f"(Ctrl-C to stop)")
-    run_worker(settings)
+    run_worker(settings, lambda: output.info(
+        f"worker: dispatching to {settings.smtp_host}:{settings.smtp_port} (Ctrl-C to stop)"))
     return 0
 
 

@@ -159,3 +159,14 @@ def test_worker_refuses_settings_that_would_never_send(tmp_path):
                               text=True, timeout=60)
         assert proc.returncode != 0, name
         assert name in proc.stderr.strip().splitlines()[-1]
+
+
+def test_worker_refuses_a_database_that_was_not_initialised(tmp_path):
+    """`msgcenter worker` on a database `msgcenter init` never set up: one line saying so,
+    non-zero exit (not a traceback from every job, every second)."""
+    proc = subprocess.run(msgcenter_cmd("worker"), cwd=str(ROOT), capture_output=True,
+                          env={**os.environ, "MC_DATABASE_URL": f"sqlite:///{tmp_path}/new.db"},
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    [line] = proc.stderr.strip().splitlines()
+    assert "msgcenter init" in line

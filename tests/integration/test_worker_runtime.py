@@ -72,3 +72,23 @@ def test_long_sqlite_paths_use_a_short_hashed_socket(tmp_path):
         db.dispose()
     assert woken
     assert not Path(path).exists()
+
+
+def test_a_failing_job_logs_one_line_and_keeps_its_schedule(tmp_path, caplog):
+    """When the database is unusable (here: no tables), each scheduled job logs one
+    warning naming itself, raises nothing into the scheduler, and stays scheduled."""
+    s = load_settings({"MC_DATABASE_URL": f"sqlite:///{tmp_path}/bare.db"})
+    db = Database(make_engine(s), s)
+    runtime = WorkerRuntime(s, db)
+    try:
+        runtime.add_jobs()
+        with caplog.at_level("WARNING", logger="soap_service.schedule"):
+            for job_id in ("dispatch", "reap", "heartbeat"):
+                runtime.scheduler.get_job(job_id).func()
+        failed = [r.getMessage() for r in caplog.records if "worker.job_failed" in r.getMessage()]
+        assert [m.split()[1] for m in failed] == ["job=dispatch", "job=reap", "job=heartbeat"]
+        assert all("database unavailable" in m for m in failed)
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        runtime.dispatcher.close()
+        db.dispose()

@@ -3,10 +3,9 @@
 :meth:`Dispatcher.tick` runs one round (tests call it directly):
 
 1. **claim** due events with a lease (``store.queue.claim_events``);
-2. **prepare** each one through :data:`PREPARE_STEPS` — too old? address? excluded?
-   route to the published template, render it, instrument it, build the email — any
-   step may end the event early with an :class:`~soap_service.store.queue.Outcome`
-   (``tooOld``, ``ignored``, ``routingFailed``, ``paused``, ``deliveryFailed``...);
+2. **prepare** each one through :data:`~soap_service.steps.PREPARE_STEPS` — too old?
+   address? excluded? route to the published template, render it, instrument it, build
+   the email — any step may end the event early (``soap_service/steps.py``);
 3. **send** the prepared messages concurrently over the email channel (bounded by
    ``smtp_concurrency``; the channel's event loop lives in a private thread so pooled
    SMTP connections survive from one round to the next);
@@ -17,8 +16,8 @@
 next round is claimed and prepared while the previous one is being sent.
 :meth:`Dispatcher.express` (run on a wake-up) takes real-time events only, in small
 rounds, and their messages go ahead of batch messages for a free SMTP connection.
-A temporary failure goes back to ``pending`` with backoff (``retry.decide``) or ends
-``tooOld``.  This module opens no socket itself and builds no SQL.
+Each send's result becomes the event's next state in ``steps.outcome_of_send``.  This
+module opens no socket itself and builds no SQL.
 """
 
 from __future__ import annotations
@@ -32,15 +31,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from soap_service import clock, exclusions, retry, track
+from soap_service import clock, exclusions, retry
 from soap_service.channels.email import EmailChannel
 from soap_service.config import Settings
-from soap_service.errors import RenderError, ServerError
+from soap_service.errors import ServerError
 from soap_service.models import (
     Channel,
     EmailMessage,
@@ -49,164 +48,16 @@ from soap_service.models import (
     EventType,
     Queue,
     RenderedMessage,
-    SendOutcome,
     SendResult,
     TemplateVersion,
 )
+from soap_service.steps import PREPARE_STEPS, Job, outcome_of_send
 from soap_service.store import Database, connect
 from soap_service.store import queue as store_queue
-from soap_service.store.queue import Delivery, Outcome
+from soap_service.store.queue import Outcome
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 4  # about 7 s of database trouble before a round's outcomes are lost
-
-
-@dataclass
-class Job:
-    """One claimed event on its way through the pipeline."""
-
-    event: Event
-    event_type: EventType
-    version: TemplateVersion | None = None
-    rendered: RenderedMessage | None = None
-    message: EmailMessage | None = None
-    listed: set[str] = field(default_factory=set)  # quarantined addresses of this round
-    rechecked: set[tuple[str, Channel]] = field(default_factory=set)  # shared by a round
-    notes: dict[str, Any] = field(default_factory=dict)
-
-
-Step = Callable[["Dispatcher", Job], Outcome | None]
-
-
-def _final(job: Job, status: EventStatus, reason: str) -> Outcome:
-    e = job.event
-    return Outcome(e.id, status, reason, error_count=e.error_count, process_at=e.process_at)
-
-
-# ---------------------------------------------------------------- prepare steps
-
-
-def waiting_since(event: Event) -> datetime | None:
-    """Where the type's validity starts: receipt, or the ``scheduled`` date if later (an
-    event scheduled for next week is not too old when its date comes)."""
-    if event.scheduled_at is None or event.created_at is None:
-        return event.created_at
-    return max(event.created_at, event.scheduled_at)
-
-
-def check_too_old(d: Dispatcher, job: Job) -> Outcome | None:
-    """Past its ``expiration`` or its type's validity: ``tooOld``, nothing sent."""
-    e = job.event
-    reason = retry.expired_reason(clock.utcnow(), waiting_since(e), e.expiration_at,
-                                  job.event_type.validity_seconds)
-    return _final(job, EventStatus.TOO_OLD, reason) if reason else None
-
-
-def check_channel(d: Dispatcher, job: Job) -> Outcome | None:
-    """Only email has a connector so far; an event without an address cannot be sent."""
-    if job.event.channel is not Channel.EMAIL:
-        return _final(job, EventStatus.DELIVERY_FAILED,
-                      f"no connector for channel {job.event.channel.value}")
-    if not job.event.address:
-        return _final(job, EventStatus.DELIVERY_FAILED, "event has no email address")
-    return None
-
-
-def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
-    """A quarantined or denylisted address: ``ignored`` (the exclusion log says why)."""
-    address = job.event.address
-    if not address or exclusions.normalise_address(address) not in job.listed:
-        return None  # the common case, answered by one query per round
-    reason = exclusions.check_event(d.db, job.event)
-    return _final(job, EventStatus.IGNORED, reason) if reason else None
-
-
-def find_route(d: Dispatcher, job: Job) -> Outcome | None:
-    """The latest published, not paused version for the type and channel (or why none)."""
-    route = d.route_for(job.event)
-    if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
-        route = d.recheck_paused(job.event, job.rechecked) or route
-    if route.version is None:
-        status = EventStatus(route.status)
-        return _final(job, status, route.reason or f"no published template ({status.value})")
-    job.version = route.version
-    return None
-
-
-def render_content(d: Dispatcher, job: Job) -> Outcome | None:
-    """Personalise the version with the event; a render failure is permanent."""
-    assert job.version is not None
-    try:
-        job.rendered = d.renderer(job.version, job.event)
-    except RenderError as exc:
-        return _final(job, EventStatus.DELIVERY_FAILED, f"render failed: {exc.message}")
-    return None
-
-
-def track_links(d: Dispatcher, job: Job) -> Outcome | None:
-    """HTML part: links rewritten to the signed click redirect, 1x1 open pixel added."""
-    assert job.rendered is not None
-    job.rendered = track.instrument_message(job.rendered, job.event.id, d.settings)
-    return None
-
-
-def build_email(d: Dispatcher, job: Job) -> Outcome | None:
-    """Address the rendered content; ``emailFormat`` 1 sends text only, 2 HTML only."""
-    r = job.rendered
-    assert r is not None
-    if not r.from_addr:
-        return _final(job, EventStatus.DELIVERY_FAILED, "template has no From address")
-    html, text = r.html, r.text
-    if job.event.email_format == 1 and text:
-        html = ""
-    elif job.event.email_format == 2 and html:
-        text = ""
-    job.message = EmailMessage(
-        from_addr=r.from_addr, to=job.event.address or "", subject=r.subject,
-        message_id=d.message_id(job.event), html=html, text=text, reply_to=r.reply_to,
-        headers={"X-MC-Event-Id": str(job.event.id)},
-    )
-    return None
-
-
-# The pipeline before sending, in order.  Insert new steps here (e.g. an exclusion check
-# before build_email, link rewriting after render_content).
-PREPARE_STEPS: list[Step] = [check_too_old, check_channel, check_exclusion, find_route,
-                             render_content, track_links, build_email]
-
-
-# ---------------------------------------------------------------- outcomes of a send
-
-
-def outcome_of_send(d: Dispatcher, job: Job, result: SendResult) -> Outcome:
-    """Turn a SendResult into the event's next state plus its delivery-log row."""
-    e, msg = job.event, job.message
-    assert msg is not None
-    delivery = Delivery(
-        channel=Channel.EMAIL.value, address=msg.to, outcome=result.outcome.value,
-        template_version_id=job.version.id if job.version else None,
-        response_code=result.code, response_text=result.text, message_id=msg.message_id,
-        duration_ms=result.duration_ms,
-    )
-    reply = f"{result.code or ''} {result.text}".strip()
-    if result.outcome is SendOutcome.SENT:
-        log.info("message.sent event=%s", e.id)
-        return Outcome(e.id, EventStatus.PROCESSED, "", e.error_count, e.process_at, delivery)
-    if result.outcome is SendOutcome.PERMANENT:
-        log.info("message.failed event=%s code=%s", e.id, result.code)
-        exclusions.quarantine_after_failure(d.db, e, result)  # hard bounce at RCPT
-        return Outcome(e.id, EventStatus.DELIVERY_FAILED, reply, e.error_count + 1,
-                       e.process_at, delivery)
-    failures = e.error_count + 1
-    decision = retry.decide(d.policy_for(job.event_type), failures=failures,
-                            now=clock.utcnow(), created_at=waiting_since(e),
-                            expiration_at=e.expiration_at)
-    if decision.retry_at is None:
-        log.info("message.too_old event=%s", e.id)
-        return Outcome(e.id, EventStatus.TOO_OLD, f"{decision.give_up_reason}; last: {reply}",
-                       failures, e.process_at, delivery)
-    log.info("message.deferred event=%s attempt=%s", e.id, failures)
-    return Outcome(e.id, EventStatus.PENDING, reply, failures, decision.retry_at, delivery)
 
 
 # ---------------------------------------------------------------- the dispatcher

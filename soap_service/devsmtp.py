@@ -65,9 +65,10 @@ class SinkHandler:
     """aiosmtpd handler: store accepted messages; apply a fault plan if one is set."""
 
     def __init__(self, directory: Path | None, plan: FaultPlan | None = None,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, keep: bool = True) -> None:
         self.directory = directory
         self.plan = plan
+        self.keep = keep  # False: files only (a long-running sink must not grow in memory)
         self.delay = delay  # seconds to wait before answering DATA (a slow relay)
         self.messages: list[Received] = []
         self.attempts: dict[str, int] = {}
@@ -103,10 +104,11 @@ class SinkHandler:
             await asyncio.sleep(self.delay)
         data = bytes(envelope.original_content or envelope.content)
         path = self._store(data)
-        with self._lock:
-            self.messages.append(
-                Received(envelope.mail_from, tuple(envelope.rcpt_tos), data, path)
-            )
+        if self.keep:
+            with self._lock:
+                self.messages.append(
+                    Received(envelope.mail_from, tuple(envelope.rcpt_tos), data, path)
+                )
         return "250 Message accepted for delivery"
 
     def _store(self, data: bytes) -> Path | None:
@@ -135,10 +137,11 @@ class MailSink:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  directory: Path | str | None = None, plan: FaultPlan | None = None,
-                 delay: float = 0.0, **smtp_options: Any) -> None:
+                 delay: float = 0.0, keep: bool = True, **smtp_options: Any) -> None:
         """``smtp_options`` go to aiosmtpd (``tls_context``, ``ssl_context``,
-        ``authenticator``, ``require_starttls`` ...) for TLS and AUTH tests."""
-        self.handler = SinkHandler(Path(directory) if directory else None, plan, delay)
+        ``authenticator``, ``require_starttls`` ...) for TLS and AUTH tests; ``keep=False``
+        stores messages as files only, not in :attr:`messages`."""
+        self.handler = SinkHandler(Path(directory) if directory else None, plan, delay, keep)
         if port == 0:
             port = _free_port(host)
         self.controller = Controller(self.handler, hostname=host, port=port,
@@ -183,7 +186,7 @@ def _free_port(host: str) -> int:
 def start_sink(host: str, port: int, directory: Path | str) -> MailSink:
     """Start the sink of ``msgcenter devsmtp``; a port in use is a one-line error."""
     try:
-        return MailSink(host, port, directory).start()
+        return MailSink(host, port, directory, keep=False).start()
     except OSError as exc:  # port in use, unknown host, directory not writable
         raise ConfigError(f"devsmtp cannot start on {host}:{port}: "
                           f"{exc.strerror or exc}") from exc

@@ -170,3 +170,21 @@ def test_worker_refuses_a_database_that_was_not_initialised(tmp_path):
     assert proc.returncode != 0
     [line] = proc.stderr.strip().splitlines()
     assert "msgcenter init" in line
+
+
+def test_devsmtp_keeps_messages_on_disk_only(tmp_path):
+    """The sink `msgcenter devsmtp` runs writes each message to a file and keeps none in
+    memory (it may run for days and receive a benchmark's worth of mail)."""
+    from soap_service.devsmtp import start_sink
+
+    sink = start_sink("127.0.0.1", free_port(), tmp_path / "mail")
+    try:
+        settings = load_settings({"MC_SMTP_PORT": str(sink.port)})
+        results = send_messages(settings, [
+            EmailMessage(from_addr="a@example.org", to=f"u{i}@example.com", subject="s",
+                         message_id=f"<k{i}@example.org>", text="b") for i in range(2)])
+    finally:
+        sink.stop()
+    assert [r.outcome for r in results] == [SendOutcome.SENT] * 2
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
+    assert sink.messages == []

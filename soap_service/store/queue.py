@@ -18,6 +18,7 @@ lease, so a worker whose lease was reaped cannot overwrite another worker's stat
 from __future__ import annotations
 
 import math
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ def expire_paused(db: Database, event_type: str, created_before: datetime,
 
 
 def release_claims(db: Database, worker_id: str, event_ids: Sequence[int], now: datetime) -> None:
-    """Hand back events claimed but not attempted (a worker stopping cleanly)."""
+    """Hand back events claimed but not attempted (the tests' lease fixtures use it)."""
     if not event_ids:
         return
     with db.begin() as conn:
@@ -288,8 +289,6 @@ def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:
 
 def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime) -> None:
     """Record that ``worker_id`` is alive (one row per worker)."""
-    import os
-
     hb = worker_heartbeats.c
     with db.begin() as conn:
         done = conn.execute(

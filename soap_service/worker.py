@@ -287,7 +287,7 @@ class Dispatcher:
             route = self.route_for(probe)
             if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
                 continue
-            released = store_queue.release_paused(self.db, name, probe.channel, now,
+            released = store_queue.release_paused(self.db, name, wished_channel, now,
                                                   "template no longer paused")
             if released:
                 log.info("queue.paused_released type=%s count=%s", name, released)

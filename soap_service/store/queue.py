@@ -27,9 +27,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
-from soap_service.models import Channel, Event, EventStatus
+from soap_service.models import Event, EventStatus
 from soap_service.store import Database
-from soap_service.store import catalog as catalog_store
 from soap_service.store.events import event_from_row
 from soap_service.tables import (
     delivery_log,
@@ -156,11 +155,23 @@ def paused_groups(db: Database) -> list[tuple[str, int]]:
         return [(r.event_type, r.wished_channel) for r in conn.execute(stmt)]
 
 
-def release_paused(db: Database, event_type: str, channel: Channel, now: datetime,
+def release_paused(db: Database, event_type: str, wished_channel: int, now: datetime,
                    reason: str) -> int:
-    """This type and channel's ``paused`` events back to ``pending``, due now."""
+    """This type and ``wishedChannel``'s held events back to ``pending``, due now.
+
+    Follow-ups (``parent_id`` set) are left alone: they are pinned to their rule's
+    template, which may still be paused while the type's own template is not.
+    """
+    cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
+                events.c.wished_channel == wished_channel, events.c.parent_id.is_(None))
     with db.begin() as conn:
-        return catalog_store.release_paused(conn, event_type, channel, now, reason)
+        ids = list(conn.execute(select(events.c.id).where(cond)).scalars())
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            conn.execute(update(events).where(events.c.id.in_(chunk), cond).values(
+                status=EventStatus.PENDING.value, process_at=now, updated_at=now))
+            _log_status(conn, [(i, EventStatus.PENDING.value, reason) for i in chunk], now)
+    return len(ids)
 
 
 def expire_paused(db: Database, event_type: str, created_before: datetime,

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from conftest import make_settings, run_cli
+from dispatch_support import add_events, event_row
 from lxml import etree
 
 from soap_service import catalog, clock, demo, ingest
@@ -143,7 +144,7 @@ def test_reap_releases_events_held_by_a_template_no_longer_paused(settings, demo
     """An event left `paused` although its template is no longer paused (a resume that
     committed while a round was holding it) goes back to the queue at the next reap and
     is sent; events held by a template unpublished while paused end routingFailed; events
-    of a template still paused stay held."""
+    of a template still paused stay held, follow-ups pinned to a paused template too."""
     db = demo_db
     name = "order_confirmation_email"
     with MailSink() as sink:
@@ -154,11 +155,22 @@ def test_reap_releases_events_held_by_a_template_no_longer_paused(settings, demo
             raced = _held_event(db, s, d, "b@example.com")
             d.reap()
             assert get_event(db, raced).status is EventStatus.PAUSED  # still paused: kept
+            # a follow-up pinned to its rule's template, which stays paused
+            catalog.create_template(db, "reminder_email", "order_confirmation", Channel.EMAIL,
+                                    TemplateContent(from_addr="a@example.org", subject="s",
+                                                    text="x"))
+            catalog.publish(db, "reminder_email", "test")
+            catalog.pause(db, "reminder_email")
+            [reminder] = add_events(db, [event_row(
+                9, event_type="order_confirmation", status="paused", parent_id=raced,
+                attributes=json.dumps({"template": "reminder_email"}))])
             template_id = catalog.get_template(db, name).template.id
             with db.begin() as conn:  # the template un-paused, its event not released
                 catalog_store.set_paused(conn, template_id, False, clock.utcnow())
             d.reap()
             assert get_event(db, raced).status is EventStatus.PENDING
+            assert get_event(db, reminder).status is EventStatus.PAUSED
+            catalog.unpublish(db, "reminder_email")  # the type's routing is its own again
             assert d.tick().sent == 1
             catalog.pause(db, name)
             orphan = _held_event(db, s, d, "c@example.com")

@@ -17,12 +17,12 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from soap_service import wakeup
+from soap_service import clock, wakeup
 from soap_service.config import Settings
 from soap_service.errors import ConfigError, MessageCenterError, ServerError
 from soap_service.store import Database, connect
@@ -32,6 +32,7 @@ from soap_service.worker import Dispatcher
 log = logging.getLogger(__name__)
 
 DISPATCH_JOB = "dispatch"
+HEARTBEAT_SECONDS = 10
 
 
 class WorkerRuntime:
@@ -105,7 +106,7 @@ class WorkerRuntime:
             id=DISPATCH_JOB, next_run_time=now)
         add(_guarded("reap", self.dispatcher.reap), "interval",
             seconds=max(5, s.lease_seconds // 4), id="reap", next_run_time=now)
-        add(_guarded("heartbeat", self.dispatcher.beat), "interval", seconds=10,
+        add(_guarded("heartbeat", self.dispatcher.beat), "interval", seconds=HEARTBEAT_SECONDS,
             id="heartbeat", next_run_time=now)
         add(_guarded("followups", self._followups), "interval", seconds=60, id="followups")
         # a fixed time of day: an interval would restart its 24 h with every worker restart
@@ -149,6 +150,18 @@ def check_schema(db: Database) -> None:
                           f"{head}: run 'msgcenter init' first")
 
 
+def warn_if_not_alone(db: Database) -> None:
+    """SQLite supports one worker process: say so when another one looks alive (a second
+    one takes over the wake-up socket; claims stay safe, but it only adds contention)."""
+    if not db.is_sqlite:
+        return
+    seen_since = clock.utcnow() - timedelta(seconds=HEARTBEAT_SECONDS * 3)
+    others = store_queue.live_workers(db, seen_since)
+    if others:
+        log.warning("worker.sqlite_not_alone others=%s (SQLite supports one worker process; "
+                    "'msgcenter serve' starts one unless --no-worker)", ",".join(others))
+
+
 def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
     """A job whose known failures (database down...) are one warning line, not a traceback
     each second; the next run tries again."""
@@ -166,6 +179,7 @@ def run_worker(settings: Settings, on_started: Callable[[], None] | None = None)
     """Run a worker until SIGTERM or SIGINT (``msgcenter worker``)."""
     runtime = WorkerRuntime(settings)
     check_schema(runtime.db)
+    warn_if_not_alone(runtime.db)
     runtime.start()
     if on_started is not None:
         on_started()

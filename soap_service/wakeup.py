@@ -11,6 +11,7 @@ listening side is :class:`Listener`, a daemon thread the worker starts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -81,6 +82,16 @@ def _sender() -> socket.socket:
         _senders.clear()
         _senders[pid] = sock
     return sock
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a live socket is bound at ``path`` (connecting sends nothing)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:  # no file, or a file nobody is bound to any more
+            return False
+    return True
 
 
 class Listener:
@@ -157,7 +168,9 @@ class Listener:
     def _bind_socket(self) -> socket.socket:
         path = socket_path(self.db)
         assert path is not None
-        path.unlink(missing_ok=True)
+        if _in_use(path):  # another worker's: taking it over would leave that one deaf
+            raise OSError(errno.EADDRINUSE, f"another worker listens on {path}")
+        path.unlink(missing_ok=True)  # a stale file left by a worker that died
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(path))
         sock.settimeout(0.5)

@@ -311,6 +311,14 @@ def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime)
                 started_at=started_at, seen_at=now))
 
 
+def live_workers(db: Database, seen_since: datetime) -> list[str]:
+    """Ids of the workers whose heartbeat is newer than ``seen_since``."""
+    hb = worker_heartbeats.c
+    with db.connect() as conn:
+        return list(conn.execute(select(hb.worker_id).where(hb.seen_at >= seen_since)
+                                 .order_by(hb.worker_id)).scalars())
+
+
 def forget_worker(db: Database, worker_id: str) -> None:
     """Remove a stopping worker's heartbeat row."""
     with db.begin() as conn:

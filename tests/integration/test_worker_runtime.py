@@ -92,3 +92,53 @@ def test_a_failing_job_logs_one_line_and_keeps_its_schedule(tmp_path, caplog):
     finally:
         runtime.dispatcher.close()
         db.dispose()
+
+
+def test_a_second_worker_on_sqlite_is_warned(settings, db, caplog):
+    """Starting a worker while another one's heartbeat is fresh warns on SQLite (one worker
+    process is the supported setup there), not on PostgreSQL, and not for a heartbeat
+    that has gone stale."""
+    from datetime import timedelta
+
+    from soap_service import clock
+    from soap_service.schedule import warn_if_not_alone
+    from soap_service.store import queue as store_queue
+
+    now = clock.utcnow()
+    store_queue.heartbeat(db, "stale:1:a", now - timedelta(minutes=5), now - timedelta(minutes=5))
+    with caplog.at_level("WARNING", logger="soap_service.schedule"):
+        warn_if_not_alone(db)
+        assert not caplog.records
+        store_queue.heartbeat(db, "host:42:abc", now, now)
+        warn_if_not_alone(db)
+    warned = [r.getMessage() for r in caplog.records]
+    if db.is_sqlite:
+        [line] = warned
+        assert "worker.sqlite_not_alone others=host:42:abc " in line
+    else:
+        assert warned == []
+
+
+def test_a_second_sqlite_listener_leaves_the_first_one_its_socket(tmp_path):
+    """A second worker on the same SQLite database does not take over (nor, on stopping,
+    delete) the first one's wake-up socket: the first keeps being woken; the second
+    polls."""
+    import time
+
+    s = load_settings({"MC_DATABASE_URL": f"sqlite:///{tmp_path}/mc.db"})
+    db = Database(make_engine(s), s)
+    woken: list[str] = []
+    first = wakeup.Listener(db, lambda: woken.append("first")).start()
+    second = wakeup.Listener(db, lambda: woken.append("second")).start()
+    try:
+        assert first.ready.is_set() and not second.ready.is_set()
+        second.stop()
+        assert wakeup.socket_path(db).exists()
+        wakeup.notify_after_commit(db)
+        deadline = time.monotonic() + 10
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        first.stop()
+        db.dispose()
+    assert woken == ["first"]

@@ -21,7 +21,7 @@ from soap_service import clock, wakeup
 from soap_service.catalog import get_event_type, parse_duration
 from soap_service.config import Settings
 from soap_service.errors import NotFound, ValidationFailed
-from soap_service.models import Channel
+from soap_service.models import WISHED_CHANNEL_OF, Channel
 from soap_service.store import Database, logs
 from soap_service.store.logs import FollowupRule
 
@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 CONDITIONS = ("not-opened", "not-clicked")
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # as catalog names
-WISHED_CHANNEL = {Channel.EMAIL.value: 0, Channel.SMS.value: 1, Channel.PUSH.value: 40}
 BATCH = 500  # parents examined per rule and transaction
 # messages sent longer than this before they became due are not followed up any more
 # (the job catches up after an outage this long; it never rescans the whole history)
 CATCH_UP = timedelta(days=7)
+
+
 def add_rule(db: Database, name: str, event_type: str, template: str, after: str,
              condition: str, channel: str | None = None) -> FollowupRule:
     """Create a rule; the event type and the template must exist (the template may be
@@ -53,7 +54,7 @@ def add_rule(db: Database, name: str, event_type: str, template: str, after: str
         if target is None:
             raise NotFound(f"template {template!r} does not exist")
         chosen = channel or target[1]
-        if chosen not in WISHED_CHANNEL:
+        if chosen not in WISHED_CHANNEL_OF:
             raise ValidationFailed(f"unknown channel {chosen!r}")
         if chosen != target[1]:
             raise ValidationFailed(f"template {template!r} is a {target[1]} template: "
@@ -96,7 +97,7 @@ def _run_rule(db: Database, rule: FollowupRule) -> int:
             sent_before = now - timedelta(seconds=rule.after_seconds)
             parents = logs.followup_candidates(conn, rule, sent_before, sent_before - CATCH_UP,
                                                BATCH)
-            wished = WISHED_CHANNEL.get(rule.channel, 0)
+            wished = WISHED_CHANNEL_OF[Channel(rule.channel)]
             children = [logs.insert_followup_child(conn, parent, rule, target[0], wished, now)
                         for parent in parents]
             made = [child for child in children if child is not None]

@@ -22,10 +22,6 @@ class EventStatus(enum.StrEnum):
     TARGETING_FAILED = "targetingFailed"
     TOO_OLD = "tooOld"
 
-    @property
-    def is_final(self) -> bool:
-        return self not in {EventStatus.PENDING, EventStatus.PROCESSING, EventStatus.PAUSED}
-
 
 class Queue(enum.StrEnum):
     """Real-time (``nms:rtEvent``) or batch (``nms:batchEvent``)."""
@@ -60,6 +56,9 @@ WISHED_CHANNELS: dict[int, Channel] = {
     41: Channel.PUSH,
     42: Channel.PUSH,
 }
+
+# the wishedChannel we write for an event we create ourselves (follow-ups, test events)
+WISHED_CHANNEL_OF: dict[Channel, int] = {Channel.EMAIL: 0, Channel.SMS: 1, Channel.PUSH: 40}
 
 PLID_SHIFT = 56
 PLID_PK_MASK = (1 << PLID_SHIFT) - 1

@@ -21,6 +21,7 @@ from soap_service import catalog, clock, ctxdata, render
 from soap_service.config import Settings
 from soap_service.errors import RenderError, ValidationFailed
 from soap_service.models import (
+    WISHED_CHANNEL_OF,
     Channel,
     EmailMessage,
     Event,
@@ -58,7 +59,7 @@ def ctx_from_json(text: str) -> str:
 def make_test_event(tpl: Template, address: str | None, ctx_xml: str = "<ctx/>",
                external_id: str | None = None) -> Event:
     """An unsaved event of the template's type and channel, addressed to ``address``."""
-    wished = {Channel.EMAIL: 0, Channel.SMS: 1, Channel.PUSH: 40}[tpl.channel]
+    wished = WISHED_CHANNEL_OF[tpl.channel]
     by_channel = {Channel.EMAIL: "email", Channel.SMS: "mobile_phone",
                   Channel.PUSH: "registration_token"}
     fields: dict[str, Any] = {by_channel[tpl.channel]: address} if address else {}

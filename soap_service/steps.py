@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from soap_service import clock, exclusions, retry, track
 from soap_service.errors import RenderError
@@ -50,7 +50,6 @@ class Job:
     message: EmailMessage | None = None
     listed: set[str] = field(default_factory=set)  # quarantined addresses of this round
     rechecked: set[tuple[str, Channel]] = field(default_factory=set)  # shared by a round
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 Step = Callable[["Dispatcher", Job], Outcome | None]
@@ -147,8 +146,7 @@ def build_email(d: Dispatcher, job: Job) -> Outcome | None:
     return None
 
 
-# The pipeline before sending, in order.  Insert new steps here (e.g. an exclusion check
-# before build_email, link rewriting after render_content).
+# The pipeline before sending, in order; a new step is one more function in this list.
 PREPARE_STEPS: list[Step] = [check_too_old, check_channel, check_exclusion, find_route,
                              render_content, track_links, build_email]
 

@@ -9,7 +9,7 @@ from soap_service import catalog, exclusions, followup, housekeeping, track, tra
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
 from soap_service.errors import ValidationFailed
-from soap_service.models import make_plid
+from soap_service.models import Channel, make_plid
 from soap_service.store.logs import FollowupRule
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
@@ -113,7 +113,7 @@ def _register_followup(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--after", required=True, help="delay after sending, e.g. 3d, 12h, 1d12h")
     p.add_argument("--if", required=True, choices=followup.CONDITIONS,
                    help="who gets it: those who did not open, or did not click")
-    p.add_argument("--channel", choices=sorted(followup.WISHED_CHANNEL),
+    p.add_argument("--channel", choices=sorted(c.value for c in Channel),
                    help="channel of the follow-up (default: the template's)")
     p.set_defaults(func=cmd_followup_add)
     cmds.add_parser("list", help="list rules").set_defaults(func=cmd_followup_list)

@@ -11,13 +11,106 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from soap_service.errors import ConfigError
+from soap_service.models import Channel
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/msgcenter.db"
+_SECRET_WORDS = ("password", "token", "secret", "key")  # option names never shown
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """One ``[[connectors]]`` table of the TOML file (SPEC §7).
+
+    The common keys are fields; everything else (host, port, system_id, base_url...) is in
+    ``options``, read by the connector with :meth:`option` / :meth:`secret`.  A secret may
+    be inline (``password = "..."``), or better named by ``password_file`` (a file whose
+    content, trailing newline removed, is the secret) or ``password_env`` (an environment
+    variable).  ``repr`` never shows a secret.
+    """
+
+    name: str
+    channel: Channel
+    kind: str
+    priority: int = 1  # lower is tried first
+    concurrency: int = 8  # messages in flight at once
+    rate: float = 0.0  # messages per second, 0 = unlimited
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    def secret(self, key: str, environ: Mapping[str, str] | None = None) -> str:
+        """``key``, ``key_file`` or ``key_env``; "" when none is set."""
+        env = os.environ if environ is None else environ
+        if self.options.get(key) not in (None, ""):
+            return str(self.options[key])
+        if self.options.get(f"{key}_file"):
+            path = str(self.options[f"{key}_file"])
+            try:
+                return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"connector {self.name!r}: cannot read {key}_file {path}: "
+                                  f"{exc.strerror or exc}") from exc
+        if self.options.get(f"{key}_env"):
+            var = str(self.options[f"{key}_env"])
+            if var not in env:
+                raise ConfigError(f"connector {self.name!r}: {key}_env names {var}, "
+                                  "which is not set")
+            return env[var]
+        return ""
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if any(w in k for w in _SECRET_WORDS)
+                     and not k.endswith(("_file", "_env", "_id")) else v)
+                 for k, v in self.options.items()}
+        return (f"ConnectorConfig(name={self.name!r}, channel={self.channel.value!r}, "
+                f"kind={self.kind!r}, priority={self.priority}, options={shown!r})")
+
+
+def parse_connectors(raw: Any) -> tuple[ConnectorConfig, ...]:
+    """The ``connectors`` array of tables, validated (names unique, limits sane)."""
+    if raw is None:
+        return ()
+    if isinstance(raw, list | tuple) and all(isinstance(c, ConnectorConfig) for c in raw):
+        return tuple(raw)
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigError("connectors must be an array of tables ([[connectors]])")
+    out: list[ConnectorConfig] = []
+    for index, table in enumerate(raw):
+        table = dict(table)
+        name = str(table.pop("name", "") or "")
+        where = f"connector {name!r}" if name else f"connectors[{index}]"
+        if not name:
+            raise ConfigError(f"{where}: name is required")
+        try:
+            channel = Channel(str(table.pop("channel", "")))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: channel must be one of "
+                              f"{', '.join(c.value for c in Channel)}") from exc
+        kind = str(table.pop("kind", "") or "")
+        if not kind:
+            raise ConfigError(f"{where}: kind is required")
+        try:
+            priority = int(table.pop("priority", 1))
+            concurrency = int(table.pop("concurrency", 8))
+            rate = float(table.pop("rate", 0))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: priority, concurrency and rate must be numbers") \
+                from exc
+        if concurrency < 1 or rate < 0:
+            raise ConfigError(f"{where}: concurrency must be at least 1 and rate at least 0")
+        out.append(ConnectorConfig(name, channel, kind, priority, concurrency, rate, table))
+    names = [c.name for c in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"connector names must be unique: {', '.join(duplicates)}")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -62,10 +155,21 @@ class Settings:
     retention_days: int = 30
     # Development sink
     mail_dir: str = "var/mail"
+    # Connectors of every channel ([[connectors]] in the TOML file; SPEC §7)
+    connectors: tuple[ConnectorConfig, ...] = ()
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def channel_connectors(self, channel: Channel) -> list[ConnectorConfig]:
+        """The connectors of ``channel`` by priority.  With no email connector declared,
+        ``MC_SMTP_*`` make the default relay, named ``smtp``."""
+        found = [c for c in self.connectors if c.channel is channel]
+        if not found and channel is Channel.EMAIL:
+            found = [ConnectorConfig("smtp", Channel.EMAIL, "smtp",
+                                     concurrency=self.smtp_concurrency)]
+        return sorted(found, key=lambda c: c.priority)
 
     @property
     def effective_tracking_url(self) -> str:
@@ -105,6 +209,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     defaults = Settings()
     result: dict[str, Any] = {}
     for f in fields(Settings):
+        if f.name == "connectors":  # tables, from the TOML file only
+            result[f.name] = parse_connectors(overrides.get("connectors", values.get(f.name)))
+            continue
         default = getattr(defaults, f.name)
         raw = env.get(f"MC_{f.name.upper()}", values.get(f.name))
         if f.name in overrides:

@@ -61,7 +61,8 @@ def check_event(db: Database, event: Event) -> str | None:
 
 def quarantine_after_failure(db: Database, event: Event, result: SendResult) -> bool:
     """Quarantine the event's address after a permanent failure at RCPT; True if it did."""
-    if result.outcome is not SendOutcome.PERMANENT or not result.at_rcpt or not event.address:
+    refused = result.outcome is SendOutcome.PERMANENT and result.address_refused
+    if not refused or not event.address:
         return False
     reason = f"{result.code or ''} {result.text}".strip()[:500] or "rejected at RCPT"
     with db.begin() as conn:

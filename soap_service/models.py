@@ -159,6 +159,38 @@ class EmailMessage:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SmsMessage:
+    """A rendered SMS for the SMS channel; the destination (E.164) is passed beside it."""
+
+    text: str
+    reference: str  # ours, stable per event ("mc.{instance}.{event_id}"): receipts name it
+    sender: str = ""  # empty: the connector's configured source address / From
+
+
+class PushPlatform(enum.StrEnum):
+    IOS = "ios"  # APNs
+    ANDROID = "android"  # FCM
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    """A rendered push notification; the device token is passed beside it."""
+
+    platform: PushPlatform
+    title: str
+    body: str
+    reference: str  # ours, stable per event
+    data: dict[str, str] = field(default_factory=dict)
+    collapse_id: str = ""
+    expiration: datetime | None = None  # not delivered after this (APNs apns-expiration, FCM ttl)
+    urgent: bool = True  # real-time: APNs priority 10 / FCM high; batch: 5 / normal
+
+
+# what a connector's send() takes: one per channel
+ChannelMessage = EmailMessage | SmsMessage | PushMessage
+
+
 class SendOutcome(enum.StrEnum):
     SENT = "sent"  # relay / provider accepted (2xx)
     TEMPORARY = "temporary"  # 4xx, timeout, refused connection, disconnect: retry later
@@ -170,10 +202,37 @@ class SendResult:
     """Outcome of one send attempt, as a value (the worker records it)."""
 
     outcome: SendOutcome
-    code: int | None = None
+    code: int | None = None  # the provider's code: SMTP reply, HTTP status, SMPP command_status
     text: str = ""
     duration_ms: int = 0
-    at_rcpt: bool = False  # the failure came at RCPT TO (a hard bounce for the address)
+    # the refusal concerned the address itself (SMTP RCPT TO, an unregistered device token,
+    # an invalid destination number): a permanent one quarantines the address
+    address_refused: bool = False
+    provider_id: str = ""  # the provider's message id (SMPP message_id, apns-id, FCM name, SID)
+    connector: str = ""  # the connector that made the attempt (set by the channel's failover)
+    retry_after: float | None = None  # seconds the provider asked us to wait (Retry-After)
+
+
+class ReceiptState(enum.StrEnum):
+    DELIVERED = "delivered"  # the handset / mailbox has it (SMPP DELIVRD, provider "delivered")
+    FAILED = "failed"  # it never will (UNDELIV, REJECTD, EXPIRED, provider "undelivered"...)
+    PENDING = "pending"  # an intermediate state (ENROUTE, ACCEPTD, "sent"): nothing changes
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A delivery report arriving after the send: SMPP ``deliver_sm`` or a provider callback.
+
+    Matched to its delivery by ``(connector, provider_id)``; a ``FAILED`` receipt moves a
+    ``processed`` event to ``deliveryFailed`` (a late bounce, as for email).
+    """
+
+    connector: str
+    provider_id: str
+    state: ReceiptState
+    code: str = ""  # the provider's state / error code (``UNDELIV``, ``err:001``, ``30003``)
+    text: str = ""
+    at: datetime | None = None
 
 
 # ---------------------------------------------------------------- catalog values

@@ -126,7 +126,7 @@ def _result_from_error(exc: BaseException, started: float) -> SendResult:
         first = exc.recipients[0] if exc.recipients else None
         code = first.code if first else None
         text = first.message if first else str(exc)
-        return SendResult(classify_code(code), code, text, ms, at_rcpt=True)
+        return SendResult(classify_code(code), code, text, ms, address_refused=True)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         # a relay configuration problem, not the message's fault: keep retrying
         return SendResult(SendOutcome.TEMPORARY, exc.code, f"auth: {exc.message}", ms)

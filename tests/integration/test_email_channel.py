@@ -97,7 +97,7 @@ def _fault_plan(reply: str, stage: str):
 
 
 @pytest.mark.parametrize(
-    ("reply", "stage", "outcome", "code", "at_rcpt"),
+    ("reply", "stage", "outcome", "code", "address_refused"),
     [
         ("450 4.2.1 mailbox busy", "rcpt", SendOutcome.TEMPORARY, 450, True),
         ("550 5.1.1 no such user", "rcpt", SendOutcome.PERMANENT, 550, True),
@@ -105,14 +105,14 @@ def _fault_plan(reply: str, stage: str):
         ("554 5.7.1 rejected", "data", SendOutcome.PERMANENT, 554, False),
     ],
 )
-def test_relay_refusals_are_classified(reply, stage, outcome, code, at_rcpt):
+def test_relay_refusals_are_classified(reply, stage, outcome, code, address_refused):
     """4xx is temporary, 5xx permanent, with the relay's code and text; RCPT failures say so."""
     with MailSink(plan=_fault_plan(reply, stage)) as sink:
         [result] = send_messages(_settings(sink), [_msg()])
     assert result.outcome is outcome
     assert result.code == code
     assert reply.split(" ", 1)[1] in result.text
-    assert result.at_rcpt is at_rcpt
+    assert result.address_refused is address_refused
     assert sink.messages == []
 
 

@@ -85,7 +85,7 @@ def test_bounce_never_downgrades_a_denylist_entry(db: Database) -> None:
     [pk] = add_events(db, [event_row(1, email="x@example.com")])
     event = get_event(db, pk)
     assert exclusions.quarantine_after_failure(
-        db, event, SendResult(SendOutcome.PERMANENT, 550, "no", at_rcpt=True))
+        db, event, SendResult(SendOutcome.PERMANENT, 550, "no", address_refused=True))
     entry = exclusions.lookup(db, "x@example.com")
     assert entry is not None and (entry.source, entry.reason) == ("manual", "operator")
 
@@ -97,7 +97,7 @@ def test_permanent_failure_after_data_does_not_quarantine(db: Database) -> None:
     [pk] = add_events(db, [event_row(1, email="y@example.com")])
     event = get_event(db, pk)
     assert not exclusions.quarantine_after_failure(
-        db, event, SendResult(SendOutcome.PERMANENT, 554, "spam", at_rcpt=False))
+        db, event, SendResult(SendOutcome.PERMANENT, 554, "spam", address_refused=False))
     assert exclusions.lookup(db, "y@example.com") is None
 
 

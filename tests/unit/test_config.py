@@ -8,7 +8,7 @@ import pytest
 
 from soap_service.config import load_settings
 from soap_service.errors import ConfigError
-from soap_service.models import make_plid, split_plid
+from soap_service.models import Channel, make_plid, split_plid
 
 
 def test_environment_overrides_toml_file(tmp_path: Path) -> None:
@@ -38,3 +38,83 @@ def test_bad_tls_mode_is_refused() -> None:
     """MC_SMTP_TLS accepts none, starttls and tls only."""
     with pytest.raises(ConfigError, match="MC_SMTP_TLS"):
         load_settings({"MC_SMTP_TLS": "ssl3"})
+
+
+CONNECTORS_TOML = """
+[[connectors]]
+name = "smsc-a"
+channel = "sms"
+kind = "smpp"
+host = "smsc.example.net"
+port = 2775
+system_id = "mc"
+password_file = "{pw}"
+priority = 2
+rate = 50
+
+[[connectors]]
+name = "sms-http"
+channel = "sms"
+kind = "http-sms"
+token_env = "SMS_TOKEN"
+priority = 1
+
+[[connectors]]
+name = "relay-a"
+channel = "email"
+kind = "smtp"
+password = "inline-secret"
+"""
+
+
+def test_connectors_from_toml_with_secrets_from_file_env_and_inline(tmp_path: Path) -> None:
+    """[[connectors]] tables become ConnectorConfigs ordered by priority per channel; secrets
+    come from *_file, *_env or inline, and never appear in the repr."""
+    pw = tmp_path / "smsc.pw"
+    pw.write_text("s3cret\n", encoding="utf-8")
+    toml = tmp_path / "mc.toml"
+    toml.write_text(CONNECTORS_TOML.format(pw=pw), encoding="utf-8")
+    settings = load_settings({"MC_CONFIG": str(toml)})
+    sms = settings.channel_connectors(Channel.SMS)
+    assert [c.name for c in sms] == ["sms-http", "smsc-a"]
+    smsc = sms[1]
+    assert (smsc.kind, smsc.option("port"), smsc.rate, smsc.concurrency) == ("smpp", 2775, 50, 8)
+    assert smsc.secret("password") == "s3cret"
+    assert sms[0].secret("token", {"SMS_TOKEN": "tok"}) == "tok"
+    relay = settings.channel_connectors(Channel.EMAIL)[0]
+    assert relay.secret("password") == "inline-secret"
+    assert "inline-secret" not in repr(relay) and "s3cret" not in repr(settings)
+    with pytest.raises(ConfigError, match="SMS_TOKEN"):
+        sms[0].secret("token", {})
+
+
+def test_default_smtp_relay_when_no_email_connector_is_declared() -> None:
+    """MC_SMTP_* make the email connector named "smtp" when the TOML declares none."""
+    [relay] = load_settings({"MC_SMTP_CONCURRENCY": "3"}).channel_connectors(Channel.EMAIL)
+    assert (relay.name, relay.kind, relay.concurrency) == ("smtp", "smtp", 3)
+    assert load_settings({}).channel_connectors(Channel.PUSH) == []
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('name = "a"\nchannel = "fax"\nkind = "x"', "channel must be one of"),
+    ('channel = "sms"\nkind = "smpp"', "name is required"),
+    ('name = "a"\nchannel = "sms"', "kind is required"),
+    ('name = "a"\nchannel = "sms"\nkind = "smpp"\nconcurrency = 0', "concurrency"),
+    ('name = "a"\nchannel = "sms"\nkind = "smpp"\nrate = "fast"', "numbers"),
+])
+def test_bad_connector_tables_are_refused_with_one_line(tmp_path: Path, table: str,
+                                                        message: str) -> None:
+    """A connector table that cannot work is a ConfigError naming the problem."""
+    toml = tmp_path / "mc.toml"
+    toml.write_text(f"[[connectors]]\n{table}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"MC_CONFIG": str(toml)})
+
+
+def test_duplicate_connector_names_are_refused(tmp_path: Path) -> None:
+    """Two connectors with one name would make the delivery log ambiguous."""
+    toml = tmp_path / "mc.toml"
+    toml.write_text('[[connectors]]\nname = "a"\nchannel = "sms"\nkind = "smpp"\n' * 2,
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match="unique: a"):
+        load_settings({"MC_CONFIG": str(toml)})

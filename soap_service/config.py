@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -155,6 +156,17 @@ class Settings:
     retention_days: int = 30
     # Development sink
     mail_dir: str = "var/mail"
+    # Bounces and complaints (docs/bounces.md); an empty domain turns VERP and the listener off
+    bounce_domain: str = ""  # return paths are bounces+<token>@<bounce_domain>
+    bounce_smtp_host: str = "127.0.0.1"  # where `msgcenter bounced` listens (the MX target)
+    bounce_smtp_port: int = 2525
+    bounce_max_bytes: int = 20 * 1024 * 1024  # larger inbound reports are refused (552)
+    sns_topic_arns: str = ""  # comma-separated SNS topics whose SES notifications are accepted
+    # scheme://host[:port] the SNS SigningCertURL / SubscribeURL must match in full
+    sns_origin_pattern: str = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?"
+    postmark_webhook_user: str = ""  # HTTP Basic credentials in the Postmark webhook URL...
+    postmark_webhook_password: str = ""
+    postmark_webhook_token: str = ""  # ...or this secret in an X-MC-Webhook-Token header
     # Connectors of every channel ([[connectors]] in the TOML file; SPEC §7)
     connectors: tuple[ConnectorConfig, ...] = ()
 
@@ -229,4 +241,11 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             raise ConfigError(f"MC_{name.upper()} must be at least 1")
     if not 0 <= settings.batch_min_share <= 1:
         raise ConfigError("MC_BATCH_MIN_SHARE must be between 0 and 1")
+    if "@" in settings.bounce_domain or settings.bounce_max_bytes < 1024:
+        raise ConfigError("MC_BOUNCE_DOMAIN must be a domain name and MC_BOUNCE_MAX_BYTES "
+                          "at least 1024")
+    try:
+        re.compile(settings.sns_origin_pattern)
+    except re.error as exc:
+        raise ConfigError(f"MC_SNS_ORIGIN_PATTERN is not a regular expression: {exc}") from exc
     return settings

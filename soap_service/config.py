@@ -161,6 +161,8 @@ class Settings:
     bounce_smtp_host: str = "127.0.0.1"  # where `msgcenter bounced` listens (the MX target)
     bounce_smtp_port: int = 2525
     bounce_max_bytes: int = 20 * 1024 * 1024  # larger inbound reports are refused (552)
+    bounce_imap_url: str = ""  # imaps://user@host:993/INBOX?move_to=Processed (a mailbox to poll)
+    bounce_imap_password: str = ""
     sns_topic_arns: str = ""  # comma-separated SNS topics whose SES notifications are accepted
     # scheme://host[:port] the SNS SigningCertURL / SubscribeURL must match in full
     sns_origin_pattern: str = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?"

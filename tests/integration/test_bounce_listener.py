@@ -196,7 +196,11 @@ def test_run_serves_until_stopped(recorder: Recorder) -> None:
         thread.join(20)
     assert not thread.is_alive()
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))  # released
+        # released: nothing listens there any more (closed connections may linger in
+        # TIME_WAIT, which SO_REUSEADDR ignores but a listening socket would not)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
 
 
 def test_configuration_errors(recorder: Recorder) -> None:

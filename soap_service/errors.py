@@ -76,3 +76,12 @@ class TemplateSyntaxError(ClientError):
 
 class RenderError(MessageCenterError):
     """Rendering failed at send time (required field missing, limit exceeded)."""
+
+
+class CallbackRefused(ClientError):
+    """A provider's delivery callback whose signature is missing or wrong: answered 403,
+    and nothing changes."""
+
+
+class PayloadTooLarge(ClientError):
+    """A request body over the allowed size: answered 413."""

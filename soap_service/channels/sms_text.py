@@ -83,7 +83,7 @@ def count_parts(text: str) -> int:
 
 
 def split_text(text: str, *, max_parts: int, reference: int) -> SmsParts:
-    """The text as ``submit_sm`` payloads; ``reference`` (0–255) ties the parts together.
+    """The text as ``submit_sm`` payloads; ``reference`` (0-255) ties the parts together.
 
     Raises :class:`SmsTextError` for an empty text or one needing more than ``max_parts``.
     """

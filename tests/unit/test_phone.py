@@ -52,7 +52,7 @@ def test_bad_numbers_are_refused_naming_the_problem(raw: str, default: str | Non
 
 def test_the_field_name_is_the_callers() -> None:
     """Ingest names the attribute it read."""
-    with pytest.raises(ValidationFailed, match="^phone is empty$"):
+    with pytest.raises(ValidationFailed, match=r"^phone is empty$"):
         normalise_phone("", "33", field="phone")
 
 

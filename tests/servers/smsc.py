@@ -78,7 +78,7 @@ class _Session:
 class Smsc:
     """An SMSC on 127.0.0.1:<free port>; ``with Smsc() as smsc: ...``."""
 
-    def __init__(self, *, system_id: str = "mc", password: str = "secret",  # noqa: S107
+    def __init__(self, *, system_id: str = "mc", password: str = "secret",
                  plan: Plan | None = None, receipts: Callable[[Submit], str | None] | None = None,
                  receipt_via: str = "text") -> None:
         self.system_id = system_id

@@ -173,8 +173,8 @@ class _Link:
         self.pending[sequence] = waiter
         try:
             self.writer.write(data)
-            await self.writer.drain()
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # an SMSC that stops reading blocks drain()
+                await self.writer.drain()
                 return await waiter
         except (ConnectionError, RuntimeError) as exc:  # RuntimeError: transport closing
             raise LinkLost(self.lost or str(exc) or type(exc).__name__) from exc

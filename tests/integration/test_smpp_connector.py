@@ -414,3 +414,35 @@ def test_logs_show_no_text_number_or_password(caplog: pytest.LogCaptureFixture) 
     assert "smpp.link_lost" in logged or "smpp.bind_failed" in logged
     for secret in ("SECRET-TEXT", "33612345678", "secret"):
         assert secret not in logged
+
+
+def test_start_binds_before_any_send_so_queued_receipts_arrive() -> None:
+    """start() binds in the background; a receipt the SMSC kept reaches the sink with no
+    send at all."""
+    received: list[Receipt] = []
+    with Smsc() as smsc:
+        async def body(c: SmppConnector) -> None:
+            await c.start()
+            await until(lambda: smsc.sessions == 1)
+            smsc.send_receipt("0BEF0RE", "UNDELIV")
+            await until(lambda: len(received) == 1)
+        run(body, make(smsc, sink=received.append))
+    assert (received[0].provider_id, received[0].state) == ("0BEF0RE", ReceiptState.FAILED)
+    assert smsc.submits == []
+
+
+def test_close_while_the_smsc_is_down_returns_and_later_sends_are_refused() -> None:
+    """close() during backoff returns at once; a send after close is temporary."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def go() -> Any:
+        connector = make(None, port=port, reconnect_min=5, reconnect_max=5)
+        first = await connector.send(sms(), TO)
+        await asyncio.wait_for(connector.close(), 2)
+        return first, await connector.send(sms(), TO)
+
+    first, after = asyncio.run(go())
+    assert first.outcome is SendOutcome.TEMPORARY
+    assert (after.outcome, after.text) == (SendOutcome.TEMPORARY, "connector closed")

@@ -29,7 +29,7 @@ import email.utils
 import json
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,11 +75,11 @@ class HttpSmsOptions:
 
     format: str
     url: str
-    token: str
+    token: str = field(repr=False)
     sender: str = ""
     account: str = ""
     status_callback: str = ""
-    callback_secret: str = ""
+    callback_secret: str = field(default="", repr=False)
     timeout: float = 10.0
     id_field: str = "id"
     callback_max_bytes: int = 64 * 1024

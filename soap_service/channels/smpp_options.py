@@ -7,7 +7,7 @@ stops the service at start with one line naming the connector and the key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from soap_service.channels.options import (
     check_known,
@@ -36,7 +36,7 @@ class SmppOptions:
     host: str
     port: int
     system_id: str
-    password: str
+    password: str = field(repr=False)
     system_type: str = ""
     source_addr: str = ""
     source_ton: int = 5  # alphanumeric

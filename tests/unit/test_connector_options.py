@@ -45,7 +45,16 @@ def test_a_toml_table_builds_an_smpp_connector(monkeypatch: pytest.MonkeyPatch,
     options = connector.options
     assert (options.password, options.port, options.window, options.max_parts) == (
         "s3cret", 2775, 10, 6)
-    assert "s3cret" not in repr(config)
+    assert "s3cret" not in repr(config) and "s3cret" not in repr(options)
+
+
+def test_http_sms_options_never_show_their_secrets() -> None:
+    """The token and callback secret stay out of repr (and so out of any log line)."""
+    connector = build_connector(ConnectorConfig("h", Channel.SMS, "http-sms", options={
+        "url": "https://sms.example.net", "token": "tok-SECRET",
+        "callback_secret": "cb-SECRET"}))
+    shown = repr(connector.options)  # type: ignore[attr-defined]
+    assert "SECRET" not in shown and "sms.example.net" in shown
 
 
 @pytest.mark.parametrize(("options", "problem"), [

@@ -164,7 +164,7 @@ def test_cli_devsmsc_stores_files(tmp_path: Path) -> None:
         wait_until(lambda: len(list(directory.glob("*.sms"))) == 1, 10, "one .sms file")
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.communicate(timeout=30)
     assert "from the CLI" in next(directory.glob("*.sms")).read_text(encoding="utf-8")
 
 

@@ -24,12 +24,13 @@ import logging
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from soap_service import clock
+from soap_service.cache import TtlCache
 from soap_service.config import Settings
 from soap_service.errors import InvalidCredentials, SessionExpired, ValidationFailed, ZoneDenied
 from soap_service.store import Database
@@ -220,53 +221,26 @@ class ZoneTable:
 # ---------------------------------------------------------------- the authenticator
 
 
-class _TtlCache:
-    """A small dict with per-entry expiry on the service clock; thread-safe enough."""
-
-    def __init__(self, now: Callable[[], datetime]) -> None:
-        self._now = now
-        self._data: dict[str, tuple[datetime, datetime, Any]] = {}
-
-    def get(self, key: str) -> Any | None:
-        entry = self._data.get(key)
-        if entry is None or not entry[0] <= self._now() < entry[1]:  # expired or clock jumped
-            return None
-        return entry[2]
-
-    def put(self, key: str, value: Any, ttl: float) -> None:
-        if ttl <= 0:
-            return
-        if len(self._data) >= CACHE_MAX_ENTRIES:
-            self._data.clear()
-        now = self._now()
-        self._data[key] = (now, now + timedelta(seconds=ttl), value)
-
-    def pop(self, key: str) -> None:
-        self._data.pop(key, None)
-
-
 class Authenticator:
     """Turns :class:`Credentials` into a :class:`Principal`; one per process (caches)."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self._cache = _TtlCache(clock.utcnow)
+        # every entry is put with its own TTL (auth_cache_ttl or credential_cache_ttl)
+        self._cache: TtlCache[Any] = TtlCache(settings.auth_cache_ttl, CACHE_MAX_ENTRIES)
         self._cache_secret = secrets.token_bytes(32)  # credential-cache keys are HMACs
         self._lock = threading.Lock()
-        self._zones: tuple[datetime, ZoneTable] | None = None
 
     # -- zones
     def zones(self) -> ZoneTable:
         """The zone table, re-read from the database every ``auth_cache_ttl`` seconds."""
-        now = clock.utcnow()
-        ttl = timedelta(seconds=self.settings.auth_cache_ttl)
-        cached = self._zones
-        if cached is not None and cached[0] <= now < cached[0] + ttl:
-            return cached[1]
+        table: ZoneTable | None = self._cache.get("zones")
+        if table is not None:
+            return table
         with self._lock:
             table = ZoneTable(store.list_zones(self.db))
-            self._zones = (now, table)
+            self._cache.put("zones", table, self.settings.auth_cache_ttl)
         return table
 
     def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:

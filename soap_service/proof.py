@@ -15,32 +15,30 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from lxml import etree
-
 from soap_service import catalog, clock, ctxdata, render
 from soap_service.config import Settings
 from soap_service.errors import RenderError, ValidationFailed
 from soap_service.models import (
+    TEXT_ATTRIBUTE_FIELDS,
     WISHED_CHANNEL_OF,
     Channel,
+    Delivery,
     EmailMessage,
     Event,
     Queue,
     RenderedMessage,
+    Seed,
     SendResult,
+    Template,
     TemplateContent,
 )
 from soap_service.store import Database
 from soap_service.store import catalog as store
-from soap_service.store.catalog import Seed, Template
+from soap_service.xmlsafe import local_name
 
 log = logging.getLogger(__name__)
 
 PROOF_PREFIX = "[PROOF] "
-# event XML attribute -> Event field (the rest is kept in Event.attributes)
-_ATTRS = {"email": "email", "mobilePhone": "mobile_phone", "externalId": "external_id",
-          "origin": "origin", "language": "language", "country": "country",
-          "registrationToken": "registration_token"}
 
 
 # ---------------------------------------------------------------- test data
@@ -73,9 +71,9 @@ def event_from_xml(tpl: Template, text: str) -> Event:
     request holding one)."""
     ctx = ctxdata.ctx_from_xml(text, wrap_bare=False)
     parent = ctx.getparent()
-    attrs = {etree.QName(k).localname: v for k, v in parent.attrib.items()} \
+    attrs = {local_name(k): v for k, v in parent.attrib.items()} \
         if parent is not None else {}
-    fields = {field: attrs[a] for a, field in _ATTRS.items() if a in attrs}
+    fields = {field: attrs[a] for a, field in TEXT_ATTRIBUTE_FIELDS.items() if a in attrs}
     base = make_test_event(tpl, None, ctxdata.ctx_text(ctx))
     return Event(**{**base.__dict__, **fields, "attributes": attrs,
                     "event_type": attrs.get("type", tpl.event_type)})
@@ -194,13 +192,10 @@ def _send(settings: Settings, messages: list[EmailMessage]) -> list[SendResult]:
 
 
 def _record(db: Database, results: list[ProofResult], version_id: int | None) -> None:
-    now = clock.utcnow()
-    with db.begin() as conn:
-        for r in results:
-            store.record_proof(conn, version_id=version_id, channel=Channel.EMAIL,
-                               address=r.address, outcome=r.outcome
-                               if r.outcome != "renderFailed" else "permanent",
-                               code=r.code, text=r.text, message_id=r.message_id or None,
-                               duration_ms=r.duration_ms, now=now)
+    store.record_proofs(db, version_id, [Delivery(
+        channel=Channel.EMAIL.value, address=r.address,
+        outcome=r.outcome if r.outcome != "renderFailed" else "permanent",
+        response_code=r.code, response_text=r.text, message_id=r.message_id or None,
+        duration_ms=r.duration_ms) for r in results], clock.utcnow())
     for r in results:
         log.info("proof.sent outcome=%s message_id=%s", r.outcome, r.message_id)

@@ -1,7 +1,7 @@
 """The dispatch pipeline as a list of steps: what happens to one claimed event.
 
 Each prepare step takes ``(dispatcher, job)`` and returns ``None`` to go on, or an
-:class:`~soap_service.store.queue.Outcome` that ends the event early (``tooOld``,
+:class:`~soap_service.models.Outcome` that ends the event early (``tooOld``,
 ``ignored``, ``routingFailed``, ``paused``, ``deliveryFailed``...).  :data:`PREPARE_STEPS`
 is the order; to add a step, insert a function there.  :func:`outcome_of_send` turns the
 channel's :class:`~soap_service.models.SendResult` into the event's next state and its
@@ -22,16 +22,17 @@ from soap_service import clock, exclusions, retry, track
 from soap_service.errors import RenderError
 from soap_service.models import (
     Channel,
+    Delivery,
     EmailMessage,
     Event,
     EventStatus,
     EventType,
+    Outcome,
     RenderedMessage,
     SendOutcome,
     SendResult,
     TemplateVersion,
 )
-from soap_service.store.queue import Delivery, Outcome
 
 if TYPE_CHECKING:
     from soap_service.worker import Dispatcher
@@ -101,10 +102,10 @@ def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
 def find_route(d: Dispatcher, job: Job) -> Outcome | None:
     """The latest published, not paused version for the type and channel (or why none)."""
     route = d.route_for(job.event)
-    if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
+    if route.version is None and route.status is EventStatus.PAUSED:
         route = d.recheck_paused(job.event, job.rechecked) or route
     if route.version is None:
-        status = EventStatus(route.status)
+        status = route.status or EventStatus.ROUTING_FAILED
         return _final(job, status, route.reason or f"no published template ({status.value})")
     job.version = route.version
     return None

@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 from soap_service import clock, exclusions, retry
@@ -41,20 +40,22 @@ from soap_service.channels.email import EmailChannel
 from soap_service.config import Settings
 from soap_service.errors import ServerError
 from soap_service.models import (
+    WISHED_CHANNEL_OF,
     Channel,
     EmailMessage,
     Event,
     EventStatus,
     EventType,
+    Outcome,
     Queue,
     RenderedMessage,
     SendResult,
     TemplateVersion,
 )
+from soap_service.route import Route
 from soap_service.steps import PREPARE_STEPS, Job, outcome_of_send
 from soap_service.store import Database, connect
 from soap_service.store import queue as store_queue
-from soap_service.store.queue import Outcome
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 4  # about 7 s of database trouble before a round's outcomes are lost
@@ -71,7 +72,7 @@ class TickReport:
     failed: int = 0
 
 
-def _default_router() -> Callable[[Database, Event], Any]:
+def _default_router() -> Callable[[Database, Event], Route]:
     from soap_service import catalog
 
     return catalog.find_route
@@ -106,7 +107,7 @@ class Dispatcher:
 
     def __init__(self, settings: Settings, db: Database | None = None, *,
                  worker_id: str | None = None,
-                 router: Callable[[Database, Event], Any] | None = None,
+                 router: Callable[[Database, Event], Route] | None = None,
                  renderer: Callable[[TemplateVersion, Event], RenderedMessage] | None = None,
                  types: Callable[[Database, str], EventType | None] | None = None) -> None:
         self.settings = settings
@@ -137,8 +138,7 @@ class Dispatcher:
             batch_min_share=self.settings.batch_min_share, realtime_only=realtime_only)
         if not events:
             return Round(0, [], [], None)
-        listed = store_queue.listed_addresses(self.db, {
-            exclusions.normalise_address(e.address) for e in events if e.address})
+        listed = exclusions.listed_addresses(self.db, [e.address for e in events])
         rechecked: set[tuple[str, Channel]] = set()
         jobs = [Job(e, self.event_type(e.event_type), listed=listed, rechecked=rechecked)
                 for e in events]
@@ -235,10 +235,10 @@ class Dispatcher:
     def event_type(self, name: str) -> EventType:
         return self.types(self.db, name) or EventType(name=name)
 
-    def route_for(self, event: Event) -> Any:
+    def route_for(self, event: Event) -> Route:
         return self.router(self.db, event)
 
-    def recheck_paused(self, event: Event, rechecked: set[tuple[str, Channel]]) -> Any:
+    def recheck_paused(self, event: Event, rechecked: set[tuple[str, Channel]]) -> Route | None:
         """Route again, uncached, once per round and type: a "paused" answer may be up to
         ``catalog.CACHE_SECONDS`` old, and holding an event after another process resumed
         its template would hold it for good.  None when already checked this round."""
@@ -276,19 +276,21 @@ class Dispatcher:
         self._release_unpaused(groups, now)
         return n
 
-    def _release_unpaused(self, groups: Sequence[tuple[str, int]], now: datetime) -> None:
+    def _release_unpaused(self, groups: Sequence[tuple[str, Channel]], now: datetime) -> None:
         """Held events whose template was resumed or unpublished meanwhile (a resume that
-        raced a round holding them) go back to the queue: nothing stays paused for good."""
+        raced a round holding them) go back to the queue: nothing stays paused for good.
+        The rule is ``store.queue.release_paused_in``'s, the one a resume applies: plain
+        events when their type's routing is no longer paused, follow-ups when their rule's
+        template is not."""
         if groups:
             _forget_routes()
-        for name, wished_channel in groups:
+        for name, channel in groups:
             probe = Event(id=0, queue=Queue.RT, event_type=name, ctx_xml="",
-                          wished_channel=wished_channel)
+                          wished_channel=WISHED_CHANNEL_OF[channel])
             route = self.route_for(probe)
-            if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
-                continue
-            released = store_queue.release_paused(self.db, name, wished_channel, now,
-                                                  "template no longer paused")
+            held = route.version is None and route.status is EventStatus.PAUSED
+            released = store_queue.release_paused(self.db, name, channel, now,
+                                                  "template no longer paused", plain=not held)
             if released:
                 log.info("queue.paused_released type=%s count=%s", name, released)
 

@@ -21,7 +21,7 @@ from soap_service.errors import (
     SessionExpired,
     ZoneDenied,
 )
-from soap_service.soap.xml import InvalidXml
+from soap_service.xmlsafe import InvalidXml
 
 log = logging.getLogger("soap_service.soap")
 

@@ -164,9 +164,8 @@ def test_reap_releases_events_held_by_a_template_no_longer_paused(settings, demo
             [reminder] = add_events(db, [event_row(
                 9, event_type="order_confirmation", status="paused", parent_id=raced,
                 attributes=json.dumps({"template": "reminder_email"}))])
-            template_id = catalog.get_template(db, name).template.id
-            with db.begin() as conn:  # the template un-paused, its event not released
-                catalog_store.set_paused(conn, template_id, False, clock.utcnow())
+            # the template un-paused, its event not released
+            catalog_store.set_paused(db, name, False, clock.utcnow())
             d.reap()
             assert get_event(db, raced).status is EventStatus.PENDING
             assert get_event(db, reminder).status is EventStatus.PAUSED

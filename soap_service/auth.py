@@ -43,9 +43,6 @@ RIGHTS = frozenset({"mc", "admin"})
 SESSION_PREFIX = "___"
 API_KEY_PREFIX = "mc_"
 TRUSTED_LOGIN = "mc"
-BAD_LOGIN = "Invalid login or password. Connection denied."
-EXPIRED = "XSV-350008 Session token expired"
-ZONE_DENIED = "XSV-350013 IP address not allowed"
 CACHE_MAX_ENTRIES = 10_000
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -257,7 +254,7 @@ class Authenticator:
         zone = table.match(parse_ip(ip))
         if zone is None:
             log.info("auth.zone_denied ip=%s", ip)
-            raise ZoneDenied(ZONE_DENIED, f"address {ip} is outside every security zone")
+            raise ZoneDenied(detail=f"address {ip} is outside every security zone")
         return zone
 
     # -- the hot path
@@ -268,38 +265,38 @@ class Authenticator:
         if not token and creds.bearer:
             principal = self._by_api_key(creds.bearer.strip())
         elif not token:
-            raise InvalidCredentials(BAD_LOGIN, "no session token")
+            raise InvalidCredentials(detail="no session token")
         elif (pair := split_token(token)) is not None:
             principal = self._by_password(zone, *pair)
         else:
             principal = self._by_session(token)
         if not principal.has_right(right):
             log.info("auth.right_missing login=%s right=%s", principal.login, right)
-            raise InvalidCredentials(BAD_LOGIN, f"operator lacks the right {right!r}")
+            raise InvalidCredentials(detail=f"operator lacks the right {right!r}")
         return principal
 
     def _by_password(self, zone: Zone, login: str, password: str) -> Principal:
         if zone.session_token_only:
             log.info("auth.zone_denied zone=%s reason=session_token_only", zone.name)
-            raise ZoneDenied(ZONE_DENIED, "only session tokens are accepted from this network")
+            raise ZoneDenied(detail="only session tokens are accepted from this network")
         if password == "":
             return self._trusted(zone, login)
         if not zone.allow_user_password:
             log.info("auth.zone_denied zone=%s reason=user_password", zone.name)
-            raise ZoneDenied(ZONE_DENIED, "login/password is not accepted from this network")
+            raise ZoneDenied(detail="login/password is not accepted from this network")
         op = self._check_password(login, password)
         return Principal(op.id, op.login, op.rights, "password")
 
     def _trusted(self, zone: Zone, login: str) -> Principal:
         """``login/`` with an empty password: only in a zone with ``allow_empty_password``."""
         if not zone.allow_empty_password:
-            raise InvalidCredentials(BAD_LOGIN, "empty password")
+            raise InvalidCredentials(detail="empty password")
         op = self._operator(login)
         if op is not None:
             return Principal(op.id, op.login, op.rights, "trusted")
         if login == TRUSTED_LOGIN:
             return Principal(None, TRUSTED_LOGIN, frozenset({"mc"}), "trusted")
-        raise InvalidCredentials(BAD_LOGIN, "unknown login")
+        raise InvalidCredentials(detail="unknown login")
 
     def _operator(self, login: str) -> Operator | None:
         key = "op:" + login
@@ -314,47 +311,47 @@ class Authenticator:
         op = self._operator(login)
         if op is None:
             verify_password(password, _dummy_hash())  # same cost as a real check: no enumeration
-            raise InvalidCredentials(BAD_LOGIN, "unknown login")
+            raise InvalidCredentials(detail="unknown login")
         material = f"{op.id}\0{op.password_hash}\0{password}".encode()
         key = "pw:" + hmac.new(self._cache_secret, material, "sha256").hexdigest()
         if self._cache.get(key):
             return op
         if not verify_password(password, op.password_hash):
             log.info("auth.password_rejected operator_id=%s", op.id)
-            raise InvalidCredentials(BAD_LOGIN, "wrong password")
+            raise InvalidCredentials(detail="wrong password")
         self._cache.put(key, True, self.settings.credential_cache_ttl)
         return op
 
     def _by_session(self, token: str) -> Principal:
         if not token.startswith(SESSION_PREFIX):
-            raise SessionExpired(EXPIRED, "not a session token")
+            raise SessionExpired(detail="not a session token")
         token_hash = sha256_hex(token)
         key = "s:" + token_hash
         found = self._cache.get(key)
         if found is None:
             found = store.find_session(self.db, token_hash)
             if found is None:
-                raise SessionExpired(EXPIRED, "unknown session token")
+                raise SessionExpired(detail="unknown session token")
             self._cache.put(key, found, self.settings.auth_cache_ttl)
         op, expires_at = found
         if expires_at <= clock.utcnow():
             self._cache.pop(key)
-            raise SessionExpired(EXPIRED, "session token expired")
+            raise SessionExpired(detail="session token expired")
         return Principal(op.id, op.login, op.rights, "session")
 
     def _by_api_key(self, api_key: str) -> Principal:
         if not api_key.startswith(API_KEY_PREFIX):
-            raise InvalidCredentials(BAD_LOGIN, "malformed API key")
+            raise InvalidCredentials(detail="malformed API key")
         key_hash = sha256_hex(api_key)
         found = self._cache.get("k:" + key_hash)
         if found is None:
             found = store.find_api_key(self.db, key_hash)
             if found is None:
-                raise InvalidCredentials(BAD_LOGIN, "unknown API key")
+                raise InvalidCredentials(detail="unknown API key")
             self._cache.put("k:" + key_hash, found, self.settings.auth_cache_ttl)
         record, op = found
         if record.revoked_at is not None:
-            raise InvalidCredentials(BAD_LOGIN, "API key revoked")
+            raise InvalidCredentials(detail="API key revoked")
         if op is not None:
             return Principal(op.id, op.login, op.rights, "apikey")
         return Principal(None, f"apikey:{record.name}", frozenset({"mc"}), "apikey")
@@ -368,7 +365,7 @@ class Authenticator:
             trusted = self._trusted(zone, login)
             op = self._operator(trusted.login)
             if op is None:  # the built-in trusted "mc" has no row to hang a session on
-                raise InvalidCredentials(BAD_LOGIN, "no operator for a session")
+                raise InvalidCredentials(detail="no operator for a session")
         else:
             op = self._check_password(login, password)
         token = new_session_token()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from soap_service import clock, exclusions, retry, track
+from soap_service import clock, exclusions, messages, retry, track
 from soap_service.errors import RenderError
 from soap_service.models import (
     Channel,
@@ -129,21 +129,15 @@ def track_links(d: Dispatcher, job: Job) -> Outcome | None:
 
 
 def build_email(d: Dispatcher, job: Job) -> Outcome | None:
-    """Address the rendered content; ``emailFormat`` 1 sends text only, 2 HTML only."""
-    r = job.rendered
-    assert r is not None
-    if not r.from_addr:
-        return _final(job, EventStatus.DELIVERY_FAILED, "template has no From address")
-    html, text = r.html, r.text
-    if job.event.email_format == 1 and text:
-        html = ""
-    elif job.event.email_format == 2 and html:
-        text = ""
-    job.message = EmailMessage(
-        from_addr=r.from_addr, to=job.event.address or "", subject=r.subject,
-        message_id=d.message_id(job.event), html=html, text=text, reply_to=r.reply_to,
-        headers={"X-MC-Event-Id": str(job.event.id)},
-    )
+    """Address the rendered content (``messages.email_message``: ``emailFormat`` 1 sends
+    text only, 2 HTML only; no From address fails the event)."""
+    assert job.rendered is not None
+    try:
+        job.message = messages.email_message(
+            job.rendered, job.event.address or "", d.message_id(job.event),
+            email_format=job.event.email_format, headers={"X-MC-Event-Id": str(job.event.id)})
+    except RenderError as exc:
+        return _final(job, EventStatus.DELIVERY_FAILED, exc.message)
     return None
 
 

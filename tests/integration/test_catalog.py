@@ -299,6 +299,30 @@ def test_seeds(db: Database) -> None:
     assert catalog.add_seed(db, "s", "+33600000000", "<ctx/>").address == "+33600000000"
 
 
+@pytest.mark.parametrize("address", ["root@localhost", "a@b", "<qa@example.com>",
+                                     "qa@example..com"])
+def test_seed_addresses_are_checked_as_events_are(db: Database, settings,
+                                                  address: str) -> None:
+    """An email seed is refused exactly when ingest would refuse an event to that address
+    (one email check: ``addresses.is_email_address``, see docs/templates.md)."""
+    from lxml import etree
+
+    from soap_service import ingest
+
+    setup_type(db)
+    catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
+    with pytest.raises(ValidationFailed, match="not an email address"):
+        catalog.add_seed(db, "t", address, "<ctx/>")
+    event = etree.Element("rtEvent", type="order", email=address)
+    etree.SubElement(event, "ctx")
+    with pytest.raises(ValidationFailed, match="malformed attribute 'email'"):
+        ingest.store_event(db, settings, event, Queue.RT)
+    if not address.startswith("<"):  # a From may carry a display name and brackets
+        with pytest.raises(ValidationFailed, match=r"--from .* is not an email address"):
+            catalog.create_template(db, "u", "order", Channel.EMAIL,
+                                    C(from_addr=f"Shop <{address}>", subject="s", text="t"))
+
+
 def test_publish_checks_syntax_again(db: Database) -> None:
     """A draft that reached the database with broken syntax is refused at publish."""
     from soap_service.store import catalog as store

@@ -202,18 +202,26 @@ def expire_paused(db: Database, event_type: str, created_before: datetime,
     return len(ids)
 
 
-def release_claims(db: Database, worker_id: str, event_ids: Sequence[int], now: datetime) -> None:
-    """Hand back events claimed but not attempted (the tests' lease fixtures use it)."""
+def release_claims(db: Database, worker_id: str, event_ids: Sequence[int], now: datetime,
+                   reason: str | None = None) -> int:
+    """Hand back events claimed but not attempted (a round that failed), due at once;
+    only those ``worker_id`` still holds.  With a ``reason``, each gets a status-log row.
+    Returns how many were released."""
     if not event_ids:
-        return
+        return 0
+    held = and_(events.c.id.in_(list(event_ids)), events.c.claimed_by == worker_id,
+                events.c.status == EventStatus.PROCESSING.value)
     with db.begin() as conn:
-        conn.execute(
-            update(events)
-            .where(events.c.id.in_(list(event_ids)), events.c.claimed_by == worker_id,
-                   events.c.status == EventStatus.PROCESSING.value)
-            .values(status=EventStatus.PENDING.value, claimed_by=None, claimed_until=None,
-                    updated_at=now)
-        )
+        ids = list(conn.execute(select(events.c.id).where(held)).scalars())
+        if not ids:
+            return 0
+        conn.execute(update(events).where(events.c.id.in_(ids), held).values(
+            status=EventStatus.PENDING.value, claimed_by=None, claimed_until=None,
+            updated_at=now))
+        if reason:
+            _log_status(conn, [(i, EventStatus.PENDING.value, reason) for i in ids], now)
+        dialect.wake_dispatcher(conn)
+    return len(ids)
 
 
 # ---------------------------------------------------------------- outcomes

@@ -33,9 +33,9 @@ from soap_service import clock
 from soap_service.cache import TtlCache
 from soap_service.config import Settings
 from soap_service.errors import InvalidCredentials, SessionExpired, ValidationFailed, ZoneDenied
+from soap_service.models import ApiKey, Operator, Zone
 from soap_service.store import Database
 from soap_service.store import auth as store
-from soap_service.store.auth import Operator, Zone
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +428,7 @@ def create_zone(db: Database, name: str, cidr: str, *, allow_user_password: bool
 
 
 def create_api_key(db: Database, name: str,
-                   operator_login: str | None = None) -> tuple[str, store.ApiKey]:
+                   operator_login: str | None = None) -> tuple[str, ApiKey]:
     """A new key ``mc_...``: returned in clear once, stored as sha256."""
     if not name.strip():
         raise ValidationFailed("an API key needs a name")

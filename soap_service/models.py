@@ -420,3 +420,45 @@ class FollowupRule:
     channel: str
     enabled: bool
     created_at: datetime
+
+
+# ---------------------------------------------------------------- who may call
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A login of the SOAP API and the CLI, with its rights (the password only hashed)."""
+
+    id: int
+    login: str
+    password_hash: str
+    rights: frozenset[str]
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A security zone: the networks a caller may come from, and what it allows there."""
+
+    name: str
+    cidr: str
+    allow_user_password: bool = False
+    allow_empty_password: bool = False
+    session_token_only: bool = False
+    show_errors: bool = False
+    is_proxy: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: its name and prefix (the key itself only hashed)."""
+
+    id: int
+    name: str
+    prefix: str
+    operator_id: int | None
+    operator_login: str | None
+    created_at: datetime
+    revoked_at: datetime | None

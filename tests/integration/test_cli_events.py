@@ -118,6 +118,15 @@ def test_the_command_as_a_process_exits_with_the_documented_codes(cli_env: dict[
     assert run_cli_process(cli_env, check=False).returncode == 64
 
 
+def test_reads_from_an_unreachable_database_fail_in_one_line():
+    """A read (``events list``) from a database nobody answers for: "database unavailable"
+    on one line and exit code 2 (ours), no traceback."""
+    env = {"MC_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none"}
+    proc = run_cli(env, "events", "list", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == "msgcenter: error: database unavailable\n"
+
+
 def test_push_without_a_server_fails_cleanly(tmp_path):
     """`push` to a port nobody listens on: one error line and exit code 2 (ours)."""
     env = {"MC_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}

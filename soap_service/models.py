@@ -359,6 +359,35 @@ class Outcome:
     delivery: Delivery | None = None
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """One row of an event's status history."""
+
+    status: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One delivery-log row of an event, with the template name and version number of
+    the version it used (None when it used none)."""
+
+    id: int
+    created_at: datetime
+    channel: str
+    address: str | None
+    outcome: str
+    response_code: int | None
+    response_text: str | None
+    template_version_id: int | None
+    message_id: str | None
+    duration_ms: int | None
+    is_proof: bool
+    template: str | None
+    version: int | None
+
+
 # ---------------------------------------------------------------- after the send
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Row, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from soap_service.errors import Conflict, ServerError
-from soap_service.models import Event, EventStatus, FollowupRule, Queue
+from soap_service.models import Event, EventStatus, FollowupRule, Queue, StatusChange
 from soap_service.store import Database, dialect
 from soap_service.tables import event_status_log, events
 
@@ -274,7 +274,7 @@ def list_events(
         return [event_from_row(row) for row in conn.execute(stmt)]
 
 
-def status_history(db: Database, pk: int) -> list[dict[str, Any]]:
+def status_history(db: Database, pk: int) -> list[StatusChange]:
     """Status changes of one event, oldest first (``event_status_log``)."""
     stmt = (
         select(event_status_log.c.status, event_status_log.c.reason,
@@ -283,7 +283,7 @@ def status_history(db: Database, pk: int) -> list[dict[str, Any]]:
         .order_by(event_status_log.c.id)
     )
     with db.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(stmt)]
+        return [StatusChange(**row._mapping) for row in conn.execute(stmt)]
 
 
 def count_events(db: Database) -> int:

@@ -30,6 +30,7 @@ from soap_service.models import (
     WISHED_CHANNELS,
     Channel,
     Delivery,
+    DeliveryAttempt,
     Event,
     EventStatus,
     Outcome,
@@ -289,7 +290,7 @@ def _log_status(conn: Connection, entries: Sequence[tuple[int, str, str | None]]
 # ---------------------------------------------------------------- reads and heartbeats
 
 
-def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:
+def delivery_attempts(db: Database, event_id: int) -> list[DeliveryAttempt]:
     """Delivery-log rows of one event, oldest first, with the template name and version
     number of the version used (``template`` / ``version``; None when none was)."""
     c, v = delivery_log.c, template_versions.c
@@ -303,7 +304,7 @@ def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:
         .order_by(c.id)
     )
     with db.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+        return [DeliveryAttempt(**r._mapping) for r in conn.execute(stmt)]
 
 
 def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime) -> None:

@@ -108,8 +108,8 @@ def test_real_catalog_routing_pause_resume_and_render_failure(settings, demo_db)
     assert failed.status is EventStatus.DELIVERY_FAILED
     assert "firstname" in (failed.last_error or "")
     [attempt] = queue.delivery_attempts(db, held)
-    assert (attempt["template"], attempt["version"]) == ("order_confirmation_email", 2)
-    assert attempt["template_version_id"] == 3  # the log keeps the version row's id
+    assert (attempt.template, attempt.version) == ("order_confirmation_email", 2)
+    assert attempt.template_version_id == 3  # the log keeps the version row's id
 
 
 def _held_event(db, s, d: Dispatcher, address: str) -> int:

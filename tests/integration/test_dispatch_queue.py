@@ -71,7 +71,7 @@ def test_expired_lease_is_reaped_and_reclaimed(db):
         advance(timedelta(seconds=61))
         assert queue.reap_expired_leases(db, clock.utcnow()) == 1
         assert [e.id for e in _claim(db, "alive")] == [pk]
-    assert any(h["reason"] == "lease expired" for h in status_history(db, pk))
+    assert any(h.reason == "lease expired" for h in status_history(db, pk))
 
 
 def test_outcome_is_recorded_only_by_the_lease_holder(db):
@@ -109,9 +109,9 @@ def test_record_outcome_writes_event_status_and_logs(db):
         "pending", 1, None, "451 later")
     assert row.process_at == retry_at.replace(microsecond=row.process_at.microsecond)
     [attempt] = queue.delivery_attempts(db, pk)
-    assert (attempt["outcome"], attempt["response_code"], attempt["template_version_id"]) == (
+    assert (attempt.outcome, attempt.response_code, attempt.template_version_id) == (
         "temporary", 451, 3)
-    assert status_history(db, pk)[-1]["status"] == "pending"
+    assert status_history(db, pk)[-1].status == "pending"
 
 
 def test_heartbeat_upserts_one_row(db):

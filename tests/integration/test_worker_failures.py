@@ -103,7 +103,7 @@ def test_claims_are_released_at_once_when_the_lookup_after_the_claim_fails(pg: D
                     d.tick()
                 assert outage.cut
             assert _statuses(pg, ids) == [EventStatus.PENDING] * 3
-            assert status_history(pg, ids[0])[-1]["reason"] == "released: the round failed"
+            assert status_history(pg, ids[0])[-1].reason == "released: the round failed"
             assert d.tick().sent == 3
             assert sorted(m.rcpt_tos for m in sink.wait_for(3)) == \
                 [(f"user{n}@example.com",) for n in range(3)]

@@ -29,8 +29,8 @@ from soap_service.errors import ClientError
 from soap_service.soap import envelope, faults, router, wsdl
 from soap_service.soap.metrics import Metrics
 from soap_service.soap.response import CONTENT_TYPE, fault_envelope
-from soap_service.soap.xml import BodyTooLarge, parse_document
 from soap_service.store import Database, connect
+from soap_service.xmlsafe import BodyTooLarge, parse_document
 
 log = logging.getLogger("soap_service.web")
 

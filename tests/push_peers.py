@@ -306,6 +306,7 @@ class FcmPeer(Peer):
         self.token_requests = 0
         self.token_failure: tuple[int, dict[str, Any]] | None = None
         self.issued: dict[str, float] = {}  # access token -> expiry (peer clock)
+        self.accept_tokens = True  # False: every send is 401 (a project that refuses us)
         self.token_uri = ""  # set once the port is known
 
     def revoke_all(self) -> None:
@@ -357,7 +358,7 @@ class FcmPeer(Peer):
             request = {}
         self.seen.append(Seen(scope["path"], headers, request, scope["http_version"], bearer,
                               tuple(scope["client"]) if scope.get("client") else None))
-        if self.issued.get(bearer, 0) <= self.clock():
+        if self.issued.get(bearer, 0) <= self.clock() or not self.accept_tokens:
             return await _answer(send, 401, fcm_error(
                 401, "UNAUTHENTICATED", "Request had invalid authentication credentials."))
         message = request.get("message") if isinstance(request, dict) else None

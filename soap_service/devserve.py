@@ -84,6 +84,8 @@ class AsgiServer:
     def start(self) -> AsgiServer:
         """Bind (``OSError`` when a port is busy), then serve in a thread."""
         config = self._config()
+        if config.ssl_enabled:
+            config.create_ssl_context()  # an unusable certificate fails here, not in the thread
         sockets = config.create_sockets()
         try:
             for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:

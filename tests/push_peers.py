@@ -305,6 +305,7 @@ class FcmPeer(Peer):
         self.expires_in = expires_in
         self.token_requests = 0
         self.token_failure: tuple[int, dict[str, Any]] | None = None
+        self.token_slow = False  # True: the token endpoint hangs until released
         self.issued: dict[str, float] = {}  # access token -> expiry (peer clock)
         self.accept_tokens = True  # False: every send is 401 (a project that refuses us)
         self.token_uri = ""  # set once the port is known
@@ -322,6 +323,8 @@ class FcmPeer(Peer):
 
     async def grant(self, body: bytes, send: Any) -> None:
         self.token_requests += 1
+        if self.token_slow:
+            await self.slow()
         if self.token_failure is not None:
             return await _answer(send, *self.token_failure)
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}

@@ -156,7 +156,7 @@ class ApnsConnector:
             push_http.option_str(config, "team_id", required=True),
             clock,
         )
-        push_http.ssl_context(config)  # a bad ca_file is a configuration error now
+        self._ssl = push_http.ssl_context(config)  # a bad ca_file fails here, at start
         self._client: httpx.AsyncClient | None = None
 
     def accepts(self, message: ChannelMessage) -> bool:
@@ -164,7 +164,8 @@ class ApnsConnector:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = push_http.make_client(self.config, http2=True, timeout=self.timeout)
+            self._client = push_http.make_client(self.config, self._ssl, http2=True,
+                                                 timeout=self.timeout)
         return self._client
 
     async def send(self, message: ChannelMessage, address: str, *,

@@ -136,7 +136,10 @@ class _Member:
         self.sent = self.temporary = self.permanent = 0
         self.last_error = ""
 
-    async def send(self, message: ChannelMessage, address: str, urgent: bool) -> SendResult:
+    async def send(self, message: ChannelMessage, address: str, urgent: bool,
+                   probe: bool = False) -> SendResult:
+        """Through slots, rate limit and connector; ``probe``: the circuit's half-open
+        probe (given back if this send is cancelled before an answer)."""
         try:
             await self.slots.acquire(0 if urgent else 1)
             try:
@@ -149,7 +152,8 @@ class _Member:
             finally:
                 self.slots.release()
         except BaseException:  # cancelled while waiting or sending: no answer to count
-            self.circuit.abandon()
+            if probe:
+                self.circuit.abandon()
             raise
         self._count(result)
         return replace(result, connector=self.config.name)
@@ -178,6 +182,10 @@ class _Member:
         if before is CircuitState.OPEN and self.circuit.state is CircuitState.HALF_OPEN:
             log.info("connector.circuit_half_open name=%s", self.config.name)
         return allowed
+
+    @property
+    def probing(self) -> bool:
+        return self.circuit.state is CircuitState.HALF_OPEN
 
     def health(self) -> ConnectorHealth:
         probe_in = self.circuit.probe_in()
@@ -227,7 +235,7 @@ class ConnectorSet:
             if not member.allow():
                 skipped.append(member)
                 continue
-            result = await member.send(message, address, urgent)
+            result = await member.send(message, address, urgent, probe=member.probing)
             if result.outcome is not SendOutcome.TEMPORARY:
                 return result
             last = result

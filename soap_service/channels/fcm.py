@@ -128,6 +128,8 @@ class AccessToken:
         self._token = ""
         self._renew_at = 0.0
         self._lock: asyncio.Lock | None = None
+        self._failure = ""  # why the last fetch failed ("" when it worked)
+        self._completed = 0  # fetches finished, whatever their outcome
         self.fetches = 0  # token endpoint requests made (health, tests)
 
     def _lock_(self) -> asyncio.Lock:
@@ -138,18 +140,28 @@ class AccessToken:
     async def get(self) -> str:
         if self._token and self._clock() < self._renew_at:
             return self._token
+        attempts = self._completed
         async with self._lock_():  # one fetch at a time; the others get its token
             if not self._token or self._clock() >= self._renew_at:
+                self._fetch_unless_just_failed(attempts)
                 await self._fetch()
             return self._token
 
     async def renew(self, refused: str) -> str:
         """FCM refused ``refused`` (401): fetch a new token unless one already was."""
+        attempts = self._completed
         async with self._lock_():
             if self._token == refused:
                 self._token = ""
+                self._fetch_unless_just_failed(attempts)
                 await self._fetch()
             return self._token
+
+    def _fetch_unless_just_failed(self, attempts: int) -> None:
+        """Sends that queued behind a failed fetch share its failure instead of each
+        trying again (a hanging token endpoint would otherwise cost one timeout per send)."""
+        if self._completed != attempts and self._failure:
+            raise TokenUnavailable(self._failure)
 
     def _assertion(self, now: int) -> str:
         account = self._account
@@ -159,14 +171,26 @@ class AccessToken:
         return jwt.encode(claims, account.private_key, algorithm="RS256", headers=headers)
 
     async def _fetch(self) -> None:
+        try:
+            self._token, self._renew_at = await self._request()
+            self._failure = ""
+        except TokenUnavailable as exc:
+            self._failure = str(exc)
+            raise
+        finally:
+            self._completed += 1
+
+    async def _request(self) -> tuple[str, float]:
+        """One token request: (access token, when to renew it)."""
         now = self._clock()
         self.fetches += 1
         try:
             response = await self._http().post(self._token_uri, data={
                 "grant_type": GRANT_TYPE, "assertion": self._assertion(int(now))})
         except httpx.HTTPError as exc:
-            raise TokenUnavailable(push_http.transport_failure(exc, time.monotonic()).text) \
-                from exc
+            text = push_http.transport_failure(exc, time.monotonic()).text
+            log.warning("fcm.token_failed status=- error=%s", text[:100])
+            raise TokenUnavailable(text) from exc
         try:
             data = response.json()
         except ValueError:
@@ -183,9 +207,8 @@ class AccessToken:
             lifetime = max(1.0, float(data.get("expires_in", 3600)))
         except (TypeError, ValueError):
             lifetime = 3600.0
-        self._token = token
-        self._renew_at = now + lifetime - min(REFRESH_MARGIN, lifetime / 10)
         log.info("fcm.token_fetched expires_in=%.0f", lifetime)
+        return token, now + lifetime - min(REFRESH_MARGIN, lifetime / 10)
 
 
 def build_body(message: PushMessage, token: str, now: float) -> dict[str, Any]:
@@ -260,7 +283,7 @@ class FcmConnector:
         token_uri = push_http.option_str(config, "token_uri", account.token_uri)
         self._clock = clock
         self.access = AccessToken(account, token_uri, self._http, clock)
-        push_http.ssl_context(config)  # a bad ca_file is a configuration error now
+        self._ssl = push_http.ssl_context(config)  # a bad ca_file fails here, at start
         self._client: httpx.AsyncClient | None = None
 
     def accepts(self, message: ChannelMessage) -> bool:
@@ -268,7 +291,8 @@ class FcmConnector:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = push_http.make_client(self.config, http2=True, timeout=self.timeout)
+            self._client = push_http.make_client(self.config, self._ssl, http2=True,
+                                                 timeout=self.timeout)
         return self._client
 
     async def send(self, message: ChannelMessage, address: str, *,

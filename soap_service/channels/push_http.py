@@ -66,11 +66,12 @@ def ssl_context(config: ConnectorConfig) -> ssl.SSLContext:
     return context
 
 
-def make_client(config: ConnectorConfig, *, http2: bool, timeout: float) -> httpx.AsyncClient:
+def make_client(config: ConnectorConfig, context: ssl.SSLContext, *, http2: bool,
+                timeout: float) -> httpx.AsyncClient:
     """The connector's one pooled client (create it on the loop that will use it)."""
     limits = httpx.Limits(max_connections=max(1, config.concurrency),
                           max_keepalive_connections=max(1, config.concurrency))
-    return httpx.AsyncClient(http2=http2, verify=ssl_context(config),
+    return httpx.AsyncClient(http2=http2, verify=context,
                              timeout=httpx.Timeout(timeout), limits=limits,
                              follow_redirects=False, trust_env=False)
 

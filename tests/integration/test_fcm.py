@@ -204,6 +204,18 @@ def test_token_endpoint_failures_are_temporary(fcm: FcmSetup, clock: FakeClock) 
     assert len(fcm.peer.seen) == 1
 
 
+def test_sends_waiting_behind_a_hanging_token_endpoint_share_its_failure(
+        fcm: FcmSetup, clock: FakeClock) -> None:
+    """20 sends queued behind one token request that times out fail with it (temporary)
+    instead of each trying again: the endpoint is asked once, not 20 times."""
+    fcm.peer.token_slow = True
+    connector = FcmConnector(_config(fcm, timeout=0.5), clock=clock)
+    results = _send(connector, *[(_msg(), TOKEN) for _ in range(20)])
+    assert {r.outcome for r in results} == {SendOutcome.TEMPORARY}
+    assert all("oauth token: timeout" in r.text for r in results)
+    assert fcm.peer.token_requests == 1 and fcm.peer.seen == []
+
+
 def test_a_wrong_service_account_key_is_refused_by_the_token_endpoint(
         fcm: FcmSetup, clock: FakeClock, tmp_path: Path) -> None:
     """An assertion signed with another key fails the peer's signature check: the

@@ -8,7 +8,8 @@ classes in-process.  One ASGI app (:class:`DevPushApp`) served by hypercorn:
   a well-formed ES256 provider token with ``kid`` and ``iss`` (its signature too when
   ``apns_key`` is given), ``apns-topic``, push type, priority, expiration, collapse id,
   a JSON payload with ``aps`` of at most 4 KB — answering as APNs does.
-* **FCM** on the plain port (HTTP/1.1, or HTTP/2 with prior knowledge):
+* **FCM** on the plain port (HTTP/1.1, or HTTP/2 with prior knowledge), and on the TLS
+  port too (HTTP/2, as Google serves it; cheaper per message than HTTP/1.1):
   ``POST /token`` grants access tokens for a JWT-bearer assertion (RS256, ``iss``,
   ``scope``, ``aud``; its signature too when ``fcm_key`` is given), and
   ``POST /v1/projects/{project}/messages:send`` checks the bearer token and the message

@@ -305,19 +305,26 @@ def test_our_connectors_deliver_to_devpush_with_its_throwaway_credentials(
             "ca_file": str(sink.tls.ca)}))
         fcm = FcmConnector(ConnectorConfig("fcm", Channel.PUSH, "fcm", options={
             "base_url": sink.fcm_url, "service_account_file": str(creds.fcm_service_account)}))
+        # FCM is served on the TLS port too, over HTTP/2 as Google serves it
+        fcm_h2 = FcmConnector(ConnectorConfig("fcm-h2", Channel.PUSH, "fcm", options={
+            "base_url": sink.apns_url, "ca_file": str(sink.tls.ca),
+            "service_account_file": str(creds.fcm_service_account)}))
 
         async def run():
             results = await asyncio.gather(
                 apns.send(PushMessage(PushPlatform.IOS, "Hi", "iOS body", "r1"), HEX_TOKEN),
                 fcm.send(PushMessage(PushPlatform.ANDROID, "Hi", "Android body", "r2"),
-                         FCM_TOKEN))
-            await apns.close()
-            await fcm.close()
+                         FCM_TOKEN),
+                fcm_h2.send(PushMessage(PushPlatform.ANDROID, "Hi", "Android over h2", "r3"),
+                            FCM_TOKEN))
+            for connector in (apns, fcm, fcm_h2):
+                await connector.close()
             return results
 
         results = asyncio.run(run())
-    assert [r.outcome for r in results] == [SendOutcome.SENT, SendOutcome.SENT]
-    assert sorted(f["body"] for f in _files(sink)) == ["Android body", "iOS body"]
+    assert [r.outcome for r in results] == [SendOutcome.SENT] * 3
+    assert sorted(f["body"] for f in _files(sink)) == ["Android body", "Android over h2",
+                                                        "iOS body"]
     assert results[1].provider_id.startswith("projects/devpush/messages/")
 
 

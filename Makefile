@@ -47,6 +47,7 @@ wsdl: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/deliver.py
+	$(BIN)/python bench/deliver_push.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import func, select  # noqa: E402
 
 from soap_service import demo  # noqa: E402
-from soap_service.channels.email import send_messages  # noqa: E402
+from soap_service.channels.direct import send_messages  # noqa: E402
 from soap_service.config import Settings, load_settings  # noqa: E402
 from soap_service.models import EmailMessage  # noqa: E402
 from soap_service.store import Database, make_engine, schema  # noqa: E402

@@ -180,12 +180,27 @@ def _check_parts(content: TemplateContent, channel: Channel) -> None:
         raise ValidationFailed(f"{article} {channel.value} template has no {_options(foreign)} "
                                f"(its parts: {_options(own)})")
     render.check_content(content, channel)
+    if channel is Channel.SMS:
+        _check_sms_sender(content.from_addr)
+        return
     for option, value in (("--from", content.from_addr), ("--reply-to", content.reply_to)):
         personalised = "<%" in value or "{{" in value or "{%" in value
         if value.strip() and not personalised and \
                 not is_email_address(email.utils.parseaddr(value)[1]):
             raise ValidationFailed(f"{option} {value!r} is not an email address (write "
                                    "'name@example.com' or 'Name <name@example.com>')")
+
+
+_SMS_SENDER = re.compile(r"\+?[0-9]{1,20}|[A-Za-z0-9 .&_-]{1,11}")
+
+
+def _check_sms_sender(value: str) -> None:
+    """An SMS template's From is its sender: a number (up to 20 digits) or a name of at
+    most 11 letters, digits and ``. & _ -`` (what SMS networks carry)."""
+    personalised = "<%" in value or "{{" in value or "{%" in value
+    if value.strip() and not personalised and not _SMS_SENDER.fullmatch(value.strip()):
+        raise ValidationFailed(f"--from {value!r} is not an SMS sender (a number of up to 20 "
+                               "digits, or a name of up to 11 letters and digits)")
 
 
 def _options(fields: list[str]) -> str:

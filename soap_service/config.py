@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from soap_service.errors import ConfigError
-from soap_service.models import Channel
+from soap_service.models import Channel, MobileApp, PushPlatform
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/msgcenter.db"
 _SECRET_WORDS = ("password", "token", "secret", "key")  # option names never shown
@@ -114,6 +114,34 @@ def parse_connectors(raw: Any) -> tuple[ConnectorConfig, ...]:
     return tuple(out)
 
 
+def parse_apps(raw: Any) -> tuple[MobileApp, ...]:
+    """The ``apps`` array of tables: ``[[apps]] uuid = "..." platform = "ios"`` -- the push
+    platform of ``wishedChannel`` 40 events from that ``<mobileApp uuid>``."""
+    if raw is None:
+        return ()
+    if isinstance(raw, list | tuple) and all(isinstance(a, MobileApp) for a in raw):
+        return tuple(raw)
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigError("apps must be an array of tables ([[apps]])")
+    out: list[MobileApp] = []
+    for index, table in enumerate(raw):
+        uuid = str(table.get("uuid") or "").strip()
+        unknown = sorted(set(table) - {"uuid", "platform", "name"})
+        if not uuid or unknown:
+            raise ConfigError(f"apps[{index}]: uuid is required; the keys are uuid, platform, "
+                              "name")
+        try:
+            platform = PushPlatform(str(table.get("platform") or ""))
+        except ValueError as exc:
+            raise ConfigError(f"apps[{index}] ({uuid}): platform must be ios or android") \
+                from exc
+        out.append(MobileApp(uuid, platform, str(table.get("name") or "")))
+    uuids = [a.uuid for a in out]
+    if len(set(uuids)) != len(uuids):
+        raise ConfigError("apps: each uuid may appear once")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every tunable of the service. Field ``x`` is read from ``MC_X``."""
@@ -171,6 +199,12 @@ class Settings:
     postmark_webhook_token: str = ""  # ...or this secret in an X-MC-Webhook-Token header
     # Connectors of every channel ([[connectors]] in the TOML file; SPEC §7)
     connectors: tuple[ConnectorConfig, ...] = ()
+    # Addresses (docs/channels.md): the country a mobilePhone without +CC is read in
+    # (a calling code "33" / "+33" or a region "FR"; empty: such numbers are refused)
+    default_country_code: str = ""
+    # Push: the platform of wishedChannel 40 events ([[apps]] by <mobileApp uuid> first)
+    push_default_platform: str = ""  # ios | android | "" (none: such events fail)
+    apps: tuple[MobileApp, ...] = ()
 
     @property
     def is_sqlite(self) -> bool:
@@ -181,9 +215,33 @@ class Settings:
         ``MC_SMTP_*`` make the default relay, named ``smtp``."""
         found = [c for c in self.connectors if c.channel is channel]
         if not found and channel is Channel.EMAIL:
-            found = [ConnectorConfig("smtp", Channel.EMAIL, "smtp",
-                                     concurrency=self.smtp_concurrency)]
+            found = [self.default_smtp_connector()]
         return sorted(found, key=lambda c: c.priority)
+
+    def all_connectors(self) -> list[ConnectorConfig]:
+        """Every connector of every channel (the default SMTP relay included)."""
+        return [c for channel in Channel for c in self.channel_connectors(channel)]
+
+    def default_smtp_connector(self) -> ConnectorConfig:
+        """The relay ``MC_SMTP_*`` describe, as a connector named ``smtp``."""
+        options: dict[str, Any] = {
+            "host": self.smtp_host, "port": self.smtp_port, "tls": self.smtp_tls,
+            "timeout": self.smtp_timeout}
+        if self.smtp_user:
+            options["user"] = self.smtp_user
+        if self.smtp_password:
+            options["password"] = self.smtp_password
+        if self.smtp_ca_file:
+            options["ca_file"] = self.smtp_ca_file
+        return ConnectorConfig("smtp", Channel.EMAIL, "smtp", concurrency=self.smtp_concurrency,
+                               options=options)
+
+    def app_platform(self, uuid: str | None) -> PushPlatform | None:
+        """The push platform of a ``wishedChannel`` 40 event: its app's, else the default."""
+        for app in self.apps:
+            if uuid and app.uuid == uuid:
+                return app.platform
+        return PushPlatform(self.push_default_platform) if self.push_default_platform else None
 
     @property
     def effective_tracking_url(self) -> str:
@@ -226,6 +284,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         if f.name == "connectors":  # tables, from the TOML file only
             result[f.name] = parse_connectors(overrides.get("connectors", values.get(f.name)))
             continue
+        if f.name == "apps":
+            result[f.name] = parse_apps(overrides.get("apps", values.get(f.name)))
+            continue
         default = getattr(defaults, f.name)
         raw = env.get(f"MC_{f.name.upper()}", values.get(f.name))
         if f.name in overrides:
@@ -246,6 +307,15 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     if "@" in settings.bounce_domain or settings.bounce_max_bytes < 1024:
         raise ConfigError("MC_BOUNCE_DOMAIN must be a domain name and MC_BOUNCE_MAX_BYTES "
                           "at least 1024")
+    if settings.push_default_platform not in {"", *PushPlatform}:
+        raise ConfigError("MC_PUSH_DEFAULT_PLATFORM must be ios or android (or empty)")
+    if settings.default_country_code:
+        from soap_service.phone import default_region
+
+        try:
+            default_region(settings.default_country_code)
+        except ConfigError as exc:
+            raise ConfigError(f"MC_DEFAULT_COUNTRY_CODE: {exc.message}") from exc
     try:
         re.compile(settings.sns_origin_pattern)
     except re.error as exc:

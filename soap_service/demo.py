@@ -1,11 +1,16 @@
-"""``make run``: the whole service on a laptop — SQLite in ``./var/``, an SMTP sink, a demo.
+"""``make run``: the whole service on a laptop — SQLite in ``./var/``, sinks, a demo.
 
 ``python -m soap_service.demo`` initialises the database, creates an operator (``demo`` /
 ``demo``) and a security zone for the loopback network, loads the demo event type
-``order_confirmation`` with a published order-confirmation template (``demo/`` files),
-starts ``msgcenter devsmtp`` and ``msgcenter serve`` as child processes, and prints a
-ready-to-paste ``msgcenter push`` command and where the mail will appear.  Ctrl-C stops
-everything.  Setting up is idempotent: running it twice reuses what exists.
+``order_confirmation`` with three published templates -- email, SMS and push (``demo/``
+files) -- and starts the development sinks ``msgcenter devsmtp`` (mail → ``var/mail/``),
+``devsmsc`` (SMPP → ``var/sms/``) and ``devpush`` (APNs / FCM → ``var/push/``).  It writes
+``var/demo.toml`` with the SMS and push connectors pointing at those sinks (devpush's
+throwaway credentials and certificate authority), starts ``msgcenter serve`` with it,
+and prints ready-to-paste ``msgcenter push`` commands for an email, an SMS and a push
+notification.  Ctrl-C stops everything.  Setting up is idempotent: running it twice
+reuses what exists.  Ports: ``MC_PUBLIC_URL``, ``MC_SMTP_PORT``, and
+``MC_DEMO_SMSC_PORT`` (2775), ``MC_DEMO_APNS_PORT`` (2197), ``MC_DEMO_FCM_PORT`` (8087).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,21 +58,29 @@ def ensure_access(db: Database) -> None:
 
 
 def ensure_catalog(db: Database) -> str:
-    """The demo event type and a published template; returns the event type name."""
+    """The demo event type and its published email, SMS and push templates; returns the
+    event type name."""
     spec = demo_spec()
-    name, tpl = spec["event_type"], spec["template"]
+    name = spec["event_type"]
     if catalog.get_event_type(db, name) is None:
         catalog.add_event_type(db, EventType(name=name, label=spec["label"],
                                              lane=Lane(spec["lane"])))
-    content = TemplateContent(
-        from_addr=spec["from"], reply_to=spec["reply_to"], subject=spec["subject"],
-        html=(DATA / "order_confirmation.html").read_text(encoding="utf-8"),
-        text=(DATA / "order_confirmation.txt").read_text(encoding="utf-8"),
-    )
-    with contextlib.suppress(Conflict):
-        catalog.create_template(db, tpl, name, Channel.EMAIL, content)
-    if catalog.get_template(db, tpl).state != "published":
-        catalog.publish(db, tpl, OPERATOR[0])
+    templates = {
+        spec["template"]: (Channel.EMAIL, TemplateContent(
+            from_addr=spec["from"], reply_to=spec["reply_to"], subject=spec["subject"],
+            html=(DATA / "order_confirmation.html").read_text(encoding="utf-8"),
+            text=(DATA / "order_confirmation.txt").read_text(encoding="utf-8"))),
+        spec["sms_template"]: (Channel.SMS, TemplateContent(
+            from_addr=spec["sms_from"], sms=spec["sms"])),
+        spec["push_template"]: (Channel.PUSH, TemplateContent(
+            push_title=spec["push_title"], push_body=spec["push_body"],
+            push_data=dict(spec["push_data"]))),
+    }
+    for tpl, (channel, content) in templates.items():
+        with contextlib.suppress(Conflict):
+            catalog.create_template(db, tpl, name, channel, content)
+        if catalog.get_template(db, tpl).state != "published":
+            catalog.publish(db, tpl, OPERATOR[0])
     return str(name)
 
 
@@ -81,13 +95,110 @@ def setup(settings: Settings) -> str:
 MSGCENTER = Path(sys.executable).parent / "msgcenter"
 
 
-def push_command(settings: Settings, event_type: str) -> str:
+def push_command(settings: Settings, event_type: str, address: str = "") -> str:
     """A command that works as printed from any shell: the URL is spelled out, since the
-    demo's ``MC_PUBLIC_URL`` may have been set for ``make run`` only."""
+    demo's ``MC_PUBLIC_URL`` may have been set for ``make run`` only.  ``address``: the
+    options naming the address and channel (default: the demo's email address)."""
     ctx = json.dumps(demo_spec()["sample_ctx"], separators=(",", ":"))
+    address = address or "--email john.doe@example.com"
     return (f"{MSGCENTER} push --url {settings.public_url.rstrip('/')} --type {event_type} "
-            f"--email john.doe@example.com --token {OPERATOR[0]}/{OPERATOR[1]} "
-            f"--ctx-json '{ctx}'")
+            f"{address} --token {OPERATOR[0]}/{OPERATOR[1]} --ctx-json '{ctx}'")
+
+
+def push_commands(settings: Settings, event_type: str) -> dict[str, str]:
+    """The email, SMS and push (iOS through APNs) commands the demo prints."""
+    spec = demo_spec()
+    return {
+        "email": push_command(settings, event_type),
+        "sms": push_command(settings, event_type, f"--mobile-phone {spec['sample_phone']}"),
+        "push": push_command(settings, event_type, "--registration-token "
+                             f"{spec['sample_device_token']} --wished-channel 41"),
+    }
+
+
+@dataclass(frozen=True)
+class DemoPorts:
+    smsc: int
+    apns: int
+    fcm: int
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> DemoPorts:
+        env = os.environ if environ is None else environ
+        values = []
+        for variable, default in (("MC_DEMO_SMSC_PORT", 2775), ("MC_DEMO_APNS_PORT", 2197),
+                                  ("MC_DEMO_FCM_PORT", 8087)):
+            raw = env.get(variable, "") or str(default)
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise ConfigError(f"{variable} must be a port number, got {raw!r}")
+            values.append(int(raw))
+        return cls(*values)
+
+
+def demo_config(var: Path, ports: DemoPorts) -> str:
+    """The TOML of the demo's SMS and push connectors (to devsmsc and devpush)."""
+    push = var / "push"
+    return f"""# Written by `make run` (soap_service/demo.py): the demo's SMS and push connectors.
+# Email goes to devsmtp through the default relay (MC_SMTP_HOST / MC_SMTP_PORT).
+
+[[connectors]]
+name = "devsmsc"
+channel = "sms"
+kind = "smpp"
+host = "127.0.0.1"
+port = {ports.smsc}
+system_id = "demo"
+password = "demo"
+source_addr = "DemoShop"
+
+[[connectors]]
+name = "devpush-apns"
+channel = "push"
+kind = "apns"
+base_url = "https://127.0.0.1:{ports.apns}"
+team_id = "DEVTEAM000"
+key_id = "DEVPUSH001"
+key_file = {json.dumps(str(push / "credentials" / "apns-key.p8"))}
+topic = "com.example.shop"
+ca_file = {json.dumps(str(push / "tls" / "ca.pem"))}
+
+[[connectors]]
+name = "devpush-fcm"
+channel = "push"
+kind = "fcm"
+base_url = "http://127.0.0.1:{ports.fcm}"
+service_account_file = {json.dumps(str(push / "credentials" / "fcm-service-account.json"))}
+"""
+
+
+def _wait_devpush(push_dir: Path, fcm_port: int, proc: subprocess.Popen[bytes],
+                  timeout: float = 60.0) -> None:
+    """Until devpush has written its certificate authority and the credentials for this
+    port (its FCM token URI names the port)."""
+    account = push_dir / "credentials" / "fcm-service-account.json"
+    want = f"http://127.0.0.1:{fcm_port}/token"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise MessageCenterError(f"msgcenter devpush exited with code {proc.returncode}")
+        with contextlib.suppress(OSError, ValueError):
+            if (push_dir / "tls" / "ca.pem").exists() and \
+                    json.loads(account.read_text(encoding="utf-8")).get("token_uri") == want:
+                return
+        time.sleep(0.2)
+    raise MessageCenterError(f"devpush did not write its credentials within {timeout:.0f}s")
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str,
+               timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise MessageCenterError(f"msgcenter {what} exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise MessageCenterError(f"{what} did not listen on port {port} within {timeout:.0f}s")
 
 
 def check_port_free(host: str, port: int, variable: str) -> None:
@@ -121,22 +232,47 @@ def run() -> int:
     event_type = setup(settings)
     url = urlsplit(settings.public_url)
     host, port = url.hostname or "127.0.0.1", url.port or 8080
+    ports = DemoPorts.from_env()
     check_port_free(host, port, "MC_PUBLIC_URL (e.g. http://127.0.0.1:18080)")
     check_port_free(settings.smtp_host, settings.smtp_port, "MC_SMTP_PORT")
+    for number, variable in ((ports.smsc, "MC_DEMO_SMSC_PORT"),
+                             (ports.apns, "MC_DEMO_APNS_PORT"), (ports.fcm, "MC_DEMO_FCM_PORT")):
+        check_port_free("127.0.0.1", number, variable)
     cli = [sys.executable, "-m", "soap_service.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     mail_dir = Path(settings.mail_dir).resolve()
+    var = mail_dir.parent
+    sms_dir, push_dir = var / "sms", var / "push"
     procs = [subprocess.Popen([*cli, "devsmtp", "--host", settings.smtp_host, "--port",
                                str(settings.smtp_port), "--dir", str(mail_dir)], env=env)]
     try:
+        procs.append(subprocess.Popen([*cli, "devsmsc", "--port", str(ports.smsc), "--dir",
+                                       str(sms_dir)], env=env))
+        procs.append(subprocess.Popen([*cli, "devpush", "--apns-port", str(ports.apns),
+                                       "--fcm-port", str(ports.fcm), "--dir", str(push_dir)],
+                                      env=env))
+        _wait_devpush(push_dir, ports.fcm, procs[-1])
+        _wait_port(ports.smsc, procs[1], "devsmsc")
+        (var / "demo.toml").write_text(demo_config(var, ports), encoding="utf-8")
+        if env.get("MC_CONFIG"):
+            print(f"demo: MC_CONFIG is set ({env['MC_CONFIG']}): using it; the demo's SMS "
+                  f"and push connectors are in {var / 'demo.toml'}", file=sys.stderr)
+        else:
+            env["MC_CONFIG"] = str(var / "demo.toml")
         procs.append(subprocess.Popen([*cli, "serve", "--host", host, "--port", str(port)],
                                       env=env))
         _wait_http(f"{settings.public_url.rstrip('/')}/healthz", procs[-1])
+        commands = push_commands(settings, event_type)
         print(f"\nMessage Center is running at {settings.public_url}  (Ctrl-C stops it)\n"
-              f"Send an event:\n\n  {push_command(settings, event_type)}\n\n"
-              f"The mail appears in {mail_dir}/ (one .eml file per message).\n"
+              f"Send an email:\n\n  {commands['email']}\n\n"
+              f"The mail appears in {mail_dir}/ (one .eml file per message).\n\n"
+              f"Send an SMS:\n\n  {commands['sms']}\n\n"
+              f"The SMS appears in {sms_dir}/ (one .sms file per message).\n\n"
+              f"Send a push notification:\n\n  {commands['push']}\n\n"
+              f"The notification appears in {push_dir}/ (one .json file per message).\n"
               f"Then: {MSGCENTER} events list\n"
-              f"      {MSGCENTER} events show <plId>\n", flush=True)
+              f"      {MSGCENTER} events show <plId>\n"
+              f"      {MSGCENTER} connector list\n", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -152,10 +288,11 @@ def run() -> int:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
+    """Stop the children, the last started first: serve finishes its rounds (and unbinds
+    from devsmsc) while the sinks still listen."""
+    for proc in reversed(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    for proc in procs:
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:

@@ -1,21 +1,33 @@
-"""Exclusions: never send to a quarantined (hard-bounced) or denylisted address.
+"""Exclusions: never send to a quarantined (refused) or denylisted address.
 
-The worker calls :func:`check_event` before sending (a listed address gets an
-exclusion-log row and the worker ends the event ``ignored``) and
-:func:`quarantine_after_failure` after a permanent failure at RCPT.  Manual entries
-(``msgcenter quarantine add``) are the denylist; a bounce never overwrites one.
-Addresses are compared normalised (:func:`normalise_address`).
+Quarantine and the denylist are kept per address kind (SPEC §7): ``email`` addresses,
+``phone`` numbers (E.164) and push device ``token``\\ s -- the same string under two kinds
+is two entries.  The worker asks once per round which of its addresses are listed
+(:func:`listed_addresses`), then calls :func:`check_event` for those (a listed address
+gets an exclusion-log row and the worker ends the event ``ignored``) and
+:func:`quarantine_after_failure` after a permanent failure that refused the address
+itself (SMTP 5xx at RCPT, an invalid destination number, an unregistered device token).
+Manual entries (``msgcenter quarantine add``) are the denylist; a bounce never
+overwrites one.  Addresses are compared normalised (:func:`normalise_address`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 
 from soap_service import clock
 from soap_service.errors import NotFound, ValidationFailed
-from soap_service.models import Event, Exclusion, QuarantineEntry, SendOutcome, SendResult
+from soap_service.models import (
+    AddressKind,
+    Event,
+    Exclusion,
+    QuarantineEntry,
+    SendOutcome,
+    SendResult,
+)
 from soap_service.store import Database
 from soap_service.store import exclusions as store
 
@@ -23,14 +35,39 @@ log = logging.getLogger(__name__)
 
 SOURCE_BOUNCE = "bounce"
 SOURCE_MANUAL = "manual"
+_PHONE_LIKE = re.compile(r"^\+?[0-9 ().-]{3,24}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")  # as ingest stores numbers: no parsing needed
 
 
-def normalise_address(address: str) -> str:
-    """Emails compare case-insensitively; phone numbers without spaces or dashes."""
+def guess_kind(address: str) -> AddressKind:
+    """The kind of an address typed by an operator: an ``@`` makes an email, something
+    that reads as a number a phone, anything else a device token."""
     value = address.strip()
     if "@" in value:
+        return AddressKind.EMAIL
+    if _PHONE_LIKE.match(value) and sum(ch.isdigit() for ch in value) <= 15:
+        return AddressKind.PHONE
+    return AddressKind.TOKEN
+
+
+def normalise_address(address: str, kind: AddressKind | None = None,
+                      default_country_code: str = "") -> str:
+    """Emails compare case-insensitively; phone numbers in E.164 when they can be read
+    (else without spaces, dashes, dots or brackets); tokens as given, trimmed."""
+    value = address.strip()
+    kind = kind or guess_kind(value)
+    if kind is AddressKind.EMAIL:
         return value.lower()
-    return "".join(ch for ch in value if ch not in " -.()")
+    if kind is AddressKind.PHONE:
+        if _E164.match(value):  # the common case, on the worker's path: cheap
+            return value
+        from soap_service.phone import normalise_phone
+
+        try:
+            return normalise_phone(value, default_country_code or None)
+        except (ValidationFailed, ValueError):
+            return "".join(ch for ch in value if ch not in " -.()")
+    return value
 
 
 def exclusion_reason(entry: QuarantineEntry) -> str:
@@ -38,65 +75,83 @@ def exclusion_reason(entry: QuarantineEntry) -> str:
     return f"{kind}: {entry.reason}"
 
 
-def listed_reason(db: Database, address: str | None) -> str | None:
-    """Why ``address`` must not be mailed (quarantined / denylisted), or None."""
-    if not address:
-        return None
-    entry = store.get_quarantine(db, normalise_address(address))
-    return exclusion_reason(entry) if entry else None
+def listed_addresses(db: Database, addresses: Iterable[tuple[AddressKind, str | None]]
+                     ) -> set[tuple[AddressKind, str]]:
+    """Which of these (kind, address) pairs are quarantined or denylisted: the worker
+    asks once per round, then :func:`check_event` only for those."""
+    return store.listed_addresses(db, {(kind, normalise_address(a, kind))
+                                       for kind, a in addresses if a})
 
 
-def listed_addresses(db: Database, addresses: Iterable[str | None]) -> set[str]:
-    """Which of these addresses (normalised here) are quarantined or denylisted: the
-    worker asks once per round, then :func:`check_event` only for those."""
-    return store.listed_addresses(db, {normalise_address(a) for a in addresses if a})
+def is_listed(listed: set[tuple[AddressKind, str]], kind: AddressKind, address: str) -> bool:
+    """Whether :func:`listed_addresses`' answer names this address."""
+    return (kind, normalise_address(address, kind)) in listed
 
 
 def check_event(db: Database, event: Event) -> str | None:
-    """The worker's step before sending: if the address is listed, write the exclusion-log
-    row and return the reason (the worker then ends the event ``ignored``); else None."""
-    reason = listed_reason(db, event.address)
-    if reason is None:
+    """The worker's step before sending: if the event's address is listed (for its kind),
+    write the exclusion-log row and return the reason (the worker then ends the event
+    ``ignored``); else None."""
+    address, kind = event.address, event.address_kind
+    if not address:
         return None
-    store.insert_exclusion(db, event.id, normalise_address(event.address or ""), reason,
+    entry = store.get_quarantine(db, kind, normalise_address(address, kind))
+    if entry is None:
+        return None
+    reason = exclusion_reason(entry)
+    store.insert_exclusion(db, event.id, normalise_address(address, kind), reason,
                            clock.utcnow())
-    log.info("event.excluded event_id=%s", event.id)
+    log.info("event.excluded event_id=%s kind=%s", event.id, kind.value)
     return reason
 
 
 def quarantine_after_failure(db: Database, event: Event, result: SendResult) -> bool:
-    """Quarantine the event's address after a permanent failure at RCPT; True if it did."""
+    """Quarantine the event's address (of its kind) after a permanent failure that
+    refused the address itself; True if it did."""
     refused = result.outcome is SendOutcome.PERMANENT and result.address_refused
-    if not refused or not event.address:
+    address, kind = event.address, event.address_kind
+    if not refused or not address:
         return False
-    reason = f"{result.code or ''} {result.text}".strip()[:500] or "rejected at RCPT"
-    store.put_quarantine(db, normalise_address(event.address), reason, SOURCE_BOUNCE,
+    reason = f"{result.code or ''} {result.text}".strip()[:500] or "address refused"
+    if result.connector:
+        reason = f"{reason} ({result.connector})"
+    store.put_quarantine(db, kind, normalise_address(address, kind), reason, SOURCE_BOUNCE,
                          clock.utcnow())
-    log.info("address.quarantined event_id=%s code=%s", event.id, result.code)
+    log.info("address.quarantined event_id=%s kind=%s code=%s", event.id, kind.value,
+             result.code)
     return True
 
 
-def add(db: Database, address: str, reason: str = "") -> QuarantineEntry:
+def add(db: Database, address: str, reason: str = "", kind: AddressKind | None = None,
+        default_country_code: str = "") -> QuarantineEntry:
     """Add (or turn into) a manual denylist entry."""
-    value = normalise_address(address)
+    kind = kind or guess_kind(address)
+    value = normalise_address(address, kind, default_country_code)
     if not value:
         raise ValidationFailed("an address is required")
-    return store.put_quarantine(db, value, reason or "denylisted by an operator",
+    return store.put_quarantine(db, kind, value, reason or "denylisted by an operator",
                                 SOURCE_MANUAL, clock.utcnow())
 
 
-def remove(db: Database, address: str) -> None:
-    if not store.delete_quarantine(db, normalise_address(address)):
-        raise NotFound(f"{address} is not in quarantine")
+def remove(db: Database, address: str, kind: AddressKind | None = None,
+           default_country_code: str = "") -> QuarantineEntry:
+    """Remove an entry; the entry removed (NotFound when there is none)."""
+    kind = kind or guess_kind(address)
+    value = normalise_address(address, kind, default_country_code)
+    entry = store.get_quarantine(db, kind, value)
+    if entry is None or not store.delete_quarantine(db, kind, value):
+        raise NotFound(f"{address} is not in quarantine ({kind.value})")
+    return entry
 
 
-def lookup(db: Database, address: str) -> QuarantineEntry | None:
-    return store.get_quarantine(db, normalise_address(address))
+def lookup(db: Database, address: str, kind: AddressKind | None = None) -> QuarantineEntry | None:
+    kind = kind or guess_kind(address)
+    return store.get_quarantine(db, kind, normalise_address(address, kind))
 
 
-def list_entries(db: Database, source: str | None = None, limit: int = 1000
-                 ) -> list[QuarantineEntry]:
-    return store.list_quarantine(db, source, limit)
+def list_entries(db: Database, source: str | None = None, limit: int = 1000,
+                 kind: AddressKind | None = None) -> list[QuarantineEntry]:
+    return store.list_quarantine(db, source, limit, kind)
 
 
 def list_exclusions(db: Database, since_seconds: int | None = None, event_id: int | None = None,

@@ -3,9 +3,10 @@
 Retention is per event type (``event_types.retention_seconds``); events of undeclared
 types, and log rows with no event (proofs), use ``settings.retention_days``.  Only events
 in a final status are purged (a pending event scheduled far ahead is never lost), and
-with them their delivery, tracking, exclusion and status-log rows.  Deletes run in
-bounded batches, one short transaction each, so the purge never holds a long lock on a
-busy queue.  :func:`purge` is the daily job and ``msgcenter purge [--dry-run]``.
+with them their delivery, tracking, exclusion and status-log rows (SMS part ids go by
+age, after ``settings.retention_days``).  Deletes run in bounded batches, one short
+transaction each, so the purge never holds a long lock on a busy queue.  :func:`purge` is
+the daily job and ``msgcenter purge [--dry-run]``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from soap_service.store import purge as store
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
-COUNT_KEYS = ("events", "delivery_log", "tracking_log", "exclusion_log", "event_status_log")
+COUNT_KEYS = ("events", "delivery_log", "tracking_log", "exclusion_log", "event_status_log",
+              "delivery_parts")
 
 
 def _groups(db: Database, settings: Settings, now: datetime

@@ -33,6 +33,7 @@ from soap_service.models import (
     Queue,
     make_plid,
 )
+from soap_service.phone import normalise_phone
 from soap_service.store import Database
 from soap_service.store import events as event_store
 from soap_service.xmlsafe import local_name
@@ -57,7 +58,8 @@ def store_event(
     no ``idempotencyKey`` attribute of its own.
     """
     row = build_row(element, Queue(queue), catalog.event_type_lanes(db), clock.utcnow(),
-                    header_key=idempotency_key)
+                    header_key=idempotency_key,
+                    default_country_code=settings.default_country_code)
     try:
         stored = event_store.insert_events(db, [row])
     except event_store.IdempotencyConflict as exc:
@@ -89,7 +91,8 @@ def store_events(
     rows = []
     for index, element in enumerate(elements, start=1):
         try:
-            rows.append(build_row(element, q, lanes, now))
+            rows.append(build_row(element, q, lanes, now,
+                                  default_country_code=settings.default_country_code))
         except ValidationFailed as exc:
             raise ValidationFailed(f"event #{index}: {exc.message}", exc.detail) from exc
     if not rows:
@@ -113,9 +116,12 @@ def store_events(
 
 def build_row(
     element: etree._Element, queue: Queue, lanes: dict[str, str], now: datetime,
-    *, header_key: str | None = None,
+    *, header_key: str | None = None, default_country_code: str = "",
 ) -> dict[str, Any]:
-    """Validate one event element and return the ``events`` column values to insert."""
+    """Validate one event element and return the ``events`` column values to insert.
+
+    ``mobilePhone`` is stored in E.164 (read in ``default_country_code`` when written
+    without its country code); see :func:`_check_address` for when it may not be."""
     attrs = _attributes(element)
     event_type = attrs.get("type", "").strip()
     if not event_type:
@@ -136,7 +142,7 @@ def build_row(
         raise ValidationFailed(
             f"invalid attribute 'emailFormat': {row['email_format']} (0 unknown, 1 text, 2 html)"
         )
-    _check_address(row)
+    _check_address(row, default_country_code)
     row["mobile_app_uuid"] = _mobile_app_uuid(element)
     row["scheduled_at"] = _date_attr(attrs, "scheduled")
     row["expiration_at"] = _date_attr(attrs, "expiration")
@@ -204,7 +210,13 @@ def _int_attr(attrs: dict[str, str], name: str) -> int:
         raise ValidationFailed(f"invalid attribute '{name}': not a number") from None
 
 
-def _check_address(row: dict[str, Any]) -> None:
+def _check_address(row: dict[str, Any], default_country_code: str = "") -> None:
+    """The event's channel needs its address: email for email, ``mobilePhone`` for SMS,
+    ``registrationToken`` for push.  ``mobilePhone`` is normalised to E.164: an SMS event
+    whose number cannot be is refused (a fault naming the attribute and the problem,
+    never the number); an event of another channel keeps a number that cannot be
+    normalised as it was sent (email callers that pass a phone number along keep
+    working; it is data for templates there, not an address)."""
     channel = WISHED_CHANNELS.get(row["wished_channel"])
     if channel is None:
         raise ValidationFailed(
@@ -218,6 +230,16 @@ def _check_address(row: dict[str, Any]) -> None:
         raise ValidationFailed("missing attribute 'email' (required for the email channel)")
     if channel is Channel.SMS and row["mobile_phone"] is None:
         raise ValidationFailed("missing attribute 'mobilePhone' (required for the SMS channel)")
+    if channel is Channel.PUSH and row["registration_token"] is None:
+        raise ValidationFailed(
+            "missing attribute 'registrationToken' (required for the push channel)")
+    if row["mobile_phone"] is not None:
+        try:
+            row["mobile_phone"] = normalise_phone(row["mobile_phone"], default_country_code,
+                                                  field="attribute 'mobilePhone'")
+        except ValidationFailed:
+            if channel is Channel.SMS:
+                raise
 
 
 def _mobile_app_uuid(element: etree._Element) -> str | None:

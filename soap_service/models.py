@@ -48,6 +48,19 @@ class Channel(enum.StrEnum):
     PUSH = "push"
 
 
+class AddressKind(enum.StrEnum):
+    """What an address is; quarantine and the denylist are kept per kind (SPEC §7)."""
+
+    EMAIL = "email"
+    PHONE = "phone"  # an E.164 mobile number
+    TOKEN = "token"  # noqa: S105 - a push device registration token, not a secret
+
+
+ADDRESS_KIND_OF: dict[Channel, AddressKind] = {
+    Channel.EMAIL: AddressKind.EMAIL, Channel.SMS: AddressKind.PHONE,
+    Channel.PUSH: AddressKind.TOKEN,
+}
+
 # wishedChannel numbers of the suite (SPEC §2.4) -> our channel
 WISHED_CHANNELS: dict[int, Channel] = {
     0: Channel.EMAIL,
@@ -126,11 +139,16 @@ class Event:
 
     @property
     def address(self) -> str | None:
+        """Where the event's channel sends: email, ``mobilePhone`` or ``registrationToken``."""
         if self.channel is Channel.SMS:
             return self.mobile_phone
         if self.channel is Channel.PUSH:
-            return self.registration_token or self.mobile_app_uuid
+            return self.registration_token
         return self.email
+
+    @property
+    def address_kind(self) -> AddressKind:
+        return ADDRESS_KIND_OF[self.channel]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -188,6 +206,19 @@ class SmsMessage:
 class PushPlatform(enum.StrEnum):
     IOS = "ios"  # APNs
     ANDROID = "android"  # FCM
+
+
+# wishedChannel of a push event -> its platform (40: the mobile app's, from configuration)
+PUSH_PLATFORM_OF: dict[int, PushPlatform] = {41: PushPlatform.IOS, 42: PushPlatform.ANDROID}
+
+
+@dataclass(frozen=True)
+class MobileApp:
+    """A mobile app of the configuration (``[[apps]]``): the platform its push goes to."""
+
+    uuid: str
+    platform: PushPlatform
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -285,6 +316,16 @@ class Receipt:
     code: str = ""  # the provider's state / error code (``UNDELIV``, ``err:001``, ``30003``)
     text: str = ""
     at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReceiptReport:
+    """What recording a batch of receipts did."""
+
+    received: int = 0
+    delivered: int = 0  # deliveries newly marked delivered
+    failed: int = 0  # deliveries marked failed (their processed events -> deliveryFailed)
+    unknown: int = 0  # no delivery of that connector has that provider id
 
 
 class BounceKind(enum.StrEnum):
@@ -412,8 +453,11 @@ class Delivery:
     template_version_id: int | None = None
     response_code: int | None = None
     response_text: str = ""
-    message_id: str | None = None
+    message_id: str | None = None  # ours: the email Message-ID, or the SMS / push reference
     duration_ms: int = 0
+    connector: str = ""  # the connector that made the attempt
+    provider_id: str = ""  # the provider's id for the message (receipts name it)
+    part_ids: tuple[str, ...] = ()  # an SMS in parts: every part's id (receipts name any)
 
 
 @dataclass(frozen=True)
@@ -455,6 +499,10 @@ class DeliveryAttempt:
     is_proof: bool
     template: str | None
     version: int | None
+    connector: str | None = None
+    provider_id: str | None = None
+    receipt: str | None = None  # delivered | failed, once a receipt said so
+    receipt_at: datetime | None = None
 
 
 # ---------------------------------------------------------------- after the send
@@ -486,12 +534,14 @@ class SentDelivery:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    """An address never to be sent to: a hard bounce, or the operators' denylist."""
+    """An address never to be sent to: a hard bounce (or a refused number or device
+    token), or the operators' denylist."""
 
     address: str
     reason: str
     source: str  # bounce | manual
     created_at: datetime
+    kind: AddressKind = AddressKind.EMAIL
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ def proof_message(rendered: RenderedMessage, event: Event, name: str, label: str
 def _send(settings: Settings, messages: list[EmailMessage]) -> list[SendResult]:
     if not messages:
         return []
-    from soap_service.channels.email import send_messages
+    from soap_service.channels.direct import send_messages
 
     return send_messages(settings, messages)
 

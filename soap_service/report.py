@@ -1,12 +1,15 @@
-"""Seeing the service: ``msgcenter status`` (now) and ``msgcenter history`` (a period).
+"""Seeing the service: ``msgcenter status`` (now), ``msgcenter history`` (a period) and
+``msgcenter connector list`` (each connector's health).
 
 :func:`status` — queue depth per queue and lane, age of the oldest due event, events
 received in the last hour by status, worker heartbeats.  :func:`history` — the
 service-level report over a period: incoming volume (events received), outgoing volume
 (messages accepted by the channel), throughput per minute, average queue time (receipt
 to accepted send) and sending time, and the error split (routing failed, expired,
-delivery failed, ignored), grouped by event type, status or hour.  Numbers only: the CLI
-formats them.
+delivery failed, ignored), grouped by event type, status or hour.  :func:`connectors` —
+every configured connector with what the live workers report of it (circuit, consecutive
+failures) and its attempts in the last hour from the delivery log.  Numbers only: the
+CLI formats them.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any
 from soap_service import clock
 from soap_service.config import Settings
 from soap_service.errors import ValidationFailed
-from soap_service.models import EventStatus, Lane, Queue
+from soap_service.models import CircuitState, EventStatus, Lane, Queue
 from soap_service.store import Database, reports
+from soap_service.store import connectors as connector_store
 
 GROUPINGS = ("type", "status", "hour", "none")
 ERROR_COLUMNS = {
@@ -136,3 +140,52 @@ def _rows(incoming: list[tuple[str, str, int]],
         row["avg_queue_s"] = round(acc[0] / acc[1], 3) if acc[1] else None
         row["avg_send_ms"] = round(acc[2] / acc[3], 1) if acc[3] else None
     return [table[group] for group in sorted(table)]
+
+
+# the worst circuit first: what a connector's state is when workers disagree
+_STATE_ORDER = (CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.CLOSED)
+CONNECTOR_COLUMNS = ["name", "channel", "kind", "priority", "health", "circuit",
+                     "failures", "sent_1h", "failed_1h", "workers", "last_error"]
+
+
+def connectors(db: Database, settings: Settings) -> list[dict[str, Any]]:
+    """Every configured connector (the default SMTP relay included), by channel and
+    priority: ``health`` is ``ok`` (circuit closed, no failure in a row), ``failing``
+    (closed, temporary failures in a row), ``probing`` (half-open), ``down`` (open) or
+    ``unknown`` (no live worker reports it); the circuit is the worst any live worker
+    sees; ``sent_1h`` / ``failed_1h`` count the delivery log's attempts of the last hour
+    (every worker's).  Never an option's value: secrets stay out."""
+    now = clock.utcnow()
+    reported: dict[str, list[Any]] = defaultdict(list)
+    for seen in connector_store.reported_health(db, now - _heartbeat_grace(settings)):
+        reported[seen.health.name].append(seen.health)
+    attempts = connector_store.attempts_since(db, now - timedelta(hours=1))
+    rows = []
+    for config in settings.all_connectors():
+        views = reported.get(config.name, [])
+        counts = attempts.get(config.name, {})
+        state = min((h.state for h in views), key=_STATE_ORDER.index, default=None)
+        failures = max((h.consecutive_failures for h in views), default=0)
+        last_error = next((h.last_error for h in views if h.last_error), "")
+        rows.append({
+            "name": config.name, "channel": config.channel.value, "kind": config.kind,
+            "priority": config.priority, "health": _health(state, failures),
+            "circuit": state.value if state else "-", "failures": failures,
+            "sent_1h": counts.get("sent", 0),
+            "failed_1h": counts.get("temporary", 0) + counts.get("permanent", 0),
+            "workers": len(views), "last_error": last_error,
+            "in_flight": sum(h.in_flight for h in views),
+            "probe_in_s": min((h.probe_in for h in views if h.probe_in is not None),
+                              default=None),
+        })
+    return rows
+
+
+def _health(state: CircuitState | None, failures: int) -> str:
+    if state is None:
+        return "unknown"
+    if state is CircuitState.OPEN:
+        return "down"
+    if state is CircuitState.HALF_OPEN:
+        return "probing"
+    return "failing" if failures else "ok"

@@ -1,10 +1,15 @@
 """The dispatch pipeline as a list of steps: what happens to one claimed event.
 
+The same steps serve every channel (email, SMS, push); what differs is looked up by the
+event's channel: its address (``email``, ``mobilePhone``, ``registrationToken`` -- with
+the push platform), the kind of that address for quarantine, and the message built
+(``messages.email_message`` / ``sms_message`` / ``push_message``).
+
 Each prepare step takes ``(dispatcher, job)`` and returns ``None`` to go on, or an
 :class:`~soap_service.models.Outcome` that ends the event early (``tooOld``,
 ``ignored``, ``routingFailed``, ``paused``, ``deliveryFailed``...).  :data:`PREPARE_STEPS`
 is the order; to add a step, insert a function there.  :func:`outcome_of_send` turns the
-channel's :class:`~soap_service.models.SendResult` into the event's next state and its
+connector's :class:`~soap_service.models.SendResult` into the event's next state and its
 delivery-log row (a temporary failure goes back to ``pending`` with backoff, or ends
 ``tooOld``).  The :class:`~soap_service.worker.Dispatcher` claims, sends and records;
 this module builds no SQL and opens no socket.
@@ -15,19 +20,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from soap_service import clock, exclusions, messages, retry, track
 from soap_service.errors import RenderError
 from soap_service.models import (
+    PUSH_PLATFORM_OF,
+    AddressKind,
     Channel,
+    ChannelMessage,
     Delivery,
     EmailMessage,
     Event,
     EventStatus,
     EventType,
     Outcome,
+    PushPlatform,
+    Queue,
     RenderedMessage,
     SendOutcome,
     SendResult,
@@ -48,8 +58,11 @@ class Job:
     event_type: EventType
     version: TemplateVersion | None = None
     rendered: RenderedMessage | None = None
-    message: EmailMessage | None = None
-    listed: set[str] = field(default_factory=set)  # quarantined addresses of this round
+    address: str = ""  # where the event's channel sends (find_address)
+    platform: PushPlatform | None = None  # push only
+    message: ChannelMessage | None = None
+    # quarantined / denylisted (kind, address) pairs of this round
+    listed: set[tuple[AddressKind, str]] = field(default_factory=set)
     rechecked: set[tuple[str, Channel]] = field(default_factory=set)  # shared by a round
 
 
@@ -80,20 +93,40 @@ def check_too_old(d: Dispatcher, job: Job) -> Outcome | None:
     return _final(job, EventStatus.TOO_OLD, reason) if reason else None
 
 
-def check_channel(d: Dispatcher, job: Job) -> Outcome | None:
-    """Only email has a connector so far; an event without an address cannot be sent."""
-    if job.event.channel is not Channel.EMAIL:
+# the event attribute that holds each channel's address (SPEC §2.4, §7)
+ADDRESS_ATTRIBUTES = {Channel.EMAIL: "email", Channel.SMS: "mobilePhone",
+                      Channel.PUSH: "registrationToken"}
+
+
+def find_address(d: Dispatcher, job: Job) -> Outcome | None:
+    """Where the event's channel sends, and for push the platform (``wishedChannel`` 41
+    iOS, 42 Android, 40 the mobile app's from ``[[apps]]``, else
+    ``MC_PUSH_DEFAULT_PLATFORM``).  A channel with no connector configured, or an event
+    without the channel's address, fails here."""
+    e = job.event
+    channel = e.channel
+    if not d.has_connectors(channel):
         return _final(job, EventStatus.DELIVERY_FAILED,
-                      f"no connector for channel {job.event.channel.value}")
-    if not job.event.address:
-        return _final(job, EventStatus.DELIVERY_FAILED, "event has no email address")
+                      f"no connector configured for channel {channel.value}")
+    if not e.address:
+        return _final(job, EventStatus.DELIVERY_FAILED,
+                      f"event has no {ADDRESS_ATTRIBUTES[channel]} (the {channel.value} address)")
+    if channel is Channel.PUSH:
+        job.platform = PUSH_PLATFORM_OF.get(e.wished_channel) \
+            or d.settings.app_platform(e.mobile_app_uuid)
+        if job.platform is None:
+            app = e.mobile_app_uuid or "none"
+            return _final(job, EventStatus.DELIVERY_FAILED,
+                          f"no push platform: wishedChannel {e.wished_channel}, mobile app "
+                          f"{app} is not in [[apps]] and MC_PUSH_DEFAULT_PLATFORM is not set")
+    job.address = e.address
     return None
 
 
 def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
-    """A quarantined or denylisted address: ``ignored`` (the exclusion log says why)."""
-    address = job.event.address
-    if not address or exclusions.normalise_address(address) not in job.listed:
+    """A quarantined or denylisted address (of the channel's address kind): ``ignored``
+    (the exclusion log says why)."""
+    if not exclusions.is_listed(job.listed, job.event.address_kind, job.address):
         return None  # the common case, answered by one query per round
     reason = exclusions.check_event(d.db, job.event)
     return _final(job, EventStatus.IGNORED, reason) if reason else None
@@ -122,59 +155,95 @@ def render_content(d: Dispatcher, job: Job) -> Outcome | None:
 
 
 def track_links(d: Dispatcher, job: Job) -> Outcome | None:
-    """HTML part: links rewritten to the signed click redirect, 1x1 open pixel added."""
+    """HTML part: links rewritten to the signed click redirect, 1x1 open pixel added
+    (SMS and push have no HTML part: nothing changes)."""
     assert job.rendered is not None
     job.rendered = track.instrument_message(job.rendered, job.event.id, d.settings)
     return None
 
 
-def build_email(d: Dispatcher, job: Job) -> Outcome | None:
-    """Address the rendered content (``messages.email_message``: ``emailFormat`` 1 sends
-    text only, 2 HTML only; no From address fails the event)."""
+def _email(d: Dispatcher, job: Job) -> ChannelMessage:
+    """``emailFormat`` 1 sends text only, 2 HTML only; no From address fails the event."""
     assert job.rendered is not None
+    return messages.email_message(
+        job.rendered, job.address, d.message_id(job.event),
+        email_format=job.event.email_format, headers={"X-MC-Event-Id": str(job.event.id)})
+
+
+def _sms(d: Dispatcher, job: Job) -> ChannelMessage:
+    assert job.rendered is not None
+    return messages.sms_message(job.rendered, d.reference(job.event))
+
+
+def _push(d: Dispatcher, job: Job) -> ChannelMessage:
+    """Not delivered after the event's ``expiration``; high priority for real-time."""
+    assert job.rendered is not None and job.platform is not None
+    e = job.event
+    return messages.push_message(job.rendered, job.platform, d.reference(e),
+                                 expiration=e.expiration_at, urgent=e.queue is Queue.RT)
+
+
+BUILDERS: dict[Channel, Callable[[Dispatcher, Job], ChannelMessage]] = {
+    Channel.EMAIL: _email, Channel.SMS: _sms, Channel.PUSH: _push}
+
+
+def build_message(d: Dispatcher, job: Job) -> Outcome | None:
+    """The channel's message from the rendered content (``messages``); content that
+    cannot make one (no From, an empty SMS) fails the event."""
     try:
-        job.message = messages.email_message(
-            job.rendered, job.event.address or "", d.message_id(job.event),
-            email_format=job.event.email_format, headers={"X-MC-Event-Id": str(job.event.id)})
+        job.message = BUILDERS[job.event.channel](d, job)
     except RenderError as exc:
         return _final(job, EventStatus.DELIVERY_FAILED, exc.message)
     return None
 
 
 # The pipeline before sending, in order; a new step is one more function in this list.
-PREPARE_STEPS: list[Step] = [check_too_old, check_channel, check_exclusion, find_route,
-                             render_content, track_links, build_email]
+PREPARE_STEPS: list[Step] = [check_too_old, find_address, check_exclusion, find_route,
+                             render_content, track_links, build_message]
 
 
 # ---------------------------------------------------------------- outcomes of a send
 
 
+def _our_id(message: ChannelMessage) -> str:
+    """The id we gave the message: the email's Message-ID, the SMS / push reference."""
+    return message.message_id if isinstance(message, EmailMessage) else message.reference
+
+
 def outcome_of_send(d: Dispatcher, job: Job, result: SendResult) -> Outcome:
-    """Turn a SendResult into the event's next state plus its delivery-log row."""
+    """Turn a SendResult into the event's next state plus its delivery-log row (which
+    names the connector and the provider's id: receipts find the delivery by them)."""
     e, msg = job.event, job.message
     assert msg is not None
     delivery = Delivery(
-        channel=Channel.EMAIL.value, address=msg.to, outcome=result.outcome.value,
+        channel=e.channel.value, address=job.address, outcome=result.outcome.value,
         template_version_id=job.version.id if job.version else None,
-        response_code=result.code, response_text=result.text, message_id=msg.message_id,
-        duration_ms=result.duration_ms,
+        response_code=result.code, response_text=result.text, message_id=_our_id(msg),
+        duration_ms=result.duration_ms, connector=result.connector,
+        provider_id=result.provider_id, part_ids=result.part_ids,
     )
     reply = f"{result.code or ''} {result.text}".strip()
     if result.outcome is SendOutcome.SENT:
-        log.info("message.sent event=%s", e.id)
+        log.info("message.sent event=%s connector=%s", e.id, result.connector)
         return Outcome(e.id, EventStatus.PROCESSED, "", e.error_count, e.process_at, delivery)
     if result.outcome is SendOutcome.PERMANENT:
-        log.info("message.failed event=%s code=%s", e.id, result.code)
-        exclusions.quarantine_after_failure(d.db, e, result)  # hard bounce at RCPT
+        log.info("message.failed event=%s connector=%s code=%s", e.id, result.connector,
+                 result.code)
+        exclusions.quarantine_after_failure(d.db, e, result)  # the address itself refused
         return Outcome(e.id, EventStatus.DELIVERY_FAILED, reply, e.error_count + 1,
                        e.process_at, delivery)
     failures = e.error_count + 1
-    decision = retry.decide(d.policy_for(job.event_type), failures=failures,
-                            now=clock.utcnow(), created_at=waiting_since(e),
-                            expiration_at=e.expiration_at)
+    now = clock.utcnow()
+    decision = retry.decide(d.policy_for(job.event_type), failures=failures, now=now,
+                            created_at=waiting_since(e), expiration_at=e.expiration_at)
     if decision.retry_at is None:
         log.info("message.too_old event=%s", e.id)
         return Outcome(e.id, EventStatus.TOO_OLD, f"{decision.give_up_reason}; last: {reply}",
                        failures, e.process_at, delivery)
-    log.info("message.deferred event=%s attempt=%s", e.id, failures)
-    return Outcome(e.id, EventStatus.PENDING, reply, failures, decision.retry_at, delivery)
+    retry_at = decision.retry_at
+    if result.retry_after:  # the provider's Retry-After, when later than our backoff
+        asked = now + timedelta(seconds=min(result.retry_after, d.settings.retry_max_seconds))
+        retry_at = max(retry_at, asked)
+    log.info("message.deferred event=%s connector=%s attempt=%s", e.id, result.connector,
+             failures)
+    return Outcome(e.id, EventStatus.PENDING, reply, failures, retry_at, delivery)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -207,9 +208,28 @@ delivery_log = Table(
     Column("message_id", String(255)),
     Column("duration_ms", Integer),
     Column("is_proof", Boolean, nullable=False, default=False),
+    Column("connector", String(64)),  # the connector that made the attempt
+    Column("provider_id", String(255)),  # the provider's message id: receipts name it
+    Column("receipt", String(16)),  # delivered | failed, from a delivery receipt
+    Column("receipt_at", DateTime),
     Column("created_at", DateTime, nullable=False),
     Index("ix_delivery_log_event_id", "event_id"),
     Index("ix_delivery_log_created_at", "created_at"),
+    Index("ix_delivery_log_connector_provider_id", "connector", "provider_id"),
+)
+
+# The other parts of an SMS sent in several: the SMSC gives each part an id and sends a
+# receipt per part, so each part id leads to the message's provider id (the first part's).
+delivery_parts = Table(
+    "delivery_parts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("connector", String(64), nullable=False),
+    Column("part_id", String(255), nullable=False),
+    Column("provider_id", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_delivery_parts_connector_part_id", "connector", "part_id"),
+    Index("ix_delivery_parts_created_at", "created_at"),
 )
 
 tracking_log = Table(
@@ -233,10 +253,12 @@ quarantine = Table(
     "quarantine",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("address", String(320), nullable=False, unique=True),
+    Column("kind", String(8), nullable=False, default="email"),  # email | phone | token
+    Column("address", String(1024), nullable=False),
     Column("reason", Text, nullable=False),
     Column("source", String(16), nullable=False),  # bounce | manual (denylist)
     Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("kind", "address"),
 )
 
 exclusion_log = Table(
@@ -244,7 +266,7 @@ exclusion_log = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("event_id", BigId, ForeignKey("events.id", ondelete="CASCADE")),
-    Column("address", String(320)),
+    Column("address", String(1024)),
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),
     Index("ix_exclusion_log_created_at", "created_at"),
@@ -263,6 +285,27 @@ followup_rules = Table(
     Column("channel", String(8), nullable=False, default="email"),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_at", DateTime, nullable=False),
+)
+
+# Each live worker's view of its connectors (circuit, counters), written with its
+# heartbeat; `msgcenter connector list` reads it.  Rows go with the worker's heartbeat.
+connector_health = Table(
+    "connector_health",
+    metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("channel", String(8), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(12), nullable=False),  # closed | open | half-open
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("sent", BigInteger, nullable=False),  # since the worker started
+    Column("temporary", BigInteger, nullable=False),
+    Column("permanent", BigInteger, nullable=False),
+    Column("in_flight", Integer, nullable=False),
+    Column("last_error", String(200), nullable=False, default=""),
+    Column("probe_in", Float),
+    Column("seen_at", DateTime, nullable=False),
 )
 
 worker_heartbeats = Table(

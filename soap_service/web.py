@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from soap_service import tracking_web
+from soap_service import sms_callback_web, tracking_web
 from soap_service.config import Settings, load_settings
 from soap_service.errors import ClientError
 from soap_service.soap import envelope, faults, router, wsdl
@@ -36,8 +36,9 @@ log = logging.getLogger("soap_service.web")
 
 DRAIN_CAP = 64 * 1024 * 1024  # bytes of an oversized body read and discarded before answering
 _READ_CHUNK = 64 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 413: "Content Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 @dataclass
@@ -215,6 +216,7 @@ ROUTES: list[Route] = [
     Route("GET", "/healthz", healthz),
     Route("GET", "/metrics", metrics_endpoint),
     Route("GET", "/r/", tracking_web.route, prefix=True),  # open pixel, click redirect
+    Route("POST", sms_callback_web.PREFIX, sms_callback_web.route, prefix=True),  # receipts
 ]
 
 

@@ -1,16 +1,24 @@
 """Dispatch: a round claims due events, routes, renders, sends and records the outcomes.
 
-:meth:`Dispatcher.tick` runs one round (tests call it directly):
+:meth:`Dispatcher.tick` runs one round (tests call it directly), the same for every
+channel (email, SMS, push):
 
 1. **claim** due events with a lease (``store.queue.claim_events``);
 2. **prepare** each one through :data:`~soap_service.steps.PREPARE_STEPS` — too old?
-   address? excluded? route to the published template, render it, instrument it, build
-   the email — any step may end the event early (``soap_service/steps.py``);
-3. **send** the prepared messages concurrently over the email channel (bounded by
-   ``smtp_concurrency``; the channel's event loop lives in a private thread so pooled
-   SMTP connections survive from one round to the next);
-4. **record** every outcome, its status-log row and its delivery-log row in one
-   transaction (``store.queue.record_outcomes``).
+   address (by channel)? excluded? route to the published template, render it,
+   instrument it, build the channel's message — any step may end the event early
+   (``soap_service/steps.py``);
+3. **send** the prepared messages concurrently, each through its channel's
+   :class:`~soap_service.channels.failover.ConnectorSet` (priority, failover, limits,
+   circuits; real-time messages first for every connector's slots).  One event loop, in
+   a private thread, holds every channel's connectors, so pooled SMTP connections, the
+   SMPP bind and HTTP/2 connections survive from one round to the next;
+4. **record** every outcome, its status-log row and its delivery-log row (naming the
+   connector and the provider's id) in one transaction (``store.queue.record_outcomes``).
+
+Delivery receipts arriving on a connector's link (SMPP ``deliver_sm``) go to a
+:class:`~soap_service.receipts.ReceiptRecorder`, written in batches by a thread of their
+own.  The connectors' health goes to the database with the heartbeat (:meth:`beat`).
 
 A round that fails (the database went away after the claim, say) does not leave its
 events to wait out their lease: events not sent are released (back to ``pending``), and
@@ -21,7 +29,7 @@ retried as soon as the database is back and nothing sent is sent again.
 :meth:`Dispatcher.drain` (the scheduled job) runs rounds back to back, pipelined: the
 next round is claimed and prepared while the previous one is being sent.
 :meth:`Dispatcher.express` (run on a wake-up) takes real-time events only, in small
-rounds, and their messages go ahead of batch messages for a free SMTP connection.
+rounds, and their messages go ahead of batch messages for a free connector slot.
 Each send's result becomes the event's next state in ``steps.outcome_of_send``.  This
 module opens no socket itself and builds no SQL.
 """
@@ -41,14 +49,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from soap_service import clock, exclusions, retry
-from soap_service.channels.email import EmailChannel
+from soap_service import clock, exclusions, messages, retry
+from soap_service.channels.failover import ConnectorSet
 from soap_service.config import Settings
 from soap_service.errors import ServerError
 from soap_service.models import (
     WISHED_CHANNEL_OF,
     Channel,
-    EmailMessage,
+    ChannelMessage,
+    ConnectorHealth,
     Event,
     EventStatus,
     EventType,
@@ -58,6 +67,7 @@ from soap_service.models import (
     SendResult,
     TemplateVersion,
 )
+from soap_service.receipts import ReceiptRecorder
 from soap_service.route import Route
 from soap_service.steps import PREPARE_STEPS, Job, outcome_of_send
 from soap_service.store import Database, connect
@@ -131,7 +141,13 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self._loop_thread: threading.Thread | None = None
-        self._channel: EmailChannel | None = None
+        # every channel's connectors, built on the loop (start_channels); a channel with
+        # no connector configured has none, and its events fail in steps.find_address
+        self._configured = {ch: settings.channel_connectors(ch) for ch in Channel}
+        self._sets: dict[Channel, ConnectorSet] | None = None
+        self.receipts = ReceiptRecorder(self.db)
+        # express rounds: about what the connectors take at once
+        self.express_size = max(c.concurrency for cs in self._configured.values() for c in cs)
         self._domain = _message_id_domain(settings.public_url)
         # what failed rounds left to do (see settle); shared by the drain and express paths
         self._unsettled_lock = threading.Lock()
@@ -156,7 +172,8 @@ class Dispatcher:
         if not events:
             return Round(0, [], [], None)
         try:
-            listed = exclusions.listed_addresses(self.db, [e.address for e in events])
+            listed = exclusions.listed_addresses(self.db,
+                                                 [(e.address_kind, e.address) for e in events])
             rechecked: set[tuple[str, Channel]] = set()
             jobs = [Job(e, self.event_type(e.event_type), listed=listed, rechecked=rechecked)
                     for e in events]
@@ -262,7 +279,7 @@ class Dispatcher:
         """Real-time events only, in small rounds, until none is due (the wake-up path)."""
         total = 0
         while stop is None or not stop.is_set():
-            report = self.tick(realtime_only=True, limit=self.settings.smtp_concurrency)
+            report = self.tick(realtime_only=True, limit=self.express_size)
             total += report.claimed
             if not report.claimed:
                 break
@@ -284,19 +301,50 @@ class Dispatcher:
         return outcomes, ready
 
     def send_async(self, jobs: Sequence[Job]) -> concurrent.futures.Future[list[SendResult]]:
-        """Start sending the jobs' messages; real-time events are marked urgent."""
-        messages = [j.message for j in jobs if j.message is not None]
-        urgent = [j.event.queue is Queue.RT for j in jobs if j.message is not None]
-        return asyncio.run_coroutine_threadsafe(self._send_all(messages, urgent),
-                                                self._ensure_loop())
+        """Start sending the jobs' messages, each through its channel's connectors;
+        real-time events are marked urgent."""
+        items = [(j.event.channel, j.message, j.address, j.event.queue is Queue.RT)
+                 for j in jobs if j.message is not None]
+        self.start_channels()
+        return asyncio.run_coroutine_threadsafe(self._send_all(items), self._ensure_loop())
 
-    async def _send_all(self, messages: Sequence[EmailMessage],
-                        urgent: Sequence[bool]) -> list[SendResult]:
-        if self._channel is None:
-            self._channel = EmailChannel(self.settings)
-        channel = self._channel
+    async def _send_all(self, items: Sequence[tuple[Channel, ChannelMessage, str, bool]]
+                        ) -> list[SendResult]:
+        sets = self._sets
+        assert sets is not None
         return list(await asyncio.gather(
-            *(channel.send(m, u) for m, u in zip(messages, urgent, strict=True))))
+            *(sets[channel].send(message, address, urgent=urgent)
+              for channel, message, address, urgent in items)))
+
+    def has_connectors(self, channel: Channel) -> bool:
+        """Whether ``channel`` has at least one connector configured."""
+        return bool(self._configured[channel])
+
+    def start_channels(self) -> None:
+        """Build every channel's connectors on the channel loop (once); a connector
+        that cannot be built (a bad option, an unreadable secret) raises ConfigError."""
+        if self._sets is not None:
+            return
+        loop = self._ensure_loop()
+        with self._loop_lock:
+            if self._sets is None:
+                self._sets = asyncio.run_coroutine_threadsafe(self._build_sets(),
+                                                              loop).result(30)
+
+    async def _build_sets(self) -> dict[Channel, ConnectorSet]:
+        return {channel: ConnectorSet.from_configs(channel, configs, self.receipts.submit)
+                for channel, configs in self._configured.items() if configs}
+
+    def connector_health(self) -> list[ConnectorHealth]:
+        """Every connector's circuit and counters, read on the channel loop."""
+        sets, loop = self._sets, self._loop
+        if sets is None or loop is None:
+            return []
+
+        async def read() -> list[ConnectorHealth]:
+            return [h for s in sets.values() for h in s.health()]
+
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(10)
 
     # -- lookups (the catalog caches them briefly) ---------------------------------------
 
@@ -325,6 +373,10 @@ class Dispatcher:
     def message_id(self, event: Event) -> str:
         """Stable per event: a re-send of the same event carries the same Message-ID."""
         return f"<mc.{self.settings.instance_id}.{event.id}@{self._domain}>"
+
+    def reference(self, event: Event) -> str:
+        """Stable per event: the SMS / push reference ("mc.{instance}.{event id}")."""
+        return messages.reference(self.settings.instance_id, event.id)
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -363,20 +415,22 @@ class Dispatcher:
                 log.info("queue.paused_released type=%s count=%s", name, released)
 
     def beat(self) -> None:
-        store_queue.heartbeat(self.db, self.worker_id, self.started_at, clock.utcnow())
+        """The heartbeat, with every connector's health (``msgcenter connector list``)."""
+        store_queue.heartbeat(self.db, self.worker_id, self.started_at, clock.utcnow(),
+                              self.connector_health())
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._loop_lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._loop_thread = threading.Thread(target=self._loop.run_forever,
-                                                     name="mc-email", daemon=True)
+                                                     name="mc-channels", daemon=True)
                 self._loop_thread.start()
             return self._loop
 
     def close(self) -> None:
-        """Settle what failed rounds left (best effort), close SMTP connections and stop
-        the channel loop."""
+        """Settle what failed rounds left (best effort), close every connector (QUIT,
+        unbind, HTTP clients), stop the channel loop, then write the receipts queued."""
         try:
             self.settle()
         except Exception:  # the database is still away: the leases will run out
@@ -384,15 +438,22 @@ class Dispatcher:
                         len(self._to_record), len(self._to_release))
         with self._loop_lock:
             loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        if self._channel is not None:
-            asyncio.run_coroutine_threadsafe(self._channel.close(), loop).result(10)
-            self._channel = None
-        loop.call_soon_threadsafe(loop.stop)
-        if self._loop_thread is not None:
-            self._loop_thread.join(5)
-        loop.close()
+            sets, self._sets = self._sets, None
+        if loop is not None:
+            if sets:
+                try:
+                    asyncio.run_coroutine_threadsafe(_close_all(sets), loop).result(15)
+                except Exception:  # best effort: a connector that hangs must not hold us
+                    log.warning("worker.connectors_not_closed")
+            loop.call_soon_threadsafe(loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(5)
+            loop.close()
+        self.receipts.close()
+
+
+async def _close_all(sets: dict[Channel, ConnectorSet]) -> None:
+    await asyncio.gather(*(s.close() for s in sets.values()))
 
 
 def _forget_routes() -> None:

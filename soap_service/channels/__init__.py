@@ -1,9 +1,7 @@
-"""Delivery channels: each turns an addressed message into a SendResult value.
+"""Delivery channels: connectors turn an addressed message into a SendResult value.
 
-``email`` (SMTP via aiosmtplib) is the first; SMS and push connectors follow the same
-shape: ``async send(msg) -> SendResult`` and ``async close()``.
+``base`` holds the connector protocol and the registry of kinds (``smtp``, ``smpp``,
+``http-sms``, ``apns``, ``fcm``; each imported when first used), ``failover`` the set of
+one channel's connectors (priority, limits, circuits), ``direct`` sending outside the
+worker (proofs, ``msgcenter connector test``).
 """
-
-from soap_service.channels.email import EmailChannel, build_mime, send_messages
-
-__all__ = ["EmailChannel", "build_mime", "send_messages"]

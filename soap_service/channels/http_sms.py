@@ -43,7 +43,6 @@ from soap_service.channels.options import (
     opt_int,
     opt_str,
 )
-from soap_service.channels.slots import Slots
 from soap_service.config import ConnectorConfig
 from soap_service.errors import ConfigError
 from soap_service.models import Channel, ChannelMessage, SendOutcome, SendResult, SmsMessage
@@ -121,7 +120,6 @@ class HttpSmsConnector:
         self.config = config
         self.options = HttpSmsOptions.from_config(config)
         self.on_receipt = on_receipt  # receipts come by callback (sms_callbacks), not here
-        self._slots = Slots(config.concurrency)
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -141,18 +139,17 @@ class HttpSmsConnector:
         sender = message.sender or self.options.sender
         if not sender:
             return self._result(SendOutcome.PERMANENT, "no sender (set from)")
-        async with self._slots.take(urgent):
-            started = time.monotonic()
-            try:
-                response = await self._post(message, address, sender)
-            except httpx.TimeoutException:
-                result = self._result(SendOutcome.TEMPORARY,
-                                      f"no answer within {self.options.timeout:g}s")
-            except httpx.HTTPError as exc:
-                result = self._result(SendOutcome.TEMPORARY,
-                                      f"cannot reach the provider: {_error_text(exc)}")
-            else:
-                result = self._classify(response, message, address)
+        started = time.monotonic()
+        try:
+            response = await self._post(message, address, sender)
+        except httpx.TimeoutException:
+            result = self._result(SendOutcome.TEMPORARY,
+                                  f"no answer within {self.options.timeout:g}s")
+        except httpx.HTTPError as exc:
+            result = self._result(SendOutcome.TEMPORARY,
+                                  f"cannot reach the provider: {_error_text(exc)}")
+        else:
+            result = self._classify(response, message, address)
         return replace(result, duration_ms=int((time.monotonic() - started) * 1000))
 
     async def close(self) -> None:

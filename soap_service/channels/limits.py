@@ -17,7 +17,8 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -54,6 +55,15 @@ class PrioritySlots:
             if fut.done() and not fut.cancelled():
                 self.release()  # the slot was handed over just as we were cancelled
             raise
+
+    @asynccontextmanager
+    async def take(self, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold one slot for the block; urgent (real-time) waiters are served first."""
+        await self.acquire(0 if urgent else 1)
+        try:
+            yield
+        finally:
+            self.release()
 
     def release(self) -> None:
         while self._waiters:

@@ -19,9 +19,13 @@ def _where(config: ConnectorConfig, key: str) -> str:
     return f"connector {config.name!r}: {key}"
 
 
+# read by the channel's failover (``channels.failover``) for every kind
+FAILOVER_OPTIONS = ("circuit_failures", "circuit_reset")
+
+
 def check_known(config: ConnectorConfig, keys: Iterable[str], secrets: Iterable[str] = ()) -> None:
     """Refuse options this kind does not read; each secret may also be ``*_file``/``*_env``."""
-    known = set(keys)
+    known = set(keys) | set(FAILOVER_OPTIONS)
     for secret in secrets:
         known |= {secret, f"{secret}_file", f"{secret}_env"}
     unknown = sorted(set(config.options) - known)

@@ -2,9 +2,10 @@
 
 One connector keeps one bound link (``bind_transceiver``) and sends every SMS over it:
 ``submit_sm`` PDUs are pipelined, at most ``window`` awaiting their response at once
-(sequence numbers match responses to requests), and at most ``concurrency`` messages are
-in flight (real-time first).  A long text goes as concatenated parts (UDH, one
-``submit_sm`` each, in order); see :mod:`soap_service.channels.sms_text`.
+(sequence numbers match responses to requests), real-time messages' parts first; the
+channel's ``ConnectorSet`` keeps at most ``concurrency`` messages in flight.  A long text
+goes as concatenated parts (UDH, one ``submit_sm`` each, in order); see
+:mod:`soap_service.channels.sms_text`.
 
 A supervisor task owns the link: it connects and binds, answers the SMSC's
 ``enquire_link`` and ``deliver_sm``, sends its own ``enquire_link`` every
@@ -39,7 +40,7 @@ from dataclasses import replace
 
 from soap_service.channels import smpp_pdu as wire
 from soap_service.channels.base import ReceiptSink, register_kind
-from soap_service.channels.slots import Slots
+from soap_service.channels.limits import PrioritySlots
 from soap_service.channels.smpp_options import SmppOptions
 from soap_service.channels.sms_text import SmsTextError, split_text
 from soap_service.config import ConnectorConfig
@@ -118,8 +119,7 @@ class SmppConnector:
         self.config = config
         self.options = SmppOptions.from_config(config)
         self.on_receipt = on_receipt
-        self._slots = Slots(config.concurrency)
-        self._window = Slots(self.options.window)
+        self._window = PrioritySlots(self.options.window)
         self._sequence = itertools.count(1)
         self._reference = itertools.count(1)
         self._link: _Link | None = None
@@ -158,10 +158,9 @@ class SmppConnector:
                              reference=next(self._reference) & 0xFF)
         except SmsTextError as exc:
             return self._result(SendOutcome.PERMANENT, str(exc))
-        async with self._slots.take(urgent):
-            started = time.monotonic()
-            result = await self._submit_parts(sms.payloads, sms.data_coding, sms.esm_class,
-                                              source, match.group(1), urgent)
+        started = time.monotonic()
+        result = await self._submit_parts(sms.payloads, sms.data_coding, sms.esm_class,
+                                          source, match.group(1), urgent)
         return replace(result, duration_ms=int((time.monotonic() - started) * 1000))
 
     async def close(self) -> None:

@@ -130,13 +130,20 @@ def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def build_event(args: argparse.Namespace) -> etree._Element:
-    """The ``<rtEvent>`` / ``<batchEvent>`` element described by the options."""
+    """The ``<rtEvent>`` / ``<batchEvent>`` element described by the options.  Without
+    ``--wished-channel``, the channel follows the address given: an email 0, else a
+    mobile phone 1 (SMS), else a registration token 40 (push, the app's platform)."""
+    if not (args.email or args.mobile or args.registration_token):
+        raise ValidationFailed("give an address: --email, --mobile-phone or "
+                               "--registration-token")
     event = etree.Element("batchEvent" if args.batch else "rtEvent")
     event.set("type", args.type)
+    channel = args.channel
+    if channel is None and not args.email:
+        channel = "1" if args.mobile else "40"
     attrs = {"email": args.email, "mobilePhone": args.mobile, "externalId": args.external_id,
-             "wishedChannel": args.channel, "idempotencyKey": args.idempotency_key}
-    if args.mobile and not args.email and args.channel is None:
-        attrs["wishedChannel"] = "1"
+             "wishedChannel": channel, "registrationToken": args.registration_token,
+             "idempotencyKey": args.idempotency_key}
     for pair in args.attr or []:
         name, sep, value = pair.partition("=")
         if not sep or not name:
@@ -145,6 +152,8 @@ def build_event(args: argparse.Namespace) -> etree._Element:
     for name, value in attrs.items():
         if value is not None:
             event.set(name, str(value))
+    if args.mobile_app:
+        etree.SubElement(event, "mobileApp").set("uuid", args.mobile_app)
     try:
         if args.ctx_json is not None:
             event.append(ctxdata.ctx_from_json(args.ctx_json))
@@ -225,9 +234,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     push = sub.add_parser("push", help="send one event through the SOAP API (zeep client)")
     push.add_argument("--type", required=True, help="event type name")
-    addr = push.add_mutually_exclusive_group(required=True)
-    addr.add_argument("--email")
-    addr.add_argument("--mobile", help="mobile phone (sets wishedChannel=1)")
+    push.add_argument("--email", help="email address (wishedChannel 0)")
+    push.add_argument("--mobile-phone", "--mobile", dest="mobile",
+                      help="mobile phone (without --email: wishedChannel 1, SMS)")
+    push.add_argument("--registration-token", help="push device token (without --email or "
+                      "--mobile-phone: wishedChannel 40, push)")
+    push.add_argument("--mobile-app", metavar="UUID", help="<mobileApp uuid> of a push event")
     body = push.add_mutually_exclusive_group()
     body.add_argument("--ctx", help="ctx as XML: <ctx>...</ctx> or its content")
     body.add_argument("--ctx-json", help='ctx as JSON, e.g. {"client": {"firstname": "Ann"}}')
@@ -235,7 +247,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     push.add_argument("--url", help="service base URL (default: MC_PUBLIC_URL)")
     push.add_argument("--token", default="mc/", help="session token or login/password")
     push.add_argument("--external-id")
-    push.add_argument("--channel", help="wishedChannel number (0 email, 1 SMS, 40-42 push)")
+    push.add_argument("--wished-channel", "--channel", dest="channel",
+                      help="wishedChannel (0 email, 1 SMS, 40 push by app, 41 iOS, 42 Android)")
     push.add_argument("--idempotency-key")
     push.add_argument("--attr", action="append", metavar="NAME=VALUE",
                       help="extra event attribute (repeatable)")

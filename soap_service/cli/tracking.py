@@ -10,7 +10,7 @@ from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
 from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import ValidationFailed
-from soap_service.models import Channel, FollowupRule, make_plid
+from soap_service.models import AddressKind, Channel, FollowupRule, QuarantineEntry, make_plid
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
                 "created_at"]
@@ -52,21 +52,33 @@ def _limit(args: argparse.Namespace) -> int:
     return int(args.limit)
 
 
+def _kind(args: argparse.Namespace) -> AddressKind | None:
+    return AddressKind(args.kind) if args.kind else None
+
+
+def _entry_row(entry: QuarantineEntry) -> dict:
+    row = dataclasses.asdict(entry)
+    row["kind"] = entry.kind.value
+    return row
+
+
 def cmd_quarantine_list(args: argparse.Namespace, ctx: CliContext) -> int:
-    entries = exclusions.list_entries(ctx.db, args.source, _limit(args))
-    ctx.emit([dataclasses.asdict(e) for e in entries],
-             ["address", "source", "reason", "created_at"])
+    entries = exclusions.list_entries(ctx.db, args.source, _limit(args), _kind(args))
+    ctx.emit([_entry_row(e) for e in entries],
+             ["kind", "address", "source", "reason", "created_at"])
     return 0
 
 
 def cmd_quarantine_add(args: argparse.Namespace, ctx: CliContext) -> int:
-    ctx.emit(dataclasses.asdict(exclusions.add(ctx.db, args.address, args.reason or "")))
+    ctx.emit(_entry_row(exclusions.add(ctx.db, args.address, args.reason or "", _kind(args),
+                                       ctx.settings.default_country_code)))
     return 0
 
 
 def cmd_quarantine_remove(args: argparse.Namespace, ctx: CliContext) -> int:
-    exclusions.remove(ctx.db, args.address)
-    ctx.emit({"address": exclusions.normalise_address(args.address), "removed": True})
+    entry = exclusions.remove(ctx.db, args.address, _kind(args),
+                              ctx.settings.default_country_code)
+    ctx.emit({"kind": entry.kind.value, "address": entry.address, "removed": True})
     return 0
 
 
@@ -128,16 +140,22 @@ def _register_followup(sub: argparse._SubParsersAction) -> None:
 def _register_quarantine(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("quarantine", help="quarantined and denylisted addresses")
     cmds = group.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
+    kinds = [k.value for k in AddressKind]
+    kind_help = ("email, phone or token (default: guessed -- an @ is an email, a number a "
+                 "phone, anything else a device token)")
     p = cmds.add_parser("list", help="list entries")
     p.add_argument("--source", choices=[exclusions.SOURCE_BOUNCE, exclusions.SOURCE_MANUAL])
+    p.add_argument("--kind", choices=kinds, help="only this kind of address")
     p.add_argument("--limit", type=int, default=1000)
     p.set_defaults(func=cmd_quarantine_list)
     p = cmds.add_parser("add", help="denylist an address (never sent to)")
-    p.add_argument("address")
+    p.add_argument("address", help="an email address, a phone number or a device token")
+    p.add_argument("--kind", choices=kinds, help=kind_help)
     p.add_argument("--reason", help="why (shown in the exclusion log)")
     p.set_defaults(func=cmd_quarantine_add)
     p = cmds.add_parser("remove", help="release an address")
     p.add_argument("address")
+    p.add_argument("--kind", choices=kinds, help=kind_help)
     p.set_defaults(func=cmd_quarantine_remove)
 
 

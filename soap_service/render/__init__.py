@@ -39,7 +39,7 @@ __all__ = ["check_complete", "check_content", "check_ctx", "event_data", "html_t
 # part name -> TemplateContent field, per channel; "html" is the only escaped part
 CHANNEL_PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.EMAIL: ("from_addr", "reply_to", "subject", "html", "text"),
-    Channel.SMS: ("sms",),
+    Channel.SMS: ("from_addr", "sms"),  # from: the sender (a name or a number), optional
     Channel.PUSH: ("push_title", "push_body"),
 }
 ESCAPED_PARTS = {"html"}

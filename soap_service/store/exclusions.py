@@ -1,7 +1,8 @@
 """Exclusion storage: the quarantine / denylist table and the exclusion log.
 
-Addresses arrive normalised (``soap_service.exclusions.normalise_address``).  A manual
-(denylist) entry is never downgraded to a bounce entry, even by a concurrent writer.
+Entries are kept per address kind (``email``, ``phone``, ``token``: SPEC §7) and arrive
+normalised (``soap_service.exclusions.normalise_address``).  A manual (denylist) entry is
+never downgraded to a bounce entry, even by a concurrent writer.
 """
 
 from __future__ import annotations
@@ -10,71 +11,90 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from soap_service.models import Exclusion, QuarantineEntry
+from soap_service.models import AddressKind, Exclusion, QuarantineEntry
 from soap_service.store import Database
 from soap_service.tables import exclusion_log, quarantine
 
+_CHUNK = 500  # (kind, address) pairs per lookup statement
+
 
 def _entry(row: Any) -> QuarantineEntry:
-    return QuarantineEntry(row.address, row.reason, row.source, row.created_at)
+    return QuarantineEntry(row.address, row.reason, row.source, row.created_at,
+                           AddressKind(row.kind))
 
 
-def _get_in(conn: Connection, address: str) -> QuarantineEntry | None:
-    row = conn.execute(select(quarantine).where(quarantine.c.address == address)).first()
+def _where(kind: AddressKind, address: str) -> Any:
+    return and_(quarantine.c.kind == kind.value, quarantine.c.address == address)
+
+
+def _get_in(conn: Connection, kind: AddressKind, address: str) -> QuarantineEntry | None:
+    row = conn.execute(select(quarantine).where(_where(kind, address))).first()
     return _entry(row) if row else None
 
 
-def get_quarantine(db: Database, address: str) -> QuarantineEntry | None:
+def get_quarantine(db: Database, kind: AddressKind, address: str) -> QuarantineEntry | None:
     with db.connect() as conn:
-        return _get_in(conn, address)
+        return _get_in(conn, kind, address)
 
 
-def listed_addresses(db: Database, addresses: Iterable[str]) -> set[str]:
-    """Which of these addresses are in the quarantine / denylist table (one query)."""
-    wanted = sorted(set(addresses))
+def listed_addresses(db: Database, pairs: Iterable[tuple[AddressKind, str]]
+                     ) -> set[tuple[AddressKind, str]]:
+    """Which of these (kind, address) pairs are in the quarantine / denylist table (one
+    query per 500 pairs: a round asks once)."""
+    wanted = sorted(set(pairs))
+    found: set[tuple[AddressKind, str]] = set()
     if not wanted:
-        return set()
+        return found
     with db.connect() as conn:
-        rows = conn.execute(select(quarantine.c.address)
-                            .where(quarantine.c.address.in_(wanted)))
-        return {r.address for r in rows}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            by_kind: dict[AddressKind, list[str]] = {}
+            for kind, address in chunk:
+                by_kind.setdefault(kind, []).append(address)
+            cond = or_(*(and_(quarantine.c.kind == kind.value, quarantine.c.address.in_(addrs))
+                         for kind, addrs in by_kind.items()))
+            rows = conn.execute(select(quarantine.c.kind, quarantine.c.address).where(cond))
+            found |= {(AddressKind(r.kind), r.address) for r in rows}
+    return found
 
 
-def put_quarantine(db: Database, address: str, reason: str, source: str,
+def put_quarantine(db: Database, kind: AddressKind, address: str, reason: str, source: str,
                    at: datetime) -> QuarantineEntry:
     """Insert or update an entry; a manual (denylist) entry is never downgraded to bounce."""
     with db.begin() as conn:
-        current = _get_in(conn, address)
+        current = _get_in(conn, kind, address)
         if current is None:
             try:
                 with conn.begin_nested():
                     conn.execute(insert(quarantine).values(
-                        address=address, reason=reason, source=source, created_at=at))
-                return QuarantineEntry(address, reason, source, at)
+                        kind=kind.value, address=address, reason=reason, source=source,
+                        created_at=at))
+                return QuarantineEntry(address, reason, source, at, kind)
             except IntegrityError:  # another worker quarantined it just now
-                current = _get_in(conn, address)
+                current = _get_in(conn, kind, address)
                 assert current is not None
         if current.source == "manual" and source != "manual":
             return current
-        conn.execute(update(quarantine).where(quarantine.c.address == address)
+        conn.execute(update(quarantine).where(_where(kind, address))
                      .values(reason=reason, source=source))
-        return QuarantineEntry(address, reason, source, current.created_at)
+        return QuarantineEntry(address, reason, source, current.created_at, kind)
 
 
-def delete_quarantine(db: Database, address: str) -> bool:
+def delete_quarantine(db: Database, kind: AddressKind, address: str) -> bool:
     with db.begin() as conn:
-        return conn.execute(delete(quarantine)
-                            .where(quarantine.c.address == address)).rowcount > 0
+        return conn.execute(delete(quarantine).where(_where(kind, address))).rowcount > 0
 
 
-def list_quarantine(db: Database, source: str | None = None,
-                    limit: int = 1000) -> list[QuarantineEntry]:
+def list_quarantine(db: Database, source: str | None = None, limit: int = 1000,
+                    kind: AddressKind | None = None) -> list[QuarantineEntry]:
     query = select(quarantine).order_by(quarantine.c.created_at.desc(), quarantine.c.id.desc())
     if source:
         query = query.where(quarantine.c.source == source)
+    if kind is not None:
+        query = query.where(quarantine.c.kind == kind.value)
     with db.connect() as conn:
         return [_entry(row) for row in conn.execute(query.limit(limit))]
 

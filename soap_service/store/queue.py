@@ -29,6 +29,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, insert, or_, select,
 from soap_service.models import (
     WISHED_CHANNELS,
     Channel,
+    ConnectorHealth,
     Delivery,
     DeliveryAttempt,
     Event,
@@ -36,9 +37,11 @@ from soap_service.models import (
     Outcome,
 )
 from soap_service.store import Database, dialect
+from soap_service.store import connectors as connector_store
 from soap_service.store.events import event_from_row
 from soap_service.tables import (
     delivery_log,
+    delivery_parts,
     event_status_log,
     events,
     followup_rules,
@@ -244,6 +247,10 @@ def record_outcomes(db: Database, worker_id: str, outcomes: Sequence[Outcome],
         rows = [_delivery_row(o.event_id, o.delivery, now) for o in outcomes if o.delivery]
         if rows:
             conn.execute(insert(delivery_log), rows)
+        parts = [_part_row(o.delivery, part, now) for o in outcomes if o.delivery
+                 for part in o.delivery.part_ids if part != o.delivery.provider_id]
+        if parts:  # an SMS in parts: a receipt may name any part
+            conn.execute(insert(delivery_parts), parts)
     return changed
 
 
@@ -275,8 +282,14 @@ def _delivery_row(event_id: int | None, d: Delivery, now: datetime) -> dict[str,
         "channel": d.channel, "address": d.address, "outcome": d.outcome,
         "response_code": d.response_code, "response_text": d.response_text[:2000],
         "message_id": d.message_id, "duration_ms": d.duration_ms, "is_proof": False,
+        "connector": d.connector or None, "provider_id": d.provider_id[:255] or None,
         "created_at": now,
     }
+
+
+def _part_row(d: Delivery, part_id: str, now: datetime) -> dict[str, Any]:
+    return {"connector": d.connector, "part_id": part_id[:255],
+            "provider_id": d.provider_id[:255], "created_at": now}
 
 
 def _log_status(conn: Connection, entries: Sequence[tuple[int, str, str | None]],
@@ -297,7 +310,8 @@ def delivery_attempts(db: Database, event_id: int) -> list[DeliveryAttempt]:
     stmt = (
         select(c.id, c.created_at, c.channel, c.address, c.outcome, c.response_code,
                c.response_text, c.template_version_id, c.message_id, c.duration_ms, c.is_proof,
-               templates.c.name.label("template"), v.version)
+               templates.c.name.label("template"), v.version, c.connector, c.provider_id,
+               c.receipt, c.receipt_at)
         .select_from(delivery_log.outerjoin(template_versions, v.id == c.template_version_id)
                      .outerjoin(templates, templates.c.id == v.template_id))
         .where(c.event_id == event_id)
@@ -307,8 +321,10 @@ def delivery_attempts(db: Database, event_id: int) -> list[DeliveryAttempt]:
         return [DeliveryAttempt(**r._mapping) for r in conn.execute(stmt)]
 
 
-def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime) -> None:
-    """Record that ``worker_id`` is alive (one row per worker)."""
+def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime,
+              health: Sequence[ConnectorHealth] = ()) -> None:
+    """Record that ``worker_id`` is alive (one row per worker), with its connectors'
+    health (``store.connectors``), in one transaction."""
     hb = worker_heartbeats.c
     with db.begin() as conn:
         done = conn.execute(
@@ -318,6 +334,7 @@ def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime)
             conn.execute(insert(worker_heartbeats).values(
                 worker_id=worker_id, hostname=socket.gethostname(), pid=os.getpid(),
                 started_at=started_at, seen_at=now))
+        connector_store.save_health_in(conn, worker_id, health, now)
 
 
 def live_workers(db: Database, seen_since: datetime) -> list[str]:
@@ -329,7 +346,8 @@ def live_workers(db: Database, seen_since: datetime) -> list[str]:
 
 
 def forget_worker(db: Database, worker_id: str) -> None:
-    """Remove a stopping worker's heartbeat row."""
+    """Remove a stopping worker's heartbeat row (and its connectors' health)."""
     with db.begin() as conn:
         conn.execute(worker_heartbeats.delete().where(
             worker_heartbeats.c.worker_id == worker_id))
+        connector_store.forget_health_in(conn, worker_id)

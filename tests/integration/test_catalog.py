@@ -127,7 +127,7 @@ def test_parts_of_another_channel_are_refused(db: Database) -> None:
     the option, at create and at edit; the draft is left as it was."""
     setup_type(db)
     with pytest.raises(ValidationFailed, match=r"^a sms template has no --subject, --html "
-                                               r"\(its parts: --sms\)$"):
+                                               r"\(its parts: --from, --sms\)$"):
         catalog.create_template(db, "s", "order", Channel.SMS, C(sms="x", subject="y", html="z"))
     catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
     with pytest.raises(ValidationFailed, match="an email template has no --push-data"):

@@ -33,11 +33,12 @@ def push_direct(env: dict[str, str], xml: str, queue: str = "rt") -> int:
 def test_events_list_filters_and_json(cli_env: dict[str, str]):
     """`events list --json` returns newest first, filtered by type, queue and status."""
     a = push_direct(cli_env, '<e type="welcome" email="a@example.com"><ctx/></e>')
-    b = push_direct(cli_env, '<e type="otp" wishedChannel="1" mobilePhone="+33"><ctx/></e>')
+    b = push_direct(cli_env,
+                    '<e type="otp" wishedChannel="1" mobilePhone="+33612345678"><ctx/></e>')
     c = push_direct(cli_env, '<e type="welcome" email="c@example.com"><ctx/></e>', "batch")
     rows = json.loads(run_cli(cli_env, "events", "list", "--json").stdout)
     assert [r["plId"] for r in rows] == [str(c), str(b), str(a)]
-    assert rows[1]["address"] == "+33" and rows[1]["status"] == "pending"
+    assert rows[1]["address"] == "+33612345678" and rows[1]["status"] == "pending"
     welcome = json.loads(run_cli(cli_env, "--json", "events", "list", "--type", "welcome").stdout)
     assert [r["plId"] for r in welcome] == [str(c), str(a)]
     batch = json.loads(run_cli(cli_env, "events", "list", "--queue", "batch", "--json").stdout)
@@ -139,7 +140,7 @@ def test_push_without_a_server_fails_cleanly(tmp_path):
 def _push_args(**over: object) -> argparse.Namespace:
     base = {"type": "welcome", "email": None, "mobile": None, "external_id": None,
             "channel": None, "idempotency_key": None, "attr": None, "ctx": None,
-            "ctx_json": None, "batch": False}
+            "ctx_json": None, "batch": False, "registration_token": None, "mobile_app": None}
     return argparse.Namespace(**{**base, **over})
 
 
@@ -157,5 +158,21 @@ def test_push_builds_the_event_element():
         build_event(_push_args(email="a@example.com", ctx="<a>"))
     with pytest.raises(ValidationFailed):
         build_event(_push_args(email="a@example.com", attr=["novalue"]))
+
+
+def test_push_builds_sms_and_push_events():
+    """--mobile-phone alone makes an SMS event; --registration-token alone a push event
+    for the app's platform (40) unless --wished-channel says 41 / 42, with its
+    <mobileApp uuid>; no address at all is refused."""
+    ev = build_event(_push_args(mobile="+33612345678"))
+    assert (ev.get("mobilePhone"), ev.get("wishedChannel")) == ("+33612345678", "1")
+    ev = build_event(_push_args(registration_token="ab" * 32, mobile_app="app-1"))
+    assert (ev.get("registrationToken"), ev.get("wishedChannel")) == ("ab" * 32, "40")
+    assert [(c.tag, c.get("uuid")) for c in ev if c.tag == "mobileApp"] == [
+        ("mobileApp", "app-1")]
+    ev = build_event(_push_args(registration_token="tok", channel="42"))
+    assert ev.get("wishedChannel") == "42"
+    with pytest.raises(ValidationFailed, match="give an address"):
+        build_event(_push_args())
 
 

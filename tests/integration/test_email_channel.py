@@ -1,4 +1,5 @@
-"""The email channel against a real SMTP server (aiosmtpd in-process, with scripted faults)."""
+"""The email channel (the ``smtp`` connector behind its channel's connector set) against a
+real SMTP server (aiosmtpd in-process, with scripted faults)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import socket
 
 import pytest
 
-from soap_service.channels.email import EmailChannel, send_messages
-from soap_service.config import load_settings
+from soap_service.channels.direct import send_messages
+from soap_service.channels.failover import ConnectorSet
+from soap_service.config import Settings, load_settings
 from soap_service.devsmtp import Fault, MailSink
-from soap_service.models import EmailMessage, SendOutcome
+from soap_service.models import Channel, EmailMessage, SendOutcome
 
 
 def _msg(n: int = 1, to: str = "john.doe@example.com", **kw) -> EmailMessage:
@@ -24,6 +26,11 @@ def _msg(n: int = 1, to: str = "john.doe@example.com", **kw) -> EmailMessage:
     }
     fields.update(kw)
     return EmailMessage(**fields)
+
+
+def email_channel(settings: Settings) -> ConnectorSet:
+    """What the worker sends email through (the default relay from MC_SMTP_*)."""
+    return ConnectorSet.from_configs(Channel.EMAIL, settings.channel_connectors(Channel.EMAIL))
 
 
 def _settings(sink: MailSink, **kw):
@@ -156,10 +163,10 @@ def test_failure_then_success_on_the_same_channel():
     with MailSink(plan=plan) as sink:
 
         async def run():
-            channel = EmailChannel(_settings(sink, smtp_concurrency=1))
+            channel = email_channel(_settings(sink, smtp_concurrency=1))
             try:
-                first = await channel.send(_msg(1, to="busy@example.com"))
-                second = await channel.send(_msg(2))
+                first = await channel.send(_msg(1, to="busy@example.com"), "busy@example.com")
+                second = await channel.send(_msg(2), _msg(2).to)
             finally:
                 await channel.close()
             return first, second
@@ -213,11 +220,12 @@ def test_urgent_messages_jump_the_queue_for_a_connection():
     with MailSink(delay=0.02) as sink:
 
         async def run():
-            channel = EmailChannel(_settings(sink, smtp_concurrency=1))
+            channel = email_channel(_settings(sink, smtp_concurrency=1))
             try:
-                ordinary = [asyncio.create_task(channel.send(_msg(n))) for n in range(10)]
+                ordinary = [asyncio.create_task(channel.send(_msg(n), _msg(n).to))
+                            for n in range(10)]
                 await asyncio.sleep(0)  # the ordinary ones are all waiting now
-                urgent = asyncio.create_task(channel.send(_msg(99), urgent=True))
+                urgent = asyncio.create_task(channel.send(_msg(99), _msg(99).to, urgent=True))
                 return await asyncio.gather(*ordinary, urgent)
             finally:
                 await channel.close()

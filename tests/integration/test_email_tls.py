@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from soap_service.channels.email import send_messages
+from soap_service.channels.direct import send_messages
 from soap_service.config import load_settings
 from soap_service.devsmtp import MailSink
 from soap_service.models import EmailMessage, SendOutcome

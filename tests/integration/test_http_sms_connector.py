@@ -18,6 +18,7 @@ from servers.http_provider import HANG, Provider, Request, reply
 
 import soap_service.channels.http_sms  # noqa: F401  (registers the http-sms kind)
 from soap_service.channels.base import build_connector
+from soap_service.channels.failover import ConnectorSet
 from soap_service.channels.http_sms import HttpSmsConnector
 from soap_service.config import ConnectorConfig
 from soap_service.errors import ConfigError
@@ -191,7 +192,8 @@ def test_twilio_errors(status: int, code: int, headers: dict[str, str],
 
 
 def test_urgent_messages_take_free_slots_first() -> None:
-    """With one slot busy, a waiting real-time message goes before waiting batch ones."""
+    """With the connector's one slot busy (the channel's connector set holds it), a
+    waiting real-time message goes before waiting batch ones."""
     order: list[str] = []
 
     def answer(request: Request) -> tuple[int, dict[str, str], bytes]:
@@ -204,14 +206,17 @@ def test_urgent_messages_take_free_slots_first() -> None:
             options={"url": provider.url, "token": "t", "from": "S"}))
 
         async def go() -> None:
+            channel = ConnectorSet(Channel.SMS, [connector])
+            [slots] = [m.slots for m in channel._members]
+
             async def one(ref: str, urgent: bool) -> None:
-                await connector.send(SmsMessage("x", ref), TO, urgent=urgent)
-            await connector._slots.acquire()  # hold the only slot
+                await channel.send(SmsMessage("x", ref), TO, urgent=urgent)
+            await slots.acquire()  # hold the only slot
             tasks = [asyncio.ensure_future(one("batch-1", False)),
                      asyncio.ensure_future(one("batch-2", False)),
                      asyncio.ensure_future(one("rt", True))]
-            await _until(lambda: connector._slots.waiting == 3)
-            connector._slots.release()
+            await _until(lambda: slots.waiting == 3)
+            slots.release()
             await asyncio.gather(*tasks)
             await connector.close()
         asyncio.run(go())

@@ -20,6 +20,7 @@ from servers.smsc import DROP, HOLD, Smsc, Status
 
 import soap_service.channels.smpp  # noqa: F401  (registers the smpp kind)
 from soap_service.channels.base import build_connector
+from soap_service.channels.failover import ConnectorSet
 from soap_service.channels.smpp import SmppConnector
 from soap_service.config import ConnectorConfig
 from soap_service.models import Channel, Receipt, ReceiptState, SendOutcome, SmsMessage
@@ -193,10 +194,12 @@ def test_window_bounds_the_pdus_outstanding_at_the_smsc() -> None:
 
 
 def test_concurrency_bounds_messages_in_flight() -> None:
-    """concurrency 3 with a window of 10: 3 unanswered submits at most."""
+    """concurrency 3 (the channel's connector set holds the slots) with a window of 10:
+    3 unanswered submits at most."""
     with Smsc(plan=lambda s, n: HOLD) as smsc:
         async def body(c: SmppConnector) -> Any:
-            sends = [asyncio.ensure_future(c.send(sms(f"m{i}"), TO)) for i in range(9)]
+            channel = ConnectorSet(Channel.SMS, [c])
+            sends = [asyncio.ensure_future(channel.send(sms(f"m{i}"), TO)) for i in range(9)]
             for _round in range(3):
                 await until(lambda: smsc.outstanding == 3)
                 smsc.release()

@@ -3,6 +3,7 @@ runs them: real processes, a real SMTP client, real files."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 from conftest import ROOT, free_port, msgcenter_cmd
 from dispatch_support import wait_until
 
-from soap_service.channels.email import send_messages
+from soap_service.channels.direct import send_messages
 from soap_service.config import load_settings
 from soap_service.models import EmailMessage, SendOutcome
 
@@ -61,41 +62,65 @@ def test_devsmtp_stores_each_message_as_an_eml_file(tmp_path):
 
 
 def test_make_run_demo_end_to_end(tmp_path):
-    """The demo initialises ./var, starts the sink and serve, prints a push command that
-    works as printed from another shell (other ports included), and the personalised mail
-    appears where it says; the printed `events show` command finds the event."""
+    """The demo initialises ./var, starts the three sinks and serve, prints push commands
+    for an email, an SMS and a push notification that work as printed from another shell
+    (other ports included), and the personalised mail, SMS and notification appear where
+    it says; the printed `events show` command finds the event."""
     http_port, smtp_port = free_port(), free_port()
     env = {**os.environ, "MC_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
-           "MC_SMTP_PORT": str(smtp_port), "PYTHONUNBUFFERED": "1"}
+           "MC_SMTP_PORT": str(smtp_port), "MC_DEMO_SMSC_PORT": str(free_port()),
+           "MC_DEMO_APNS_PORT": str(free_port()), "MC_DEMO_FCM_PORT": str(free_port()),
+           "PYTHONUNBUFFERED": "1"}
     env.pop("MC_DATABASE_URL", None)
+    env.pop("MC_CONFIG", None)
     log_path = tmp_path / "demo.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "soap_service.demo"], cwd=tmp_path,
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: "msgcenter push" in log_path.read_text(), 90, "the demo to be ready")
+        wait_until(lambda: "connector list" in log_path.read_text(), 120,
+                   "the demo to be ready")
         out = log_path.read_text()
-        command = next(line.strip() for line in out.splitlines() if "msgcenter push" in line)
-        mail_dir = Path(next(line for line in out.splitlines()
-                             if "The mail appears in" in line).split(" in ", 1)[1].split("/ ")[0])
+        commands = [line.strip() for line in out.splitlines() if "msgcenter push" in line]
+        assert len(commands) == 3, out
+        where = {kind: Path(next(line for line in out.splitlines()
+                                 if f"The {kind} appears in" in line)
+                            .split(" in ", 1)[1].split("/ ")[0])
+                 for kind in ("mail", "SMS", "notification")}
         # pasted into another shell, where the demo's MC_* settings are not set
         shell = {k: v for k, v in env.items() if not k.startswith("MC_")}
-        push = subprocess.run(shlex.split(command), cwd=tmp_path, env=shell,
-                              capture_output=True, text=True, timeout=60)
-        assert push.returncode == 0, push.stderr
-        wait_until(lambda: list(mail_dir.glob("*.eml")), 60, "the demo mail")
+        plids = []
+        for command in commands:
+            push = subprocess.run(shlex.split(command), cwd=tmp_path, env=shell,
+                                  capture_output=True, text=True, timeout=60)
+            assert push.returncode == 0, push.stderr
+            plids.append(push.stdout.strip())
+        wait_until(lambda: list(where["mail"].glob("*.eml")), 60, "the demo mail")
+        wait_until(lambda: list(where["SMS"].glob("*.sms")), 60, "the demo SMS")
+        wait_until(lambda: list(where["notification"].glob("*.json")), 60,
+                   "the demo notification")
         show = next(line.strip() for line in out.splitlines() if "events show" in line)
-        show = show.removeprefix("Then:").strip().replace("<plId>", push.stdout.strip())
+        show = show.removeprefix("Then:").strip().replace("<plId>", plids[0])
         shown = subprocess.run(shlex.split(show), cwd=tmp_path, env=shell,
                                capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0, shown.stderr
         assert "john.doe@example.com" in shown.stdout
     finally:
         _stop(proc)
-    assert mail_dir == tmp_path / "var" / "mail"
+    assert where == {"mail": tmp_path / "var" / "mail", "SMS": tmp_path / "var" / "sms",
+                     "notification": tmp_path / "var" / "push"}
     assert (tmp_path / "var" / "msgcenter.db").exists()
-    [eml] = list(mail_dir.glob("*.eml"))
+    [eml] = list(where["mail"].glob("*.eml"))
     assert b"Subject: Your order A-1042 is confirmed, John" in eml.read_bytes()
+    [sms] = list(where["SMS"].glob("*.sms"))
+    sms_text = sms.read_text()
+    assert "To: +33612345678" in sms_text and "From: DemoShop" in sms_text
+    assert "DemoShop: order A-1042 is confirmed. Thank you, John!" in sms_text
+    [note] = list(where["notification"].glob("*.json"))
+    notification = json.loads(note.read_text())
+    assert notification["platform"] == "ios"
+    assert notification["title"] == "Order A-1042 confirmed"
+    assert notification["data"] == {"order": "A-1042"}
     assert proc.returncode == 0
 
 

@@ -1,5 +1,6 @@
-"""Connector building: the smpp kind's options validated at build time, and the urgent-first
-concurrency slots every SMS connector uses."""
+"""Connector building: every kind buildable without importing its module first, the smpp
+kind's options validated at build time, and the urgent-first slots (``take``) the SMPP
+window and every connector set use."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from typing import Any
 
 import pytest
 
-import soap_service.channels.http_sms  # registers http-sms
-import soap_service.channels.smpp  # noqa: F401
 from soap_service.channels.base import build_connector, known_kinds
-from soap_service.channels.slots import Slots
+from soap_service.channels.limits import PrioritySlots
 from soap_service.channels.smpp import SmppConnector
 from soap_service.config import ConnectorConfig, parse_connectors
 from soap_service.errors import ConfigError
@@ -25,10 +24,22 @@ def smpp_config(**options: Any) -> ConnectorConfig:
     return ConnectorConfig("smsc-a", Channel.SMS, "smpp", options=BASE | options)
 
 
-def test_the_sms_kinds_are_registered() -> None:
-    """Importing the modules registers smpp and http-sms on the SMS channel."""
-    assert known_kinds()["smpp"] is Channel.SMS
-    assert known_kinds()["http-sms"] is Channel.SMS
+def test_every_kind_is_known_without_importing_its_module() -> None:
+    """The built-in kinds load on demand: each is known with its channel."""
+    assert known_kinds() == {"smtp": Channel.EMAIL, "smpp": Channel.SMS,
+                             "http-sms": Channel.SMS, "apns": Channel.PUSH, "fcm": Channel.PUSH}
+
+
+def test_an_unknown_kind_names_the_connector_and_the_kinds() -> None:
+    """A kind nobody provides is a one-line configuration error listing the known ones."""
+    with pytest.raises(ConfigError, match=r"connector 'x': unknown kind 'pigeon' \(one of apns"):
+        build_connector(ConnectorConfig("x", Channel.SMS, "pigeon"))
+
+
+def test_failover_options_are_accepted_by_every_checked_kind() -> None:
+    """circuit_failures / circuit_reset belong to the failover, and no kind refuses them."""
+    config = smpp_config(circuit_failures=3, circuit_reset=5)
+    assert isinstance(build_connector(config), SmppConnector)
 
 
 def test_a_toml_table_builds_an_smpp_connector(monkeypatch: pytest.MonkeyPatch,
@@ -89,7 +100,7 @@ def test_slots_serve_urgent_waiters_first_and_survive_cancellation() -> None:
     """With every slot taken: urgent waiters before older batch waiters; a cancelled waiter
     gives up its place without losing a slot."""
     async def go() -> list[str]:
-        slots = Slots(1)
+        slots = PrioritySlots(1)
         order: list[str] = []
         await slots.acquire()
 
@@ -104,7 +115,7 @@ def test_slots_serve_urgent_waiters_first_and_survive_cancellation() -> None:
         tasks["gone"].cancel()
         slots.release()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
-        assert (slots.busy, slots.waiting) == (0, 0)
+        assert (slots.in_use, slots.waiting) == (0, 0)
         return order
 
     assert asyncio.run(go()) == ["u1", "b1", "b2"]

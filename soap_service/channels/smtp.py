@@ -1,13 +1,13 @@
-"""Email channel: MIME building and SMTP delivery to one relay, outcomes as values.
+"""The ``smtp`` connector: MIME building and SMTP delivery to one relay, outcomes as values.
 
-The only module that imports aiosmtplib.  :class:`EmailChannel` keeps a small pool of
-open SMTP connections to the relay configured in :class:`~soap_service.config.Settings`
-(``MC_SMTP_HOST``, ``MC_SMTP_PORT``, ``MC_SMTP_USER``, ``MC_SMTP_PASSWORD``,
-``MC_SMTP_TLS`` none / starttls / tls) and never has more than ``smtp_concurrency``
-transactions in flight.  ``send()`` never raises for a delivery problem: it returns a
-:class:`~soap_service.models.SendResult` (sent / temporary / permanent, the relay's code
-and text, whether the failure came at ``RCPT TO``).  Deciding what an outcome means for
-the event (retry, give up) is the worker's job, not this module's.
+The only module that imports aiosmtplib.  :class:`SmtpConnector` keeps a pool of open
+SMTP connections to one relay (a ``[[connectors]]`` table of kind ``smtp``, or the
+default relay ``smtp`` that ``MC_SMTP_*`` describe); several relays of the email channel
+fail over like any connectors (``channels.failover``).  ``send()`` never raises for a
+delivery problem: it returns a :class:`~soap_service.models.SendResult` (sent / temporary
+/ permanent, the relay's code and text, whether the refusal came at ``RCPT TO``).
+Deciding what an outcome means for the event (retry, give up) is the worker's job, not
+this module's.
 """
 
 from __future__ import annotations
@@ -16,24 +16,31 @@ import asyncio
 import email.header
 import email.policy
 import email.utils
-import heapq
-import itertools
 import logging
 import quopri
+import re
 import time
 import uuid
-from collections.abc import Sequence
 from email.message import EmailMessage as MimeMessage
 
 import aiosmtplib
 import aiosmtplib.email
 
-from soap_service.config import Settings
-from soap_service.models import EmailMessage, SendOutcome, SendResult
+from soap_service.channels.base import ReceiptSink, register_kind
+from soap_service.channels.options import (
+    check_known,
+    opt_choice,
+    opt_float,
+    opt_int,
+    opt_str,
+)
+from soap_service.config import ConnectorConfig
+from soap_service.models import Channel, ChannelMessage, EmailMessage, SendOutcome, SendResult
 
 log = logging.getLogger(__name__)
 
 _PROBE_AFTER = 5.0  # seconds idle before a pooled connection is probed with NOOP
+_QUEUE_ID = re.compile(r"(?:queued as|id=)\s*([A-Za-z0-9._-]+)", re.IGNORECASE)
 _ADDRESS_HEADERS = {"from", "to", "reply-to", "cc"}
 
 
@@ -141,59 +148,44 @@ def _result_from_error(exc: BaseException, started: float) -> SendResult:
     return SendResult(SendOutcome.TEMPORARY, None, f"{type(exc).__name__}: {exc}"[:500], ms)
 
 
-class _Slots:
-    """A semaphore whose waiters are served by priority (lower first), then in order."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    async def acquire(self, priority: int) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._seq), fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed over just as we were cancelled
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)  # hand the slot straight to the next waiter
-                return
-        self._free += 1
+SMTP_OPTIONS = ("host", "port", "tls", "user", "timeout", "ca_file")
 
 
-class EmailChannel:
-    """SMTP delivery to one relay with reused connections and bounded concurrency.
+class SmtpConnector:
+    """The ``smtp`` connector: one relay, connections reused across sends.
 
-    Create and use it inside one running event loop; ``close()`` it on that loop.
+    Options: ``host`` (127.0.0.1), ``port`` (25), ``tls`` none / starttls / tls,
+    ``user`` and ``password`` (or ``password_file`` / ``password_env``), ``timeout``
+    (30 s per command), ``ca_file`` (a PEM bundle for a private CA).  With no email
+    connector declared, ``MC_SMTP_*`` make one named ``smtp`` (``Settings.channel_connectors``).
+    The connector bounds nothing itself: its channel's ``ConnectorSet`` holds at most
+    ``concurrency`` sends in flight (real-time first), so the pool never holds more
+    connections than that.  Create and use it inside one running event loop.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._slots = _Slots(max(1, settings.smtp_concurrency))
+    def __init__(self, config: ConnectorConfig, on_receipt: ReceiptSink | None = None) -> None:
+        check_known(config, SMTP_OPTIONS, secrets=("password",))
+        self.config = config
+        self.host = opt_str(config, "host", "127.0.0.1", required=True)
+        self.port = opt_int(config, "port", 25, 1, 65535)
+        self.tls = opt_choice(config, "tls", "none", ("none", "starttls", "tls"))
+        self.user = opt_str(config, "user")
+        self.password = config.secret("password")
+        self.timeout = opt_float(config, "timeout", 30.0, 0.1, 3600.0)
+        self.ca_file = opt_str(config, "ca_file")
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._closed = False
 
     def _new_client(self) -> aiosmtplib.SMTP:
-        s = self.settings
         return aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.smtp_user or None,
-            password=s.smtp_password or None,
-            use_tls=s.smtp_tls == "tls",
-            start_tls=s.smtp_tls == "starttls",
-            timeout=s.smtp_timeout,
-            cert_bundle=s.smtp_ca_file or None,
+            hostname=self.host,
+            port=self.port,
+            username=self.user or None,
+            password=self.password or None,
+            use_tls=self.tls == "tls",
+            start_tls=self.tls == "starttls",
+            timeout=self.timeout,
+            cert_bundle=self.ca_file or None,
         )
 
     async def _checkout(self) -> aiosmtplib.SMTP:
@@ -223,40 +215,36 @@ class EmailChannel:
         else:
             self._idle.append((client, time.monotonic()))
 
-    async def send(self, msg: EmailMessage, urgent: bool = False) -> SendResult:
-        """Send one message; the outcome is a value, never an exception.
-
-        ``urgent`` messages (real-time events) take the next free connection ahead of
-        every non-urgent message still waiting for one.
-        """
-        started = time.monotonic()
+    async def send(self, message: ChannelMessage, address: str, *,
+                   urgent: bool = False) -> SendResult:
+        """Send one email to ``address`` (its envelope recipient); the outcome is a value,
+        never an exception.  ``urgent`` is for the channel's slots, which came first."""
+        if not isinstance(message, EmailMessage):
+            return SendResult(SendOutcome.PERMANENT, None, "the smtp connector sends email only")
         try:
-            data = build_mime_bytes(msg)
-            sender, rcpt = aiosmtplib.email.parse_address(msg.from_addr), msg.to.strip()
+            data = build_mime_bytes(message)
+            sender, rcpt = aiosmtplib.email.parse_address(message.from_addr), address.strip()
             aiosmtplib.email.parse_address(rcpt)
         except (ValueError, TypeError) as exc:  # unusable address or header: never retry
             return SendResult(SendOutcome.PERMANENT, None, f"invalid message: {exc}"[:500])
-        await self._slots.acquire(0 if urgent else 1)
+        started = time.monotonic()
+        client: aiosmtplib.SMTP | None = None
         try:
-            started = time.monotonic()  # the attempt's duration excludes waiting for a slot
-            client: aiosmtplib.SMTP | None = None
-            try:
-                client = await self._checkout()
-                _refused, response = await client.sendmail(sender, [rcpt], data)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                if client is not None:
-                    self._discard_after_error(client, exc)
-                return _result_from_error(exc, started)
-            except Exception as exc:  # a bug must not take the whole round down
-                log.exception("email.unexpected_error")
-                if client is not None:
-                    client.close()
-                return _result_from_error(exc, started)
-            self._checkin(client)
-            ms = int((time.monotonic() - started) * 1000)
-            return SendResult(SendOutcome.SENT, 250, response[:500] or "OK", ms)
-        finally:
-            self._slots.release()
+            client = await self._checkout()
+            _refused, response = await client.sendmail(sender, [rcpt], data)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if client is not None:
+                self._discard_after_error(client, exc)
+            return _result_from_error(exc, started)
+        except Exception as exc:  # a bug must not take the whole round down
+            log.exception("smtp.unexpected_error connector=%s", self.config.name)
+            if client is not None:
+                client.close()
+            return _result_from_error(exc, started)
+        self._checkin(client)
+        ms = int((time.monotonic() - started) * 1000)
+        return SendResult(SendOutcome.SENT, 250, response[:500] or "OK", ms,
+                          provider_id=_queue_id(response))
 
     def _discard_after_error(self, client: aiosmtplib.SMTP, exc: BaseException) -> None:
         """Keep a connection after a clean SMTP refusal (sendmail sent RSET), else drop it."""
@@ -276,14 +264,11 @@ class EmailChannel:
                 client.close()
 
 
-async def _send_all(settings: Settings, messages: Sequence[EmailMessage]) -> list[SendResult]:
-    channel = EmailChannel(settings)
-    try:
-        return list(await asyncio.gather(*(channel.send(m) for m in messages)))
-    finally:
-        await channel.close()
+def _queue_id(response: str) -> str:
+    """The relay's queue id when its 250 answer names one (``250 2.0.0 Ok: queued as
+    4F2A1``, ``250 OK id=1abc-2D``); "" otherwise.  Bounces may name it."""
+    match = _QUEUE_ID.search(response or "")
+    return match.group(1)[:255] if match else ""
 
 
-def send_messages(settings: Settings, messages: Sequence[EmailMessage]) -> list[SendResult]:
-    """Synchronous helper (CLI, proofs): send ``messages`` over one pool, in order of results."""
-    return asyncio.run(_send_all(settings, messages))
+register_kind("smtp", Channel.EMAIL, SmtpConnector)

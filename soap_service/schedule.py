@@ -114,6 +114,13 @@ class WorkerRuntime:
             id="housekeeping")
 
     def start(self) -> WorkerRuntime:
+        """Build every connector (a bad connector table stops the start here, in one
+        line), then start the jobs."""
+        try:
+            self.dispatcher.start_channels()
+        except BaseException:
+            self.dispatcher.close()
+            raise
         self.add_jobs()
         self.listener.start()
         self.scheduler.start()

@@ -5,7 +5,9 @@ connector's format: our HMAC-signed JSON, or Twilio's signature), then its recei
 recorded (``receipts.record_receipts``) before the provider gets its ``200`` -- so a
 write that fails makes the provider retry.  The URL a signature covers is rebuilt from
 ``MC_PUBLIC_URL`` (the address the provider was given), never from the Host header,
-which a proxy in front of us may have rewritten.
+which a proxy in front of us may have rewritten.  Receipts that match no delivery yet
+(a provider that calls back before the worker recorded the send) are held by this
+process's :class:`~soap_service.receipts.ReceiptRecorder` and tried again.
 
 Every refusal is a short RFC 9457 problem and one log line, and changes nothing: an
 unknown connector (or one that is not ``http-sms``) 404, a missing or wrong signature
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from soap_service.channels.sms_callbacks import parse_callback
@@ -29,7 +34,8 @@ from soap_service.errors import (
     UnverifiedCallback,
     ValidationFailed,
 )
-from soap_service.receipts import record_receipts
+from soap_service.models import Receipt
+from soap_service.receipts import ReceiptRecorder, record_receipts
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +73,11 @@ def problem(status: int, name: str, title: str, detail: str = "") -> tuple[int, 
 
 
 def handle(settings: Settings, db: Any, environ: dict[str, Any],
-           read_body: Any) -> tuple[int, bytes, str]:
+           read_body: Callable[[int], bytes],
+           hold: Callable[[Sequence[Receipt]], None]) -> tuple[int, bytes, str]:
     """Answer one callback request: ``(status, body, content type)``.  ``read_body(limit)``
-    reads the request body, raising PayloadTooLarge past ``limit`` bytes."""
+    reads the request body, raising PayloadTooLarge past ``limit`` bytes; ``hold`` takes
+    the receipts that matched no delivery yet."""
     name = str(environ.get("PATH_INFO") or "")[len(PREFIX):].strip("/")
     config = find_connector(settings, name)
     if config is None:
@@ -81,7 +89,7 @@ def handle(settings: Settings, db: Any, environ: dict[str, Any],
         body = read_body(HttpSmsOptions.from_config(config).callback_max_bytes)
         receipts = parse_callback(config, public_url(settings, environ),
                                   request_headers(environ), body)
-        report = record_receipts(db, receipts)
+        report, unknown = record_receipts(db, receipts)
     except UnverifiedCallback as exc:
         log.info("sms_callback.unverified connector=%s reason=%s", name, exc.message[:80])
         return (*problem(403, "unverified-callback", "The callback's signature does not "
@@ -102,9 +110,25 @@ def handle(settings: Settings, db: Any, environ: dict[str, Any],
         log.info("sms_callback.refused connector=%s reason=%s", name, exc.message[:80])
         return (*problem(400, "bad-request", "The callback was refused", exc.message),
                 PROBLEM_TYPE)
-    log.info("sms_callback.recorded connector=%s receipts=%s unknown=%s", name,
+    if unknown:
+        hold(unknown)
+    log.info("sms_callback.recorded connector=%s receipts=%s unmatched=%s", name,
              report.received, report.unknown)
     return 200, json.dumps({"received": report.received}).encode(), "application/json"
+
+
+_recorders: weakref.WeakKeyDictionary[Any, ReceiptRecorder] = weakref.WeakKeyDictionary()
+_recorders_lock = threading.Lock()
+
+
+def recorder_for(app: Any) -> ReceiptRecorder:
+    """The web application's recorder of receipts that matched nothing yet (one per app)."""
+    with _recorders_lock:
+        recorder = _recorders.get(app)
+        if recorder is None:
+            recorder = ReceiptRecorder(app.db, grace=max(60.0, app.settings.lease_seconds))
+            _recorders[app] = recorder
+        return recorder
 
 
 def route(app: Any, request: Any) -> Any:
@@ -118,5 +142,6 @@ def route(app: Any, request: Any) -> Any:
         except BodyTooLarge as exc:
             raise PayloadTooLarge(f"callback body over {limit} bytes") from exc
 
-    status, body, content_type = handle(app.settings, app.db, request.environ, read)
+    status, body, content_type = handle(app.settings, app.db, request.environ, read,
+                                        recorder_for(app).hold)
     return Response(status, body, content_type)

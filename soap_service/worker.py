@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 
 from soap_service import clock, exclusions, messages, retry
 from soap_service.channels.failover import ConnectorSet
+from soap_service.channels.limits import Clock, Sleep
 from soap_service.config import Settings
 from soap_service.errors import ServerError
 from soap_service.models import (
@@ -129,7 +130,11 @@ class Dispatcher:
                  worker_id: str | None = None,
                  router: Callable[[Database, Event], Route] | None = None,
                  renderer: Callable[[TemplateVersion, Event], RenderedMessage] | None = None,
-                 types: Callable[[Database, str], EventType | None] | None = None) -> None:
+                 types: Callable[[Database, str], EventType | None] | None = None,
+                 connector_clock: Clock = time.monotonic,
+                 connector_sleep: Sleep = asyncio.sleep) -> None:
+        """``connector_clock`` / ``connector_sleep``: what the connectors' rate limits and
+        circuits measure time with (tests count on a virtual clock)."""
         self.settings = settings
         self.db = db or connect(settings)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -145,7 +150,8 @@ class Dispatcher:
         # no connector configured has none, and its events fail in steps.find_address
         self._configured = {ch: settings.channel_connectors(ch) for ch in Channel}
         self._sets: dict[Channel, ConnectorSet] | None = None
-        self.receipts = ReceiptRecorder(self.db)
+        self.receipts = ReceiptRecorder(self.db, grace=max(60.0, settings.lease_seconds))
+        self._connector_clock, self._connector_sleep = connector_clock, connector_sleep
         # express rounds: about what the connectors take at once
         self.express_size = max(c.concurrency for cs in self._configured.values() for c in cs)
         self._domain = _message_id_domain(settings.public_url)
@@ -332,7 +338,9 @@ class Dispatcher:
                                                               loop).result(30)
 
     async def _build_sets(self) -> dict[Channel, ConnectorSet]:
-        return {channel: ConnectorSet.from_configs(channel, configs, self.receipts.submit)
+        return {channel: ConnectorSet.from_configs(channel, configs, self.receipts.submit,
+                                                   clock=self._connector_clock,
+                                                   sleep=self._connector_sleep)
                 for channel, configs in self._configured.items() if configs}
 
     def connector_health(self) -> list[ConnectorHealth]:

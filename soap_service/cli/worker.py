@@ -20,8 +20,9 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
         settings = settings.replace(smtp_concurrency=args.concurrency)
     if args.batch_size:
         settings = settings.replace(worker_batch_size=args.batch_size)
+    connectors = ", ".join(f"{c.name} ({c.channel.value})" for c in settings.all_connectors())
     run_worker(settings, lambda: output.info(
-        f"worker: dispatching to {settings.smtp_host}:{settings.smtp_port} (Ctrl-C to stop)"))
+        f"worker: dispatching through {connectors} (Ctrl-C to stop)"))
     return 0
 
 
@@ -56,7 +57,7 @@ def _at_least_one(raw: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="dispatch queued events (claim, render, send, record)")
     p.add_argument("--concurrency", type=_at_least_one, default=0,
-                   help="SMTP connections per relay (default MC_SMTP_CONCURRENCY)")
+                   help="connections of the default SMTP relay (default MC_SMTP_CONCURRENCY)")
     p.add_argument("--batch-size", type=_at_least_one, default=0,
                    help="events claimed per round (default MC_WORKER_BATCH_SIZE)")
     p.set_defaults(func=cmd_worker)

@@ -213,10 +213,20 @@ class Settings:
     def channel_connectors(self, channel: Channel) -> list[ConnectorConfig]:
         """The connectors of ``channel`` by priority.  With no email connector declared,
         ``MC_SMTP_*`` make the default relay, named ``smtp``."""
-        found = [c for c in self.connectors if c.channel is channel]
+        found = [self._with_defaults(c) for c in self.connectors if c.channel is channel]
         if not found and channel is Channel.EMAIL:
             found = [self.default_smtp_connector()]
         return sorted(found, key=lambda c: c.priority)
+
+    def _with_defaults(self, config: ConnectorConfig) -> ConnectorConfig:
+        """What depends on the service's settings: a Twilio-format connector's status
+        callback is ``{MC_PUBLIC_URL}/callbacks/sms/{name}`` unless set."""
+        if config.kind == "http-sms" and config.option("format") == "twilio" \
+                and "status_callback" not in config.options:
+            url = f"{self.public_url.rstrip('/')}/callbacks/sms/{config.name}"
+            return dataclasses.replace(config, options={**config.options,
+                                                        "status_callback": url})
+        return config
 
     def all_connectors(self) -> list[ConnectorConfig]:
         """Every connector of every channel (the default SMTP relay included)."""

@@ -1,5 +1,9 @@
 """Delivery benchmark: sustained dispatch rate vs plain aiosmtplib, and real-time latency.
 
+``--channel sms|push`` measures the worker on those channels instead (one worker,
+pre-inserted events, render + send + record, to devsmsc / devpush, beside a plain
+smpplib / httpx client): see ``bench/deliver_channels.py``.  What follows is email.
+
 Measures, in one run:
   * **ceiling** — plain aiosmtplib (through our channel's pool, same concurrency) sending
     the same rendered messages to the same SMTP sink, which runs in another process;
@@ -330,9 +334,20 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes for the throughput part (PostgreSQL for > 1)")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--channel", choices=["email", "sms", "push"], default="email")
+    p.add_argument("--window", type=int, default=64, help="sms: SMPP window (64)")
+    p.add_argument("--concurrency", type=int, default=100,
+                   help="push: streams in flight (100)")
+    p.add_argument("--platform", choices=["ios", "android"], default="ios",
+                   help="push: APNs (ios) or FCM (android)")
     args = p.parse_args()
     if args.quick:
         args.events, args.backlog, args.duration = 2000, 5000, 5.0
+    if args.channel != "email":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from deliver_channels import main_channel
+
+        return main_channel(args, fresh_db)
     kind = args.sink or ("smtp-sink" if shutil.which("smtp-sink")
                          or Path("/usr/sbin/smtp-sink").exists() else "aiosmtpd")
     tmp = Path(tempfile.mkdtemp(prefix="mc-bench-"))

@@ -46,10 +46,12 @@ def attempts_section(db: Database, event: Event) -> tuple[str, list[dict[str, An
     """Delivery attempts: one delivery-log row per send, oldest first (dispatch side)."""
     from soap_service.store import queue as queue_store
 
-    rows = [{"at": r.created_at, "outcome": r.outcome, "code": r.response_code,
+    rows = [{"at": r.created_at, "channel": r.channel, "connector": r.connector,
+             "outcome": r.outcome, "code": r.response_code,
              "response": r.response_text or "", "address": r.address,
              "template": r.template, "version": r.version, "ms": r.duration_ms,
-             "messageId": r.message_id}
+             "messageId": r.message_id, "providerId": r.provider_id, "receipt": r.receipt,
+             "receiptAt": r.receipt_at}
             for r in queue_store.delivery_attempts(db, event.id)]
     return "attempts", rows
 

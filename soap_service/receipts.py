@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 BATCH = 500  # receipts written per transaction at most
 WRITE_ATTEMPTS = 4  # about 7 s of database trouble before a batch is given up
 RETRY_EVERY = 1.0  # seconds between tries of receipts that matched no delivery yet
+LINGER = 0.2  # seconds a batch waits for more receipts after its first
 _RETRY_NOW = object()  # queued by flush(): try the held receipts at once
 
 
@@ -137,24 +138,30 @@ class ReceiptRecorder:
                 self._thread.start()
 
     def _next_batch(self) -> tuple[list[Receipt], int, bool]:
-        """Wait for a receipt (at most RETRY_EVERY while some are held), then take what is
-        already queued (up to BATCH): the batch, how many queue items it took, stop?"""
+        """Wait for a receipt (at most RETRY_EVERY while some are held), then for what
+        arrives within LINGER (up to BATCH): the batch, how many queue items it took, and
+        whether to stop.  Lingering makes a stream of receipts a few transactions a
+        second instead of one each, which on SQLite would take the write lock from the
+        worker's rounds."""
         batch: list[Receipt] = []
         taken = 0
         try:
             item = self._queue.get(timeout=RETRY_EVERY if self._held else None)
         except queue.Empty:
             return batch, taken, False
+        until = time.monotonic() + LINGER
         while True:
             taken += 1
             if item is None:
                 return batch, taken, True
-            if isinstance(item, Receipt):
+            if item is _RETRY_NOW:  # flush(): no lingering
+                until = 0.0
+            elif isinstance(item, Receipt):
                 batch.append(item)
             if len(batch) >= BATCH:
                 return batch, taken, False
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get(timeout=max(0.0, until - time.monotonic()))
             except queue.Empty:
                 return batch, taken, False
 

@@ -47,6 +47,9 @@ wsdl: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/deliver.py
+	$(BIN)/python bench/deliver.py --channel sms --skip-latency
+	$(BIN)/python bench/deliver.py --channel push --skip-latency
+	$(BIN)/python bench/deliver_sms.py
 	$(BIN)/python bench/deliver_push.py
 
 clean:

@@ -64,9 +64,19 @@ def _processed(db: Database) -> int:
                                 .where(events.c.status == "processed")).scalar_one())
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def run_worker(db: Database, database_url: str, config: Path, n: int,
-               extra_env: dict[str, str] | None = None) -> tuple[float, float]:
-    """One ``msgcenter worker`` draining n events; (rate over the delivery log, wall)."""
+               extra_env: dict[str, str] | None = None) -> tuple[float, float, float | None]:
+    """One ``msgcenter worker`` draining n events: (rate over the delivery log, rate over
+    the wall clock, the worker's CPU µs per message -- start-up included)."""
     env = {**os.environ, "MC_DATABASE_URL": database_url, "MC_SQLITE_SYNCHRONOUS": "normal",
            "MC_CONFIG": str(config), **(extra_env or {})}
     started = time.perf_counter()
@@ -78,6 +88,7 @@ def run_worker(db: Database, database_url: str, config: Path, n: int,
                 raise SystemExit("the worker exited early")
             time.sleep(0.2)
         wall = time.perf_counter() - started
+        cpu = _cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -86,7 +97,8 @@ def run_worker(db: Database, database_url: str, config: Path, n: int,
             func.min(delivery_log.c.created_at), func.max(delivery_log.c.created_at),
             func.count())).one()
     assert sent == n, f"{sent} attempts for {n} events"
-    return n / max((last - first).total_seconds(), 1e-3), n / wall
+    return (n / max((last - first).total_seconds(), 1e-3), n / wall,
+            None if cpu is None else cpu / n * 1e6)
 
 
 def bench_sms(db: Database, database_url: str, n: int, window: int, tmp: Path
@@ -112,7 +124,7 @@ window = {window}
 concurrency = {window}
 """, encoding="utf-8")
         queue_channel_events(db, n, 1, {"mobile_phone": PHONE})
-        rate, wall = run_worker(db, database_url, config, n)
+        rate, wall, cpu = run_worker(db, database_url, config, n)
     finally:
         smsc.terminate()
         smsc.wait(30)
@@ -120,7 +132,8 @@ concurrency = {window}
         receipts = conn.execute(select(func.count()).select_from(delivery_log)
                                 .where(delivery_log.c.receipt == "delivered")).scalar_one()
     return {"worker": rate, "wall": wall, "plain": plain, "ratio": rate / plain,
-            "receipts_recorded": int(receipts), "plain_client": f"smpplib window {window}"}
+            "worker_cpu_us": cpu, "receipts_recorded": int(receipts),
+            "plain_client": f"smpplib window {window}"}
 
 
 def bench_push(db: Database, database_url: str, n: int, concurrency: int, platform: str,
@@ -141,15 +154,15 @@ def bench_push(db: Database, database_url: str, n: int, concurrency: int, platfo
         key, account = write_credentials(tmp / "credentials", f"{url}/token")
         deliver_push.ROUNDS = 1
         if platform == "ios":
-            plain = asyncio.run(deliver_push.bench_apns(url, ports["ca"], str(key), n,
-                                                        concurrency))["plain"]
+            measured = asyncio.run(deliver_push.bench_apns(url, ports["ca"], str(key), n,
+                                                           concurrency))
             table = (f'kind = "apns"\nbase_url = "{url}"\nteam_id = "TEAM123456"\n'
                      f'key_id = "KEY1234567"\nkey_file = "{key}"\n'
                      f'topic = "com.example.shop"\nca_file = "{ports["ca"]}"')
             wished, address = 41, {"registration_token": IOS_TOKEN}
         else:
-            plain = asyncio.run(deliver_push.bench_fcm(url, ports["ca"], str(account), n,
-                                                       concurrency, True))["plain"]
+            measured = asyncio.run(deliver_push.bench_fcm(url, ports["ca"], str(account), n,
+                                                          concurrency, True))
             table = (f'kind = "fcm"\nbase_url = "{url}"\nservice_account_file = "{account}"\n'
                      f'token_uri = "{url}/token"\nca_file = "{ports["ca"]}"')
             wished, address = 42, {"registration_token": ANDROID_TOKEN}
@@ -157,11 +170,13 @@ def bench_push(db: Database, database_url: str, n: int, concurrency: int, platfo
         config.write_text(f'[[connectors]]\nname = "devpush"\nchannel = "push"\n{table}\n'
                           f"concurrency = {concurrency}\n", encoding="utf-8")
         queue_channel_events(db, n, wished, address)
-        rate, wall = run_worker(db, database_url, config, n)
+        rate, wall, cpu = run_worker(db, database_url, config, n)
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(30)
+    plain = measured["plain"]
     return {"worker": rate, "wall": wall, "plain": plain, "ratio": rate / plain,
+            "worker_cpu_us": cpu, "plain_cpu_us": measured["plain_cpu_us"],
             "plain_client": f"httpx HTTP/2, {concurrency} in flight"}
 
 
@@ -181,5 +196,9 @@ def main_channel(args: Any, fresh_db: Any) -> None:
     print(f"plain client ({r['plain_client']}) : {r['plain']:8.0f} msg/s")
     print(f"msgcenter worker x1 : {r['worker']:8.0f} msg/s sustained ({r['wall']:.0f} msg/s "
           f"incl. start-up)  ratio {r['ratio']:.2f}  (target >= {TARGET:.0f})")
+    if r.get("worker_cpu_us"):
+        plain_cpu = f", plain client {r['plain_cpu_us']:.0f}" if "plain_cpu_us" in r else ""
+        print(f"CPU per message (µs): worker {r['worker_cpu_us']:.0f} (render, send, record, "
+              f"start-up included){plain_cpu}")
     if "receipts_recorded" in r:
         print(f"receipts recorded   : {r['receipts_recorded']} of {args.events}")

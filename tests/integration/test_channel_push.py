@@ -207,3 +207,22 @@ def test_a_platform_no_connector_serves_fails_permanently(setup, apns, make_disp
     make_dispatcher(_push_settings(settings, apns), db).tick()
     assert status(db, pk) is EventStatus.DELIVERY_FAILED
     assert event(db, pk).last_error == "no connector for push (android)"
+
+
+def test_apns_throttling_is_retried_then_sent(setup, apns, make_dispatcher):
+    """APNs 429 TooManyRequests (Retry-After 7): pending, due no sooner than asked and
+    after our backoff; the next round sends it once."""
+    db, settings = setup
+    apns.peer.script[IOS_TOKEN] = ["throttled"]
+    pk = push_notification(db, settings, IOS_TOKEN, "41")
+    d = make_dispatcher(_push_settings(settings, apns, retry_base_seconds=2), db)
+    start = clock.utcnow()
+    with clock.frozen_clock(start) as advance:
+        assert d.tick().deferred == 1
+        waiting = event(db, pk)
+        assert waiting.process_at is not None
+        assert waiting.process_at >= start + timedelta(seconds=7)
+        advance(timedelta(seconds=8))
+        assert d.tick().sent == 1
+    assert [(a.outcome, a.response_code) for a in attempts(db, pk)] == [
+        ("temporary", 429), ("sent", 200)]

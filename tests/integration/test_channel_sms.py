@@ -316,3 +316,50 @@ def test_real_time_sms_go_ahead_of_batch_ones_for_the_connector(setup, make_disp
         order = [m.text.split()[1] for m in smsc.messages]
     assert order[0] == "R1" and sorted(order[1:]) == ["B0", "B1", "B2"]
     assert all(status(db, pk) is EventStatus.PROCESSED for pk in [*batch, rt])
+
+
+@pytest.mark.parametrize("fmt", ["json", "twilio"])
+def test_an_http_provider_429_is_retried_after_its_retry_after_then_sent(setup,
+                                                                         make_dispatcher, fmt):
+    """The HTTP provider answers 429 with Retry-After 40 (more than our 30 s backoff):
+    pending, due no sooner than asked; the next round after that sends it once."""
+    db, settings = setup
+    answers = iter([reply(429, {"code": 20429, "message": "Too many requests"},
+                          Retry_After="40"),
+                    reply(201, {"sid": "SM9", "id": "p-9"})])
+    with Provider(lambda r: next(answers)) as provider:
+        pk = sms_event(db, settings)
+        extra = {"format": "twilio", "account": "AC1"} if fmt == "twilio" else {}
+        d = make_dispatcher(settings.replace(
+            connectors=(http_sms("sms-http", provider.url, **extra),),
+            retry_base_seconds=30), db)
+        start = clock.utcnow()
+        with clock.frozen_clock(start) as advance:
+            assert d.tick().deferred == 1
+            waiting = event(db, pk)
+            assert waiting.process_at is not None
+            assert waiting.process_at >= start + timedelta(seconds=40)
+            advance(timedelta(seconds=41))
+            assert d.tick().sent == 1
+        assert len(provider.requests) == 2
+    assert [(a.outcome, a.response_code) for a in attempts(db, pk)] == [
+        ("temporary", 20429 if fmt == "twilio" else 429), ("sent", 201)]
+
+
+@pytest.mark.parametrize(("fmt", "answer"), [
+    ("json", reply(400, {"error": "not a mobile number", "field": "to"})),
+    ("twilio", reply(400, {"code": 21614, "message": "'To' number is not a valid mobile"})),
+])
+def test_an_http_provider_refusing_the_number_quarantines_it(setup, make_dispatcher, fmt,
+                                                             answer):
+    """A 400 that says the number itself is wrong (JSON "field": "to", Twilio 21614):
+    deliveryFailed and the number quarantined as a phone."""
+    db, settings = setup
+    with Provider(lambda r: answer) as provider:
+        pk = sms_event(db, settings)
+        extra = {"format": "twilio", "account": "AC1"} if fmt == "twilio" else {}
+        make_dispatcher(settings.replace(
+            connectors=(http_sms("sms-http", provider.url, **extra),)), db).tick()
+    assert status(db, pk) is EventStatus.DELIVERY_FAILED
+    entry = exclusions.lookup(db, PHONE, AddressKind.PHONE)
+    assert entry is not None and "sms-http" in entry.reason

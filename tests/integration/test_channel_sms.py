@@ -58,6 +58,7 @@ def test_an_sms_goes_over_smpp_and_the_delivery_names_the_connector(setup, make_
         pk = sms_event(db, settings, "+33 6 12 34 56 78")
         d = make_dispatcher(settings.replace(connectors=(smpp("smsc-a", smsc.port),)), db)
         report_ = d.tick()
+        smsc.wait(lambda: len(smsc.messages) == 1)  # stored just after it answered
         [message] = smsc.messages
     assert (report_.claimed, report_.sent) == (1, 1)
     assert (message.source, message.destination, message.text) == (
@@ -146,7 +147,7 @@ def test_a_throttled_sms_is_retried_with_backoff_then_sent_once(setup, make_disp
             assert d.tick().claimed == 0  # not due yet
             advance(timedelta(seconds=31))
             assert d.tick().sent == 1
-        assert len(smsc.messages) == 1
+        smsc.wait(lambda: len(smsc.messages) == 1)
     assert status(db, pk) is EventStatus.PROCESSED
     assert [a.outcome for a in attempts(db, pk)] == ["temporary", "sent"]
     assert attempts(db, pk)[0].response_code == 0x58
@@ -251,7 +252,7 @@ def test_the_rate_limit_is_respected_counted_on_a_virtual_clock(setup, make_disp
             connectors=(smpp("smsc-a", smsc.port, concurrency=1, rate=10),)), db,
             connector_clock=vt.clock, connector_sleep=vt.sleep)
         assert d.tick().sent == 45
-        assert len(smsc.messages) == 45
+        smsc.wait(lambda: len(smsc.messages) == 45)
     assert per_second(arrivals) == {0: 10, 1: 10, 2: 10, 3: 10, 4: 5}
 
 
@@ -266,6 +267,7 @@ def test_a_long_text_goes_in_parts_and_a_receipt_for_any_part_finds_it(setup,
         pk = sms_event(db, settings, note=note)
         d = make_dispatcher(settings.replace(connectors=(smpp("smsc-a", smsc.port),)), db)
         d.tick()
+        smsc.wait(lambda: len(smsc.messages) == 1)  # stored just after it answered
         [message] = smsc.messages
         assert len(message.message_ids) == 3 and message.text == f"Order A1 shipped{note}"
         smsc.send_receipt(message.message_ids[0], "DELIVRD")
@@ -287,6 +289,7 @@ def test_a_text_outside_gsm_goes_as_ucs2(setup, make_dispatcher):
         sms_event(db, settings, note=" — Ваш заказ отправлен 📦")
         d = make_dispatcher(settings.replace(connectors=(smpp("smsc-a", smsc.port),)), db)
         d.tick()
+        smsc.wait(lambda: len(smsc.messages) == 1)  # stored just after it answered
         [message] = smsc.messages
     assert (message.encoding, message.text) == ("ucs2",
                                                "Order A1 shipped — Ваш заказ отправлен 📦")
@@ -313,6 +316,7 @@ def test_real_time_sms_go_ahead_of_batch_ones_for_the_connector(setup, make_disp
         d = make_dispatcher(settings.replace(
             connectors=(smpp("smsc-a", smsc.port, concurrency=1),)), db)
         assert d.tick().sent == 4
+        smsc.wait(lambda: len(smsc.messages) == 4)
         order = [m.text.split()[1] for m in smsc.messages]
     assert order[0] == "R1" and sorted(order[1:]) == ["B0", "B1", "B2"]
     assert all(status(db, pk) is EventStatus.PROCESSED for pk in [*batch, rt])

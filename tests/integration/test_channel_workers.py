@@ -94,6 +94,7 @@ kind = "fcm"
                 add_events(db, _rows(250, start))
             wait_until(lambda: _counts(db) == {"processed": 2 * n}, 180,
                        f"every event processed (now {_counts(db)})")
+            smsc.wait(lambda: len(smsc.messages) >= n)  # stored just after each answer
             sms_orders = collections.Counter(m.text.split()[1] for m in smsc.messages)
         push_orders = collections.Counter(s.body["message"]["data"]["order"]
                                           for s in fcm.peer.seen)

@@ -113,6 +113,7 @@ def test_connector_test_sends_one_real_sms(database_url, tmp_path):
         ok = run_cli(env, "connector", "test", "smsc-a", "--to", "06 12 34 56 78", "--json")
         refused = run_cli(env, "connector", "test", "smsc-a", "--to", PHONE, "--json",
                           check=False)
+        smsc.wait(lambda: len(smsc.messages) == 1)  # stored just after it answered
         [message] = smsc.messages
     assert json.loads(ok.stdout)["outcome"] == "sent"
     assert json.loads(ok.stdout)["provider_id"] == message.message_ids[0]

@@ -59,6 +59,10 @@ class SessionExpired(AuthError):
     """Unknown, invalid or expired session token: ``XSV-350008``."""
 
 
+class Forbidden(AuthError):
+    """Authenticated, but the credentials do not carry the right or scope the call needs."""
+
+
 class ZoneDenied(AuthError):
     """Caller outside every security zone, or the zone forbids the method: ``XSV-350013``."""
 

@@ -105,10 +105,12 @@ def test_zone_add_list_remove(env: dict[str, str], authn: auth.Authenticator):
 
 
 def test_apikey_create_list_revoke(env: dict[str, str], authn: auth.Authenticator):
-    """A key is printed once at creation, works as a Bearer key, and stops working when revoked."""
+    """A key is printed once at creation, works as a Bearer key with the scopes it was given
+    (default push), and stops working when revoked; an unknown scope is refused."""
     run_cli(env, "zone", "add", "local", "127.0.0.1/32")
     run_cli(env, "operator", "add", "root", "--password", PASSWORD, "--right", "admin")
-    created = cli_json(env, "apikey", "create", "ops", "--operator", "root")
+    created = cli_json(env, "apikey", "create", "ops", "--operator", "root",
+                       "--scope", "push,read", "--scope", "admin")
     key = created["key"]
     assert key.startswith("mc_") and created["prefix"] == key[:8]
     human = run_cli(env, "apikey", "create", "shop")
@@ -118,11 +120,13 @@ def test_apikey_create_list_revoke(env: dict[str, str], authn: auth.Authenticato
     keys = {k["name"]: k for k in json.loads(listing)}
     assert keys["ops"]["operator"] == "root" and keys["ops"]["active"]
     assert keys["shop"]["operator"] is None
+    assert keys["ops"]["scopes"] == "admin,push,read" and keys["shop"]["scopes"] == "push"
     assert authn.authenticate(creds(bearer=key), right="admin").login == "root"
 
     run_cli(env, "apikey", "revoke", "ops")
     with pytest.raises(InvalidCredentials):
         authn.authenticate(creds(bearer=key))
     assert not {k["name"]: k for k in cli_json(env, "apikey", "list")}["ops"]["active"]
-    for args in (("apikey", "revoke", "ops"), ("apikey", "create", "x", "--operator", "nobody")):
+    for args in (("apikey", "revoke", "ops"), ("apikey", "create", "x", "--operator", "nobody"),
+                 ("apikey", "create", "y", "--scope", "write")):
         assert run_cli(env, *args, check=False).returncode == 1, args

@@ -1,6 +1,7 @@
 """Event data typed by people: a ``<ctx>`` from JSON or from an XML file or string.
 
-Used by ``msgcenter push`` (``--ctx`` / ``--ctx-json``) and by seeds and previews. JSON maps
+Used by ``msgcenter push`` (``--ctx`` / ``--ctx-json``), by seeds and previews, and by the
+REST API (both ways: :func:`ctx_to_json` shows a SOAP event's ``<ctx>`` as JSON). JSON maps
 to XML the same way everywhere: objects are elements, lists repeat an element, ``"@name"``
 keys are attributes and ``"#text"`` is an element's own text.  XML is parsed hardened
 (no DTD, no entities, no network).  Pure: no I/O beyond parsing the given text.
@@ -30,7 +31,7 @@ def ctx_from_json(text: str) -> etree._Element:
         raise ValidationFailed("JSON event data must be an object")
     ctx = etree.Element("ctx")
     try:
-        _fill(ctx, data)
+        fill_ctx(ctx, data)
     except ValueError as exc:
         raise ValidationFailed(f"JSON key is not a valid XML name: {exc}") from exc
     return ctx
@@ -68,7 +69,8 @@ def ctx_text(ctx: etree._Element) -> str:
     return etree.tostring(clean, encoding="unicode")
 
 
-def _fill(el: etree._Element, value: Any) -> None:
+def fill_ctx(el: etree._Element, value: Any) -> None:
+    """Fill ``el`` from a JSON value; ``ValueError`` for a key that is not an XML name."""
     if isinstance(value, dict):
         for key, child in value.items():
             if key.startswith("@"):
@@ -77,9 +79,40 @@ def _fill(el: etree._Element, value: Any) -> None:
                 el.text = _scalar(child)
             else:
                 for item in child if isinstance(child, list) else [child]:
-                    _fill(etree.SubElement(el, key), item)
+                    fill_ctx(etree.SubElement(el, key), item)
     else:
         el.text = _scalar(value)
+
+
+def ctx_to_json(xml: str) -> dict[str, Any]:
+    """A stored ``<ctx>`` as JSON, the inverse of :func:`ctx_from_json` (values are
+    strings: XML does not say which text was a number).  Unparsable -> ``{}``."""
+    try:
+        root = etree.fromstring(xml.encode("utf-8"), _PARSER)
+    except etree.XMLSyntaxError:
+        return {}
+    value = _element_json(root)
+    if isinstance(value, dict):
+        return value
+    return {"#text": value} if value.strip() else {}
+
+
+def _element_json(el: etree._Element) -> Any:
+    """An element's attributes, children (repeated ones as a list) and own text; an
+    element with none of the first two is just its text."""
+    out: dict[str, Any] = {f"@{etree.QName(k).localname}": v for k, v in el.attrib.items()}
+    children: dict[str, list[Any]] = {}
+    for child in el:
+        if isinstance(child.tag, str):
+            children.setdefault(etree.QName(child).localname, []).append(_element_json(child))
+    for name, values in children.items():
+        out[name] = values[0] if len(values) == 1 else values
+    if not out:
+        return el.text or ""
+    text = (el.text or "").strip()
+    if text:
+        out["#text"] = text
+    return out
 
 
 def _scalar(value: Any) -> str:

@@ -24,7 +24,13 @@ from soap_service import clock
 from soap_service.clock import parse_iso_utc
 from soap_service.config import Settings
 from soap_service.ctxdata import ctx_text
-from soap_service.errors import Conflict, ValidationFailed
+from soap_service.errors import (
+    BatchItemConflict,
+    Conflict,
+    InvalidBatchItem,
+    TooManyEvents,
+    ValidationFailed,
+)
 from soap_service.models import WISHED_CHANNELS, Channel, Lane, Queue, make_plid
 from soap_service.store import Database
 from soap_service.store import events as event_store
@@ -57,15 +63,17 @@ EMAIL_FORMATS = frozenset({0, 1, 2})  # unknown, text, html
 
 def store_event(
     db: Database, settings: Settings, element: etree._Element, queue: Queue | str,
-    *, idempotency_key: str | None = None,
+    *, idempotency_key: str | None = None, ctx_json: str | None = None,
 ) -> int:
     """Validate and store one event; returns its plId once it is committed.
 
     ``idempotency_key`` (the HTTP ``Idempotency-Key`` header) applies when the event has
-    no ``idempotencyKey`` attribute of its own.
+    no ``idempotencyKey`` attribute of its own.  ``ctx_json`` is the ctx object as a JSON
+    caller sent it (the REST API returns it as sent); the ``<ctx>`` is what is rendered.
     """
     row = build_row(element, Queue(queue), event_store.event_type_lanes(db), clock.utcnow(),
                     header_key=idempotency_key)
+    row["ctx_json"] = ctx_json
     try:
         stored = event_store.insert_events(db, [row])
     except event_store.IdempotencyConflict as exc:
@@ -78,14 +86,16 @@ def store_event(
 
 def store_events(
     db: Database, settings: Settings, elements: Sequence[etree._Element], queue: Queue | str,
+    *, ctx_json: Sequence[str | None] | None = None,
 ) -> list[tuple[int, str | None]]:
     """Validate and store a whole ``PushEvents`` call, all or nothing.
 
     Returns ``(plId, externalId)`` per event, in order.  A bad event fails the call with
-    its 1-based index in the message (``"event #3: missing attribute 'type'"``).
+    its 1-based index in the message (``"event #3: missing attribute 'type'"``) and its
+    0-based ``index`` on the exception (``InvalidBatchItem`` / ``BatchItemConflict``).
     """
     if len(elements) > settings.max_events_per_call:
-        raise ValidationFailed(
+        raise TooManyEvents(
             f"too many events in one call: {len(elements)} "
             f"(at most {settings.max_events_per_call})"
         )
@@ -97,14 +107,17 @@ def store_events(
         try:
             rows.append(build_row(element, q, lanes, now))
         except ValidationFailed as exc:
-            raise ValidationFailed(f"event #{index}: {exc.message}", exc.detail) from exc
+            raise InvalidBatchItem(index - 1, f"event #{index}: {exc.message}",
+                                   exc.detail) from exc
+        if ctx_json is not None:
+            rows[-1]["ctx_json"] = ctx_json[index - 1]
     if not rows:
         return []
     try:
         stored = event_store.insert_events(db, rows)
     except event_store.IdempotencyConflict as exc:
         log.info("event.idempotency_conflict index=%s", exc.index + 1)
-        raise Conflict(f"event #{exc.index + 1}: {exc.message}") from exc
+        raise BatchItemConflict(exc.index, f"event #{exc.index + 1}: {exc.message}") from exc
     log.debug("events.received count=%s queue=%s", len(rows), q)
     return [
         (make_plid(settings.instance_id, pk), row["external_id"])

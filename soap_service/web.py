@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 from soap_service import tracking_web
 from soap_service.config import Settings, load_settings
 from soap_service.errors import ClientError
+from soap_service.http.api import create_api
 from soap_service.soap import envelope, faults, router, wsdl
 from soap_service.soap.metrics import Metrics
 from soap_service.soap.response import CONTENT_TYPE, fault_envelope
@@ -230,6 +231,7 @@ class WebApp:
         self.routes = list(routes) or list(ROUTES)
         self.metrics = Metrics(settings.metrics_dir or None)
         self.soap_services = router.Services(settings, db)
+        self.api = create_api(settings, db, self.soap_services.authenticator)
         wsdl.silence_spyne()
         self._wsdl = {s: wsdl.wsdl_bytes(s, settings.public_url) for s in wsdl.SCHEMAS}
 
@@ -257,7 +259,9 @@ class WebApp:
         self.metrics.observe_http(route.path, response.status)
         return response
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if is_api_path(str(environ.get("PATH_INFO", "") or "/")):
+            return self._call_api(environ, start_response)
         response = self.handle(Request(environ))
         headers = [
             ("Content-Type", response.content_type),
@@ -271,6 +275,27 @@ class WebApp:
         if request_is_head(environ):
             return [b""]
         return [response.body]
+
+
+    def _call_api(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """The JSON API (Flask), counted in /metrics by family and status."""
+        family = "/api/v1" if str(environ.get("PATH_INFO", "")).startswith("/api/") else (
+            "/{org}/campaign")
+
+        def counted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            code = int(status.split(" ", 1)[0]) if status[:3].isdigit() else 500
+            self.metrics.observe_http(family, code)
+            return start_response(status, headers, exc_info)
+
+        return self.api(environ, counted)
+
+
+def is_api_path(path: str) -> bool:
+    """``/api/...`` and the suite's ``/{ORGANIZATION}/campaign/...`` go to the JSON API."""
+    if path.startswith("/api/"):
+        return True
+    parts = path.split("/", 3)
+    return len(parts) > 3 and parts[2] == "campaign" and bool(parts[1])
 
 
 def request_is_head(environ: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from soap_service.config import Settings
-from soap_service.errors import ServerError
+from soap_service.errors import Unavailable
 
 
 class Database:
@@ -36,7 +36,7 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            raise ServerError("database unavailable", str(exc.orig)[:200]) from exc
+            raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

@@ -177,9 +177,10 @@ def release_paused(db: Database, event_type: str, wished_channel: int, now: date
 def expire_paused(db: Database, event_type: str, created_before: datetime,
                   now: datetime) -> int:
     """Paused events of ``event_type`` past their validity (counted from receipt, or from
-    the ``scheduled`` date if later) or ``expiration``: ``tooOld``."""
+    the ``scheduled`` date or a manual retry if later) or ``expiration``: ``tooOld``."""
     stale = and_(events.c.created_at < created_before,
-                 or_(events.c.scheduled_at.is_(None), events.c.scheduled_at < created_before))
+                 or_(events.c.scheduled_at.is_(None), events.c.scheduled_at < created_before),
+                 or_(events.c.requeued_at.is_(None), events.c.requeued_at < created_before))
     cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
                 or_(stale, events.c.expiration_at <= now))
     with db.begin() as conn:

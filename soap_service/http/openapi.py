@@ -1,0 +1,483 @@
+"""The OpenAPI 3.1 document of the JSON API, served at ``/api/v1/openapi.json``.
+
+Built here, from Python values, for the configured public URL; the copy committed as
+``schema/openapi.json`` (``make openapi``) is the contract, and a test fails when the two
+drift, when the document is not valid OpenAPI 3.1, or when a route of the application
+is missing from it.  Every operation carries examples; the tests send each request
+example to a live server and check the answer against the documented schema.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response
+
+from soap_service.http import problems
+from soap_service.models import WEBHOOK_KINDS, EventStatus
+
+blueprint = Blueprint("openapi", __name__)
+PATH = "/api/v1/openapi.json"
+VERSION = "1.0.0"
+
+PLID = "72057594037927937"  # make_plid(1, 1)
+PLID2 = "72057594037927938"
+TS = "2026-11-20T09:30:00.000Z"
+STATUSES = [s.value for s in EventStatus]
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _s(kind: str, description: str = "", **more: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": kind}
+    if description:
+        out["description"] = description
+    out.update(more)
+    return out
+
+
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+DATE = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _schemas() -> dict[str, Any]:
+    ctx = _s("object", "The data for personalisation: objects become elements, arrays repeat "
+             "an element, \"@name\" keys are attributes, \"#text\" an element's text.",
+             additionalProperties=True)
+    event_in = _s("object", "One event. Field names are the SOAP event's attributes; unknown "
+                  "fields are kept as attributes.", required=["type", "ctx"],
+                  additionalProperties=True, properties={
+                      "type": _s("string", "The event type.", maxLength=64),
+                      "email": _s("string", "Required for the email channel.",
+                                  maxLength=320),
+                      "mobilePhone": _s("string", "Required for the SMS channel."),
+                      "wishedChannel": {"type": ["integer", "string"], "description":
+                                        "0 email (default), 1 SMS, 40/41/42 push."},
+                      "emailFormat": {"type": ["integer", "string"],
+                                      "description": "0 unknown, 1 text, 2 html."},
+                      "externalId": _s("string", maxLength=255),
+                      "origin": _s("string"), "language": _s("string"),
+                      "country": _s("string"),
+                      "scheduled": _s("string", "ISO 8601; the T is optional."),
+                      "expiration": _s("string", "ISO 8601; the T is optional."),
+                      "registrationToken": _s("string", "Push address."),
+                      "mobileApp": _s("object", properties={"uuid": _s("string")}),
+                      "idempotencyKey": _s("string", "The same key with the same event "
+                                           "returns the original plId.", maxLength=255),
+                      "queue": _s("string", "rt (default) or batch; on a batch, set it "
+                                  "on the batch.", enum=["rt", "batch"]),
+                      "ctx": ref("Ctx"),
+                  })
+    batch_in = _s("object", "Up to 1,000 events stored in one transaction, all or none.",
+                  required=["events"], additionalProperties=False, properties={
+                      "events": _s("array", items=ref("EventInput"), minItems=1,
+                                   maxItems=1000),
+                      "queue": _s("string", enum=["rt", "batch"])})
+    summary_props = {
+        "plId": _s("string"), "type": _s("string"), "queue": _s("string", enum=["rt", "batch"]),
+        "status": _s("string", enum=STATUSES), "channel": _s("string"),
+        "address": NULLABLE_STR, "externalId": NULLABLE_STR, "errorCount": _s("integer"),
+        "lastError": NULLABLE_STR, "createdAt": DATE, "updatedAt": DATE, "processAt": DATE,
+    }
+    summary = _s("object", required=list(summary_props), properties=summary_props)
+    at = {"at": DATE}
+    detail_props = {
+        **summary_props, "email": NULLABLE_STR, "mobilePhone": NULLABLE_STR,
+        "registrationToken": NULLABLE_STR, "mobileAppUuid": NULLABLE_STR,
+        "wishedChannel": _s("integer"), "emailFormat": _s("integer"), "origin": NULLABLE_STR,
+        "language": NULLABLE_STR, "country": NULLABLE_STR, "scheduled": DATE,
+        "expiration": DATE, "requeuedAt": DATE, "parentPlId": NULLABLE_STR,
+        "attributes": _s("object", additionalProperties={"type": "string"}), "ctx": ref("Ctx"),
+        "ctxXml": _s("string"),
+        "history": _s("array", items=_s("object", required=["status", "reason", "at"],
+                                        properties={"status": _s("string"),
+                                                    "reason": _s("string"), **at})),
+        "attempts": _s("array", items=_s("object", properties={
+            **at, "outcome": _s("string"), "channel": _s("string"), "connector": NULLABLE_STR,
+            "address": NULLABLE_STR, "code": NULLABLE_INT, "response": _s("string"),
+            "template": NULLABLE_STR, "templateVersion": NULLABLE_INT,
+            "messageId": NULLABLE_STR, "durationMs": NULLABLE_INT})),
+        "tracking": _s("array", items=_s("object", properties={
+            "kind": _s("string", enum=["open", "click"]), "url": NULLABLE_STR,
+            "machine": _s("boolean"), **at})),
+        "exclusions": _s("array", items=_s("object", properties={
+            "address": NULLABLE_STR, "reason": _s("string"), **at})),
+        "followUps": _s("array", items=_s("object", properties={
+            "plId": _s("string"), "type": _s("string"), "status": _s("string"),
+            "rule": NULLABLE_STR, "createdAt": DATE})),
+        "webhooks": _s("array", items=_s("object", properties={
+            "id": _s("string"), "endpointId": _s("integer"), "webhookId": _s("string"),
+            "kind": _s("string"), "status": _s("string"), "attempts": _s("integer"),
+            "lastCode": NULLABLE_INT, "createdAt": DATE})),
+    }
+    suite_props = {
+        "PKey": _s("string", "The event's plId."), "ctx": ref("Ctx"), "email": NULLABLE_STR,
+        "mobilePhone": _s("string", "Only when the event has one."),
+        "scheduled": NULLABLE_STR, "expiration": NULLABLE_STR,
+        "href": _s("string", "{transactionalAPI}/{eventID}/{PKey}: GET it under "
+                   "/{ORGANIZATION}/campaign/."),
+        "serverUrl": _s("string"), "status": _s("string", enum=STATUSES),
+        "type": _s("string", "The channel: email, sms or push."),
+    }
+    webhook_props = {
+        "id": _s("integer"), "url": _s("string"),
+        "statuses": _s("array", "Kinds wanted; empty: the default outcomes.",
+                       items=_s("string", enum=list(WEBHOOK_KINDS))),
+        "eventTypes": _s("array", "Event types wanted; empty: all.", items=_s("string")),
+        "enabled": _s("boolean"), "disabledReason": NULLABLE_STR, "createdAt": DATE,
+    }
+    delivery_props = {
+        "id": _s("string"), "endpointId": _s("integer"), "url": _s("string"),
+        "webhookId": _s("string", "The webhook-id header: the same on every retry."),
+        "kind": _s("string"), "plId": NULLABLE_STR,
+        "status": _s("string", enum=["pending", "delivered", "failed"]),
+        "attempts": _s("array", items=_s("object", properties={
+            "attempt": _s("integer"), "code": NULLABLE_INT, "response": _s("string"),
+            "durationMs": NULLABLE_INT, **at})),
+        "nextAttemptAt": DATE, "createdAt": DATE, "updatedAt": DATE,
+    }
+    return {
+        "Ctx": ctx,
+        "EventInput": event_in,
+        "EventBatchInput": batch_in,
+        "PushResult": _s("object", required=["plId", "status", "href"], properties={
+            "plId": _s("string"), "status": _s("string", enum=["pending"]),
+            "href": _s("string")}),
+        "BatchResult": _s("object", required=["events"], properties={
+            "events": _s("array", items=_s("object", required=["plId", "externalId"],
+                                           properties={"plId": _s("string"),
+                                                       "externalId": NULLABLE_STR}))}),
+        "EventSummary": summary,
+        "EventList": _s("object", required=["events", "next"], properties={
+            "events": _s("array", items=ref("EventSummary")),
+            "next": {"type": ["string", "null"],
+                     "description": "Cursor of the next page; null on the last."}}),
+        "EventDetail": _s("object", required=list(detail_props), properties=detail_props),
+        "Reason": _s("object", properties={"reason": _s("string", maxLength=500)}),
+        "SuiteEventInput": _s("object", required=["ctx"], additionalProperties=True,
+                              properties={"email": _s("string"), "mobilePhone": _s("string"),
+                                          "scheduled": _s("string"),
+                                          "expiration": _s("string"), "ctx": ref("Ctx")}),
+        "SuiteEvent": _s("object", required=[k for k in suite_props if k != "mobilePhone"],
+                         properties=suite_props, additionalProperties=False),
+        "WebhookInput": _s("object", required=["url"], properties={
+            "url": _s("string", format="uri"),
+            "statuses": webhook_props["statuses"], "eventTypes": webhook_props["eventTypes"]}),
+        "Webhook": _s("object", required=list(webhook_props), properties=webhook_props),
+        "WebhookCreated": _s("object", required=[*webhook_props, "secret"], properties={
+            **webhook_props, "secret": _s("string", "whsec_...: shown once.")}),
+        "WebhookList": _s("object", required=["webhooks"], properties={
+            "webhooks": _s("array", items=ref("Webhook"))}),
+        "Delivery": _s("object", required=list(delivery_props), properties=delivery_props),
+        "DeliveryList": _s("object", required=["deliveries"], properties={
+            "deliveries": _s("array", items=ref("Delivery"))}),
+        "Problem": _s("object", "RFC 9457 problem details.", required=["type", "title",
+                                                                        "status"],
+                      properties={
+                          "type": _s("string", enum=[t.uri for t in problems.TYPES.values()]),
+                          "title": _s("string"), "status": _s("integer"),
+                          "detail": _s("string"), "instance": _s("string"),
+                          "index": _s("integer", "The 0-based index of the bad event of a "
+                                      "batch."),
+                          "errorId": _s("string", "Server errors: the id in the log.")}),
+    }
+
+
+# ---------------------------------------------------------------- examples
+
+EVENT_EXAMPLE = {
+    "type": "order_confirmation", "email": "john.doe@example.com", "externalId": "1242",
+    "ctx": {"client": {"firstname": "John", "lastname": "Doe"},
+            "orderdetails": {"article": [{"@num": "1", "name": "USB key", "price": 20}]}},
+}
+SUITE_EXAMPLE = {
+    "email": "jane.doe@example.com", "scheduled": "2026-12-01 08:00:00.768Z",
+    "expiration": "2026-12-31T08:00:00.768Z",
+    "ctx": {"cusFirstName": "Jane", "cusLastName": "Doe"},
+}
+
+
+def _problem_example(name: str, detail: str, **extra: Any) -> dict[str, Any]:
+    t = problems.TYPES[name]
+    return {"type": t.uri, "title": t.title, "status": t.status, "detail": detail, **extra}
+
+
+def _json(schema: dict[str, Any], examples: dict[str, Any] | None = None,
+          media: str = "application/json") -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": schema}
+    if examples:
+        content["examples"] = {k: {"value": v} for k, v in examples.items()}
+    return {media: content}
+
+
+def _problems(*names: str) -> dict[str, Any]:
+    """Responses for these problem kinds, grouped by status, with an example each."""
+    details = {
+        "invalid-json": "The request body is not valid JSON.",
+        "validation-failed": "missing field 'ctx' (an object: the data for personalisation)",
+        "unauthorized": "Unknown API key.", "insufficient-scope":
+        "the API key lacks the scope 'read'", "not-found": "no such event",
+        "invalid-state": "event is processed: only pending or paused events can be cancelled",
+        "too-many-events": "too many events in one request: 1001 (at most 1000)",
+        "body-too-large": "Request body too large.", "idempotency-conflict":
+        "idempotency key already used for a different event",
+    }
+    by_status: dict[int, dict[str, Any]] = {}
+    for name in names:
+        t = problems.TYPES[name]
+        by_status.setdefault(t.status, {})[name] = _problem_example(name, details.get(name, ""))
+    return {str(status): {"description": ", ".join(examples),
+                          "content": _json(ref("Problem"), examples, problems.CONTENT_TYPE)}
+            for status, examples in sorted(by_status.items())}
+
+
+AUTH = ("unauthorized", "insufficient-scope")
+PLID_PARAM = {"name": "plId", "in": "path", "required": True, "schema": {"type": "string"},
+              "example": PLID}
+
+
+def _op(op_id: str, summary: str, scope: str, responses: dict[str, Any], *,
+        body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        description: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": op_id, "summary": summary,
+                           "security": [{"bearer": [scope]}, {"apiKey": [scope]}],
+                           "x-scope": scope, "responses": responses}
+    if description:
+        out["description"] = description
+    if params:
+        out["parameters"] = params
+    if body is not None:
+        out["requestBody"] = body
+    return out
+
+
+def _ok(status: str, schema: str, description: str, example: Any,
+        headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    examples = None if example is None else {"example": example}  # None: a live value
+    out: dict[str, Any] = {"description": description,
+                           "content": _json(ref(schema), examples)}
+    if headers:
+        out["headers"] = headers
+    return {status: out}
+
+
+def _summary_example(status: str = "pending") -> dict[str, Any]:
+    return {"plId": PLID, "type": "order_confirmation", "queue": "rt", "status": status,
+            "channel": "email", "address": "john.doe@example.com", "externalId": "1242",
+            "errorCount": 0, "lastError": None, "createdAt": TS, "updatedAt": TS,
+            "processAt": TS}
+
+
+def _paths() -> dict[str, Any]:
+    reason_body = {"required": False, "content": _json(ref("Reason"), {
+        "example": {"reason": "customer asked us to stop"}})}
+    location = {"Location": {"schema": {"type": "string"}}}
+    webhook_example = {"id": 1, "url": "https://hooks.example.com/msgcenter",
+                       "statuses": ["clicked", "processed"], "eventTypes": [], "enabled": True,
+                       "disabledReason": None, "createdAt": TS}
+    delivery_example = {
+        "id": "1", "endpointId": 1, "url": "https://hooks.example.com/msgcenter",
+        "webhookId": "msg_1", "kind": "processed", "plId": PLID, "status": "delivered",
+        "attempts": [{"attempt": 1, "code": 200, "response": "ok", "durationMs": 12,
+                      "at": TS}], "nextAttemptAt": None, "createdAt": TS, "updatedAt": TS}
+    int_id = {"schema": {"type": "integer"}, "in": "path", "required": True}
+    return {
+        "/api/v1/events": {
+            "post": _op("pushEvents", "Push one event, or a batch of up to 1,000", "push", {
+                **_ok("201", "PushResult", "Stored (one event): its plId.",
+                      {"plId": PLID, "status": "pending", "href": f"/api/v1/events/{PLID}"},
+                      location),
+                **_problems("invalid-json", "validation-failed", "too-many-events",
+                            "body-too-large", "idempotency-conflict", *AUTH),
+            }, body={"required": True, "content": _json(
+                {"oneOf": [ref("EventInput"), ref("EventBatchInput")]},
+                {"one": EVENT_EXAMPLE,
+                 "batch": {"events": [EVENT_EXAMPLE, {**EVENT_EXAMPLE, "externalId": "1243",
+                                                      "email": "ann@example.com"}]}})},
+                params=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                         "schema": {"type": "string"}, "description":
+                         "One event only: the same key and event return the original "
+                         "plId; the same key with another event is a 409."}],
+                description="A batch answers 201 with BatchResult: {\"events\": [{plId, "
+                "externalId}...]} in order. A bad event fails the whole batch and is named "
+                "by its 0-based index."),
+            "get": _op("listEvents", "List events, newest first (cursor pagination)", "read", {
+                **_ok("200", "EventList", "One page.",
+                      {"events": [_summary_example("processed")], "next": "YjE"}),
+                **_problems("validation-failed", *AUTH),
+            }, params=[
+                {"name": "status", "in": "query", "schema": {"type": "string",
+                                                              "enum": STATUSES}},
+                {"name": "type", "in": "query", "schema": {"type": "string"}},
+                {"name": "externalId", "in": "query", "schema": {"type": "string"}},
+                {"name": "since", "in": "query", "schema": {"type": "string"},
+                 "description": "Received at or after (ISO 8601)."},
+                {"name": "until", "in": "query", "schema": {"type": "string"},
+                 "description": "Received before (ISO 8601)."},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                 "description": "The 'next' of the previous page."},
+            ]),
+        },
+        "/api/v1/events/{plId}": {
+            "get": _op("getEvent", "An event of any API (SOAP included) and what became of it",
+                       "read", {
+                           **_ok("200", "EventDetail", "The event.", None),
+                           **_problems("not-found", *AUTH)}, params=[PLID_PARAM]),
+        },
+        "/api/v1/events/{plId}/retry": {
+            "post": _op("retryEvent", "A final failed event back to pending", "admin", {
+                **_ok("200", "EventSummary", "Pending again, due now.", _summary_example()),
+                **_problems("not-found", "invalid-state", *AUTH)},
+                params=[PLID_PARAM], body=reason_body,
+                description="deliveryFailed, routingFailed, targetingFailed and tooOld "
+                "events only; attempts and validity count afresh."),
+        },
+        "/api/v1/events/{plId}/cancel": {
+            "post": _op("cancelEvent", "A pending or paused event ends (status ignored)",
+                        "admin", {
+                            **_ok("200", "EventSummary", "Cancelled: status ignored, the "
+                                  "reason in its history and the exclusion log.",
+                                  {**_summary_example("ignored"),
+                                   "lastError": "cancelled by apikey:ops: customer asked "
+                                                "us to stop"}),
+                            **_problems("not-found", "invalid-state", *AUTH)},
+                        params=[PLID_PARAM], body=reason_body),
+        },
+        "/api/v1/webhooks": {
+            "get": _op("listWebhooks", "Webhook subscriptions", "admin", {
+                **_ok("200", "WebhookList", "Every subscription (no secrets).",
+                      {"webhooks": [webhook_example]}), **_problems(*AUTH)}),
+            "post": _op("addWebhook", "Subscribe an endpoint (the secret is shown once)",
+                        "admin", {
+                            **_ok("201", "WebhookCreated", "Subscribed.",
+                                  {**webhook_example, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILP"
+                                   "ZIv2LWgUf5"}, location),
+                            **_problems("validation-failed", *AUTH)},
+                        body={"required": True, "content": _json(ref("WebhookInput"), {
+                            "example": {"url": "https://hooks.example.com/msgcenter",
+                                        "statuses": ["processed", "clicked"]}})}),
+        },
+        "/api/v1/webhooks/{webhookId}": {
+            "get": _op("getWebhook", "One subscription", "admin", {
+                **_ok("200", "Webhook", "The subscription.", webhook_example),
+                **_problems("not-found", *AUTH)},
+                params=[{"name": "webhookId", **int_id, "example": 1}]),
+            "delete": _op("removeWebhook", "Remove a subscription and its deliveries", "admin", {
+                "204": {"description": "Removed."}, **_problems("not-found", *AUTH)},
+                params=[{"name": "webhookId", **int_id, "example": 1}]),
+        },
+        "/api/v1/webhooks/{webhookId}/enable": {
+            "post": _op("enableWebhook", "Enable a subscription (after a 410, say)", "admin", {
+                **_ok("200", "Webhook", "Enabled.", webhook_example),
+                **_problems("not-found", *AUTH)},
+                params=[{"name": "webhookId", **int_id, "example": 1}]),
+        },
+        "/api/v1/webhooks/{webhookId}/disable": {
+            "post": _op("disableWebhook", "Disable a subscription", "admin", {
+                **_ok("200", "Webhook", "Disabled.", {**webhook_example, "enabled": False,
+                                                      "disabledReason": "disabled by an "
+                                                      "operator"}),
+                **_problems("not-found", *AUTH)},
+                params=[{"name": "webhookId", **int_id, "example": 1}]),
+        },
+        "/api/v1/webhooks/{webhookId}/test": {
+            "post": _op("testWebhook", "Send a signed test notification now", "admin", {
+                **_ok("200", "Delivery", "The attempt and its answer.",
+                      {**delivery_example, "kind": "test", "plId": None,
+                       "webhookId": "msg_test_5e0c3b1f2a9d8c7e"}),
+                **_problems("not-found", *AUTH)},
+                params=[{"name": "webhookId", **int_id, "example": 1}]),
+        },
+        "/api/v1/webhooks/deliveries": {
+            "get": _op("listDeliveries", "Webhook deliveries with every attempt", "admin", {
+                **_ok("200", "DeliveryList", "Newest first.",
+                      {"deliveries": [delivery_example]}),
+                **_problems("validation-failed", *AUTH)}, params=[
+                {"name": "status", "in": "query",
+                 "schema": {"type": "string", "enum": ["pending", "delivered", "failed"]}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}]),
+        },
+        "/api/v1/webhooks/deliveries/{deliveryId}/replay": {
+            "post": _op("replayDelivery", "Send a delivery again (same webhook-id and body)",
+                        "admin", {
+                            **_ok("200", "Delivery", "Due now.", {
+                                **delivery_example, "status": "pending", "nextAttemptAt": TS}),
+                            **_problems("not-found", "conflict", *AUTH)},
+                        params=[{"name": "deliveryId", **int_id, "example": 1}]),
+        },
+        "/{ORGANIZATION}/campaign/{transactionalAPI}/{eventID}": {
+            "post": _op("pushSuiteEvent", "The suite's transactional event API", "push", {
+                **_ok("201", "SuiteEvent", "Stored.", {
+                    "PKey": PLID2, "ctx": SUITE_EXAMPLE["ctx"],
+                    "email": SUITE_EXAMPLE["email"], "scheduled": SUITE_EXAMPLE["scheduled"],
+                    "expiration": SUITE_EXAMPLE["expiration"],
+                    "href": f"mcshop/EVTcartAbandonment/{PLID2}",
+                    "serverUrl": "http://127.0.0.1:8080", "status": "pending",
+                    "type": "email"}, location),
+                **_problems("invalid-json", "validation-failed", *AUTH)},
+                params=_suite_params(), body={"required": True, "content": _json(
+                    ref("SuiteEventInput"), {"example": SUITE_EXAMPLE})},
+                description="eventID names the event type (a configured EVT... id, or the "
+                "type's own name). Only mobilePhone chooses SMS; otherwise email."),
+        },
+        "/{ORGANIZATION}/campaign/{transactionalAPI}/{eventID}/{PKey}": {
+            "get": _op("getSuiteEvent", "The suite-shaped event with its current status",
+                       "read", {
+                           **_ok("200", "SuiteEvent", "The event.", None),
+                           **_problems("not-found", *AUTH)},
+                       params=[*_suite_params(), {"name": "PKey", "in": "path",
+                                                  "required": True, "schema":
+                                                  {"type": "string"}, "example": PLID2}]),
+        },
+        PATH: {"get": {"operationId": "getOpenApi", "summary": "This document",
+                       "security": [], "responses": {"200": {
+                           "description": "OpenAPI 3.1", "content": {"application/json": {
+                               "schema": {"type": "object"}}}}}}},
+    }
+
+
+def _suite_params() -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+             "example": example}
+            for name, example in (("ORGANIZATION", "shop"), ("transactionalAPI", "mcshop"),
+                                  ("eventID", "EVTcartAbandonment"))]
+
+
+def document(public_url: str) -> dict[str, Any]:
+    """The whole document for a deployment reachable at ``public_url``."""
+    paths = _paths()
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Message Center JSON API", "version": VERSION,
+                 "description": "Push transactional events, follow their status (events "
+                 "from SOAP too) and manage signed webhooks. Errors are RFC 9457 problems "
+                 "(application/problem+json) with a stable type. Auth: an API key as "
+                 "`Authorization: Bearer` or `X-Api-Key`, with scopes push, read, admin."},
+        "servers": [{"url": public_url.rstrip("/")}],
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "An API key (msgcenter apikey create)."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}},
+        },
+    }
+
+
+def document_bytes(public_url: str) -> bytes:
+    return (json.dumps(document(public_url), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+@blueprint.get(PATH)
+def serve() -> Response:
+    from soap_service.http.api import context
+
+    return Response(document_bytes(context().settings.public_url), mimetype="application/json")

@@ -180,8 +180,7 @@ def _read_some(resp: httpx.Response) -> str:
     return got[:MAX_RESPONSE].decode("utf-8", errors="replace").strip()[:500]
 
 
-def send_test(settings: Settings, db: Database, endpoint_id: int) -> tuple[store.Delivery,
-                                                                            Answer]:
+def send_test(settings: Settings, db: Database, endpoint_id: int) -> store.Delivery:
     """Send a ``test`` notification to one endpoint now (one attempt, recorded)."""
     endpoint = store.get_endpoint(db, endpoint_id)
     now = clock.utcnow()
@@ -193,4 +192,5 @@ def send_test(settings: Settings, db: Database, endpoint_id: int) -> tuple[store
                               clock.utcnow())
     finally:
         outbox.close()
-    return store.get_delivery(db, delivery.id), answer
+    log.info("webhook.tested endpoint=%s code=%s", endpoint_id, answer.code)
+    return store.get_delivery(db, delivery.id)

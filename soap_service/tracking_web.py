@@ -24,6 +24,7 @@ from typing import Any
 from soap_service import clock, track
 from soap_service.config import Settings
 from soap_service.store import Database, logs
+from soap_service.store import webhooks as webhook_store
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +53,24 @@ def record_hits(db: Database, hits: Sequence[Hit]) -> int:
     """Write hits in one transaction (delivery id and machine flag resolved now); returns
     how many were written (a hit for an event that no longer exists is skipped)."""
     written = 0
+    notes: list[webhook_store.Notification] = []
     with db.begin() as conn:
         for hit in hits:
             sent = logs.sent_delivery(conn, hit.token.event_id)
             if sent is None:
                 log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
                 continue
+            machine = track.is_machine(hit.user_agent, sent.sent_at, hit.at, hit.ip)
             logs.insert_tracking(
                 conn, event_id=hit.token.event_id, delivery_id=sent.delivery_id,
                 kind=hit.token.kind, url=hit.token.url or None, user_agent=hit.user_agent,
-                ip=hit.ip, machine=track.is_machine(hit.user_agent, sent.sent_at, hit.at, hit.ip),
-                at=hit.at,
+                ip=hit.ip, machine=machine, at=hit.at,
             )
+            kind = "clicked" if hit.token.kind == track.CLICK else "opened"
+            data = {"machine": machine, **({"url": hit.token.url} if hit.token.url else {})}
+            notes.append(webhook_store.Notification(kind, hit.token.event_id, data, hit.at))
             written += 1
+        webhook_store.enqueue(conn, db, notes)  # in the hits' transaction
     return written
 
 

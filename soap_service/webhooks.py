@@ -96,6 +96,13 @@ def set_enabled(db: Database, endpoint_id: int, enabled: bool) -> Endpoint:
     return store.get_endpoint(db, endpoint_id)
 
 
+def replay(db: Database, delivery_id: int) -> store.Delivery:
+    """A delivery due again now, with the same webhook-id and body."""
+    delivery = store.replay_delivery(db, delivery_id, clock.utcnow())
+    log.info("webhook.replayed delivery=%s endpoint=%s", delivery.id, delivery.endpoint_id)
+    return delivery
+
+
 # ---------------------------------------------------------------- signatures
 
 
@@ -149,8 +156,8 @@ def event_data(row: OutboxRow, facts: EventFacts | None, versions: dict[int, int
         "templateVersion": versions.get(int(version_id)) if version_id else None,
         "externalId": facts.external_id if facts else None,
     }
-    for extra in ("reason", "url"):
-        if d.get(extra):
+    for extra in ("reason", "url", "machine"):  # tracking: the link, a machine open
+        if extra in d:
             data[extra] = d[extra]
     return data
 

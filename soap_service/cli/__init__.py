@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "soap_service.cli.catalog",  # template, seed
     "soap_service.cli.tracking",  # followup, quarantine, exclusions, purge
     "soap_service.cli.observe",  # status, history
+    "soap_service.cli.webhook",  # webhook
 )
 
 EXIT_OK = 0

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from soap_service import clock, outbox, webhooks
+from soap_service import outbox, webhooks
 from soap_service.errors import ValidationFailed
 from soap_service.http.api import context, json_body, json_response, require
 from soap_service.http.events_api import iso, plid_of
@@ -109,7 +109,7 @@ def disable_endpoint(endpoint_id: int) -> Response:
 def test_endpoint(endpoint_id: int) -> Response:
     require("admin")
     ctx = context()
-    delivery, _ = outbox.send_test(ctx.settings, ctx.db, endpoint_id)
+    delivery = outbox.send_test(ctx.settings, ctx.db, endpoint_id)
     return json_response(_with_attempts([delivery])[0])
 
 
@@ -129,5 +129,5 @@ def list_deliveries() -> Response:
 @blueprint.post(f"{PREFIX}/deliveries/<int:delivery_id>/replay")
 def replay_delivery(delivery_id: int) -> Response:
     require("admin")
-    delivery = store.replay_delivery(context().db, delivery_id, clock.utcnow())
+    delivery = webhooks.replay(context().db, delivery_id)
     return json_response(_with_attempts([delivery])[0])

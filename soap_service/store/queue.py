@@ -29,6 +29,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from soap_service.models import Event, EventStatus
 from soap_service.store import Database
+from soap_service.store import webhooks as webhook_store
 from soap_service.store.events import event_from_row
 from soap_service.tables import (
     delivery_log,
@@ -171,6 +172,7 @@ def release_paused(db: Database, event_type: str, wished_channel: int, now: date
             conn.execute(update(events).where(events.c.id.in_(chunk), cond).values(
                 status=EventStatus.PENDING.value, process_at=now, updated_at=now))
             _log_status(conn, [(i, EventStatus.PENDING.value, reason) for i in chunk], now)
+            _notify_moved(conn, db, chunk, EventStatus.PENDING, reason, now)
     return len(ids)
 
 
@@ -190,6 +192,7 @@ def expire_paused(db: Database, event_type: str, created_before: datetime,
             conn.execute(update(events).where(events.c.id.in_(ids), cond).values(
                 status=EventStatus.TOO_OLD.value, last_error=reason, updated_at=now))
             _log_status(conn, [(i, EventStatus.TOO_OLD.value, reason) for i in ids], now)
+            _notify_moved(conn, db, ids, EventStatus.TOO_OLD, reason, now)
     return len(ids)
 
 
@@ -226,7 +229,39 @@ def record_outcomes(db: Database, worker_id: str, outcomes: Sequence[Outcome],
         rows = [_delivery_row(o.event_id, o.delivery, now) for o in outcomes if o.delivery]
         if rows:
             conn.execute(insert(delivery_log), rows)
+        if webhook_store.wanted_kinds(db, conn):
+            _notify_outcomes(conn, db, outcomes, changed, now)
     return changed
+
+
+def _notify_outcomes(conn: Connection, db: Database, outcomes: Sequence[Outcome],
+                     changed: int, now: datetime) -> None:
+    """The webhook outbox rows of a round, in its transaction (events whose lease this
+    worker lost changed nothing, so they tell nothing)."""
+    if changed < len(outcomes):
+        ours = set(conn.execute(select(events.c.id).where(
+            events.c.id.in_([o.event_id for o in outcomes]), events.c.updated_at == now,
+            events.c.claimed_by.is_(None))).scalars())
+        outcomes = [o for o in outcomes if o.event_id in ours]
+    notes = []
+    for o in outcomes:
+        data: dict[str, Any] = {"status": o.status.value}
+        if o.reason:
+            data["reason"] = o.reason[:500]
+        d = o.delivery
+        if d is not None:
+            response = f"{d.response_code or ''} {d.response_text}".strip()
+            data.update(channel=d.channel, address=d.address, providerResponse=response[:500],
+                        templateVersionId=d.template_version_id)
+        notes.append(webhook_store.Notification(o.status.value, o.event_id, data, now))
+    webhook_store.enqueue(conn, db, notes)
+
+
+def _notify_moved(conn: Connection, db: Database, ids: Sequence[int], status: EventStatus,
+                  reason: str, now: datetime) -> None:
+    if ids and webhook_store.wanted_kinds(db, conn):
+        webhook_store.enqueue(conn, db, [webhook_store.Notification(
+            status.value, i, {"status": status.value, "reason": reason}, now) for i in ids])
 
 
 def _update_events(conn: Connection, worker_id: str, outcomes: Sequence[Outcome],

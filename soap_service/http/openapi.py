@@ -288,9 +288,13 @@ def _paths() -> dict[str, Any]:
     return {
         "/api/v1/events": {
             "post": _op("pushEvents", "Push one event, or a batch of up to 1,000", "push", {
-                **_ok("201", "PushResult", "Stored (one event): its plId.",
-                      {"plId": PLID, "status": "pending", "href": f"/api/v1/events/{PLID}"},
-                      location),
+                "201": {"description": "Stored: one event's plId (PushResult), or a batch's "
+                        "plIds in order (BatchResult).", "headers": location,
+                        "content": _json({"oneOf": [ref("PushResult"), ref("BatchResult")]}, {
+                            "one": {"plId": PLID, "status": "pending",
+                                    "href": f"/api/v1/events/{PLID}"},
+                            "batch": {"events": [{"plId": PLID, "externalId": "1242"},
+                                                 {"plId": PLID2, "externalId": "1243"}]}})},
                 **_problems("invalid-json", "validation-failed", "too-many-events",
                             "body-too-large", "idempotency-conflict", *AUTH),
             }, body={"required": True, "content": _json(
@@ -302,9 +306,8 @@ def _paths() -> dict[str, Any]:
                          "schema": {"type": "string"}, "description":
                          "One event only: the same key and event return the original "
                          "plId; the same key with another event is a 409."}],
-                description="A batch answers 201 with BatchResult: {\"events\": [{plId, "
-                "externalId}...]} in order. A bad event fails the whole batch and is named "
-                "by its 0-based index."),
+                description="A batch is stored in one transaction: a bad event fails the "
+                "whole batch and is named by its 0-based index."),
             "get": _op("listEvents", "List events, newest first (cursor pagination)", "read", {
                 **_ok("200", "EventList", "One page.",
                       {"events": [_summary_example("processed")], "next": "YjE"}),

@@ -13,7 +13,7 @@ import http.client
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,8 +107,10 @@ def database(kind: str, tmp: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def rest_stack(kind: str, tmp: Path, *, worker: bool = False,
-               env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """A served JSON API on ``kind`` ("sqlite" or "postgres")."""
+               env: dict[str, str] | None = None,
+               prepare: Callable[[Database], None] | None = None) -> Iterator[Stack]:
+    """A served JSON API on ``kind`` ("sqlite" or "postgres"); ``prepare`` runs on the
+    database before the server starts (templates, subscriptions)."""
     with database(kind, tmp) as url:
         port = free_port()
         full_env = {"MC_DATABASE_URL": url, "MC_PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -120,6 +122,8 @@ def rest_stack(kind: str, tmp: Path, *, worker: bool = False,
         keys = _keys(full_env)
         settings = load_settings({k: v for k, v in full_env.items() if k.startswith("MC_")})
         db = Database(make_engine(settings), settings)
+        if prepare is not None:
+            prepare(db)
         log_path = tmp / f"serve-{port}.log"
         with log_path.open("wb") as out:
             proc = subprocess.Popen(

@@ -24,8 +24,7 @@ from conftest import ROOT, free_port, msgcenter_cmd, run_cli, throwaway_postgres
 from soap_service.config import load_settings
 from soap_service.store import Database, make_engine
 
-
-SOAP_PASSWORD = "pw-123456"  # noqa: S105 - the test operator "ops" (SOAP pushes)
+SOAP_PASSWORD = "pw-123456"
 
 
 @dataclass

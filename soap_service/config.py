@@ -274,6 +274,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         webhook_schedule(settings.webhook_retry_schedule)
     except ValueError as exc:
         raise ConfigError(f"MC_WEBHOOK_RETRY_SCHEDULE: {exc}") from exc
+    if settings.max_json_depth > 256:  # the depth check recurses: stay far from the limit
+        raise ConfigError("MC_MAX_JSON_DEPTH must be at most 256")
     if settings.webhook_timeout <= 0 or settings.webhook_poll_interval < 0:
         raise ConfigError("MC_WEBHOOK_TIMEOUT must be positive and MC_WEBHOOK_POLL_INTERVAL "
                           "at least 0")

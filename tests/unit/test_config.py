@@ -136,8 +136,10 @@ def test_event_ids_from_toml_table_or_environment(tmp_path: Path) -> None:
 
 
 def test_webhook_settings_are_checked() -> None:
-    """A retry schedule that is not durations, a zero timeout or concurrency are refused."""
+    """A retry schedule that is not durations, a zero timeout or concurrency, a JSON depth
+    of 0 or beyond 256 are refused."""
     for env in ({"MC_WEBHOOK_RETRY_SCHEDULE": "5s,later"}, {"MC_WEBHOOK_TIMEOUT": "0"},
-                {"MC_WEBHOOK_CONCURRENCY": "0"}, {"MC_MAX_JSON_DEPTH": "0"}):
+                {"MC_WEBHOOK_CONCURRENCY": "0"}, {"MC_MAX_JSON_DEPTH": "0"},
+                {"MC_MAX_JSON_DEPTH": "5000"}):
         with pytest.raises(ConfigError):
             load_settings(env)

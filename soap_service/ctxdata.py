@@ -10,7 +10,9 @@ keys are attributes and ``"#text"`` is an element's own text.  XML is parsed har
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import re
 from typing import Any
 
 from lxml import etree
@@ -63,6 +65,8 @@ def ctx_from_xml(text: str, *, wrap_bare: bool = True) -> etree._Element:
 def ctx_text(ctx: etree._Element) -> str:
     """A ``<ctx>`` element as text, without the namespace declarations it does not use
     (an event taken out of a SOAP envelope carries the envelope's)."""
+    if ctx.tail is None and not ctx.nsmap:  # nothing to clean (JSON events): no copy
+        return etree.tostring(ctx, encoding="unicode")
     clean = copy.deepcopy(ctx)
     clean.tail = None
     etree.cleanup_namespaces(clean)
@@ -70,18 +74,93 @@ def ctx_text(ctx: etree._Element) -> str:
 
 
 def fill_ctx(el: etree._Element, value: Any) -> None:
-    """Fill ``el`` from a JSON value; ``ValueError`` for a key that is not an XML name."""
-    if isinstance(value, dict):
+    """Fill ``el`` from a JSON value; ``ValueError`` for a key that is not an XML name.
+
+    On the REST ingest path (every event's ctx): exact type checks, strings first."""
+    if type(value) is dict:
+        sub = etree.SubElement
         for key, child in value.items():
-            if key.startswith("@"):
-                el.set(key[1:], _scalar(child))
+            if key[:1] == "@":
+                el.set(key[1:], child if type(child) is str else _scalar(child))
             elif key == "#text":
-                el.text = _scalar(child)
+                el.text = child if type(child) is str else _scalar(child)
+            elif type(child) is list:
+                for item in child:
+                    fill_ctx(sub(el, key), item)
+            elif type(child) is str:
+                sub(el, key).text = child
             else:
-                for item in child if isinstance(child, list) else [child]:
-                    fill_ctx(etree.SubElement(el, key), item)
+                fill_ctx(sub(el, key), child)
+    elif isinstance(value, dict):  # a dict subclass: the slow path, same result
+        fill_ctx(el, dict(value))
     else:
-        el.text = _scalar(value)
+        el.text = value if type(value) is str else _scalar(value)
+
+
+_ASCII_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+# characters XML 1.0 cannot carry (control characters, lone surrogates, U+FFFE/U+FFFF)
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
+                               "\r": "&#13;", "\n": "&#10;", "\t": "&#9;"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _lxml_accepts(name: str) -> bool:
+    try:
+        etree.Element(name)
+    except ValueError:
+        return False
+    return True
+
+
+def xml_name(name: str) -> str:
+    """``name`` if it is an XML name without a namespace prefix, else ``ValueError``
+    (ASCII names by a pattern; others as libxml2 judges them)."""
+    if _ASCII_NAME.fullmatch(name) or (name and ":" not in name and _lxml_accepts(name)):
+        return name
+    raise ValueError(f"{name[:64]!r} is not a valid XML name")
+
+
+def text_xml(value: str) -> str:
+    return value.translate(_TEXT_ESCAPES)
+
+
+def attribute_xml(value: str) -> str:
+    return value.translate(_ATTR_ESCAPES)
+
+
+def ctx_markup(value: Any, tag: str = "ctx") -> str:
+    """The XML text :func:`fill_ctx` would build, written as a string -- several times
+    cheaper than element by element, for the REST ingest path.  ``ValueError`` for a key
+    that is not an XML name; the caller checks the text for :data:`NOT_XML` characters."""
+    if type(value) is not dict:
+        if isinstance(value, dict):
+            value = dict(value)
+        else:  # a scalar: its text, even empty
+            own = value if type(value) is str else _scalar(value)
+            return f"<{tag}>{own.translate(_TEXT_ESCAPES)}</{tag}>"
+    attrs: list[str] = []
+    text: str | None = None
+    children: list[str] = []
+    for key, child in value.items():
+        if key[:1] == "@":
+            item = child if type(child) is str else _scalar(child)
+            attrs.append(f' {xml_name(key[1:])}="{item.translate(_ATTR_ESCAPES)}"')
+        elif key == "#text":
+            text = (child if type(child) is str else _scalar(child)).translate(_TEXT_ESCAPES)
+        elif type(child) is list:
+            name = xml_name(key)
+            children.extend(ctx_markup(item, name) for item in child)
+        elif type(child) is str:
+            name = xml_name(key)
+            children.append(f"<{name}>{child.translate(_TEXT_ESCAPES)}</{name}>")
+        else:
+            children.append(ctx_markup(child, xml_name(key)))
+    start = "".join(attrs)
+    if text is None and not children:
+        return f"<{tag}{start}/>"
+    return f"<{tag}{start}>{text or ''}{''.join(children)}</{tag}>"
 
 
 def ctx_to_json(xml: str) -> dict[str, Any]:

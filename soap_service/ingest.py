@@ -1,11 +1,12 @@
-"""Ingest: a wire event (lxml element) -> validated column values -> stored, with its plId.
+"""Ingest: a wire event -> validated column values -> stored, with its plId.
 
-The SOAP edge hands us the event root (any local name, the method namespace already
-stripped) and the queue taken from the service namespace.  We validate what SPEC §2.4
-requires, keep every attribute as sent (unknown ones too) and the raw ``<ctx>``, compute
-the dispatch priority, and store the call's events in one transaction: a caller that got
-a plId never loses its event.  No SQL here (``store.events`` does it), no faults (we
-raise ``errors.*``; the edge maps them).
+One path for every API.  An event arrives as a :class:`WireEvent` -- its attributes as
+sent (unknown ones too), its ``<ctx>`` as XML text -- built by the REST edge from JSON,
+or here from the lxml element the SOAP edge hands us (any local name, the method
+namespace already stripped; :func:`wire_event`).  We validate what SPEC §2.4 requires,
+compute the dispatch priority, and store the call's events in one transaction: a caller
+that got a plId never loses its event.  No SQL here (``store.events`` does it), no faults
+(we raise ``errors.*``; the edges map them).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from lxml import etree
 
@@ -61,19 +63,34 @@ EMAIL_FORMATS = frozenset({0, 1, 2})  # unknown, text, html
 # ---------------------------------------------------------------- public interface
 
 
+@dataclass(frozen=True)
+class WireEvent:
+    """One event as received, from any API, before validation."""
+
+    attributes: dict[str, str]  # every attribute as sent
+    ctx_xml: str | None  # the <ctx> element as text; None when there is none
+    mobile_app_uuid: str | None = None  # <mobileApp uuid>
+    # set when the event carries an idempotency key (or a header key applies to it): a
+    # digest of the event, equal for equal events, to tell a replay from a reuse
+    payload_hash: str | None = None
+    ctx_json: str | None = None  # the ctx as a JSON caller sent it (REST returns it)
+
+
+Incoming: TypeAlias = WireEvent | etree._Element
+
+
 def store_event(
-    db: Database, settings: Settings, element: etree._Element, queue: Queue | str,
-    *, idempotency_key: str | None = None, ctx_json: str | None = None,
+    db: Database, settings: Settings, event: Incoming, queue: Queue | str,
+    *, idempotency_key: str | None = None,
 ) -> int:
     """Validate and store one event; returns its plId once it is committed.
 
     ``idempotency_key`` (the HTTP ``Idempotency-Key`` header) applies when the event has
-    no ``idempotencyKey`` attribute of its own.  ``ctx_json`` is the ctx object as a JSON
-    caller sent it (the REST API returns it as sent); the ``<ctx>`` is what is rendered.
+    no ``idempotencyKey`` attribute of its own.
     """
-    row = build_row(element, Queue(queue), event_store.event_type_lanes(db), clock.utcnow(),
+    wire = event if isinstance(event, WireEvent) else wire_event(event, idempotency_key)
+    row = build_row(wire, Queue(queue), event_store.event_type_lanes(db), clock.utcnow(),
                     header_key=idempotency_key)
-    row["ctx_json"] = ctx_json
     try:
         stored = event_store.insert_events(db, [row])
     except event_store.IdempotencyConflict as exc:
@@ -85,32 +102,30 @@ def store_event(
 
 
 def store_events(
-    db: Database, settings: Settings, elements: Sequence[etree._Element], queue: Queue | str,
-    *, ctx_json: Sequence[str | None] | None = None,
+    db: Database, settings: Settings, events: Sequence[Incoming], queue: Queue | str,
 ) -> list[tuple[int, str | None]]:
-    """Validate and store a whole ``PushEvents`` call, all or nothing.
+    """Validate and store a whole ``PushEvents`` call (or REST batch), all or nothing.
 
     Returns ``(plId, externalId)`` per event, in order.  A bad event fails the call with
     its 1-based index in the message (``"event #3: missing attribute 'type'"``) and its
     0-based ``index`` on the exception (``InvalidBatchItem`` / ``BatchItemConflict``).
     """
-    if len(elements) > settings.max_events_per_call:
+    if len(events) > settings.max_events_per_call:
         raise TooManyEvents(
-            f"too many events in one call: {len(elements)} "
+            f"too many events in one call: {len(events)} "
             f"(at most {settings.max_events_per_call})"
         )
     lanes = event_store.event_type_lanes(db)
     now = clock.utcnow()
     q = Queue(queue)
     rows = []
-    for index, element in enumerate(elements, start=1):
+    for index, event in enumerate(events, start=1):
         try:
-            rows.append(build_row(element, q, lanes, now))
+            wire = event if isinstance(event, WireEvent) else wire_event(event)
+            rows.append(build_row(wire, q, lanes, now))
         except ValidationFailed as exc:
             raise InvalidBatchItem(index - 1, f"event #{index}: {exc.message}",
                                    exc.detail) from exc
-        if ctx_json is not None:
-            rows[-1]["ctx_json"] = ctx_json[index - 1]
     if not rows:
         return []
     try:
@@ -125,21 +140,34 @@ def store_events(
     ]
 
 
+def wire_event(element: etree._Element, header_key: str | None = None) -> WireEvent:
+    """The SOAP edge's event element as plain values (the C14N digest only when a key
+    makes it needed: it costs as much as the rest)."""
+    attrs = _attributes(element)
+    ctx = _child(element, "ctx")
+    app = _child(element, "mobileApp")
+    keyed = bool((attrs.get("idempotencyKey") or header_key or "").strip())
+    return WireEvent(
+        attributes=attrs, ctx_xml=None if ctx is None else ctx_text(ctx),
+        mobile_app_uuid=None if app is None else (app.get("uuid") or "").strip() or None,
+        payload_hash=payload_hash(element) if keyed else None,
+    )
+
+
 # ---------------------------------------------------------------- validation
 
 
 def build_row(
-    element: etree._Element, queue: Queue, lanes: dict[str, str], now: datetime,
+    event: WireEvent, queue: Queue, lanes: dict[str, str], now: datetime,
     *, header_key: str | None = None,
 ) -> dict[str, Any]:
-    """Validate one event element and return the ``events`` column values to insert."""
-    attrs = _attributes(element)
+    """Validate one event and return the ``events`` column values to insert."""
+    attrs = event.attributes
     event_type = attrs.get("type", "").strip()
     if not event_type:
         raise ValidationFailed("missing attribute 'type'")
     _check_length("type", event_type, "event_type")
-    ctx = _child(element, "ctx")
-    if ctx is None:
+    if event.ctx_xml is None:
         raise ValidationFailed("missing element <ctx>")
     row: dict[str, Any] = {"queue": queue.value, "event_type": event_type}
     for attr, column in STRING_COLUMNS.items():
@@ -154,17 +182,22 @@ def build_row(
             f"invalid attribute 'emailFormat': {row['email_format']} (0 unknown, 1 text, 2 html)"
         )
     _check_address(row)
-    row["mobile_app_uuid"] = _mobile_app_uuid(element)
+    row["mobile_app_uuid"] = event.mobile_app_uuid
+    if event.mobile_app_uuid is not None:
+        _check_length("mobileApp/@uuid", event.mobile_app_uuid, "mobile_app_uuid")
     row["scheduled_at"] = _date_attr(attrs, "scheduled")
     row["expiration_at"] = _date_attr(attrs, "expiration")
     row["process_at"] = row["scheduled_at"] or now
     row["priority"] = priority(queue, lanes.get(event_type))
     row["attributes"] = json.dumps(attrs, ensure_ascii=False)
-    row["ctx_xml"] = ctx_text(ctx)
+    row["ctx_xml"] = event.ctx_xml
+    row["ctx_json"] = event.ctx_json
     key = (attrs.get("idempotencyKey") or header_key or "").strip() or None
     if key is not None:
         _check_length("idempotencyKey", key, "idempotency_key")
-        row["payload_hash"] = payload_hash(element)
+        if event.payload_hash is None:  # pragma: no cover - the edges always set it
+            raise ValueError("an event with an idempotency key needs its payload hash")
+        row["payload_hash"] = event.payload_hash
     row["idempotency_key"] = key
     row["created_at"] = row["updated_at"] = now
     return row
@@ -239,16 +272,6 @@ def _check_address(row: dict[str, Any]) -> None:
         raise ValidationFailed("missing attribute 'email' (required for the email channel)")
     if channel is Channel.SMS and row["mobile_phone"] is None:
         raise ValidationFailed("missing attribute 'mobilePhone' (required for the SMS channel)")
-
-
-def _mobile_app_uuid(element: etree._Element) -> str | None:
-    app = _child(element, "mobileApp")
-    if app is None:
-        return None
-    uuid = (app.get("uuid") or "").strip() or None
-    if uuid is not None:
-        _check_length("mobileApp/@uuid", uuid, "mobile_app_uuid")
-    return uuid
 
 
 def _date_attr(attrs: dict[str, str], name: str) -> datetime | None:

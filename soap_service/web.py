@@ -27,6 +27,7 @@ from soap_service import tracking_web
 from soap_service.config import Settings, load_settings
 from soap_service.errors import ClientError
 from soap_service.http.api import create_api
+from soap_service.http.ingest_api import IngestApp
 from soap_service.soap import envelope, faults, router, wsdl
 from soap_service.soap.metrics import Metrics
 from soap_service.soap.response import CONTENT_TYPE, fault_envelope
@@ -231,7 +232,8 @@ class WebApp:
         self.routes = list(routes) or list(ROUTES)
         self.metrics = Metrics(settings.metrics_dir or None)
         self.soap_services = router.Services(settings, db)
-        self.api = create_api(settings, db, self.soap_services.authenticator)
+        self.rest = create_api(settings, db, self.soap_services.authenticator)
+        self.api = IngestApp(self.rest.extensions["msgcenter"], self.rest)
         wsdl.silence_spyne()
         self._wsdl = {s: wsdl.wsdl_bytes(s, settings.public_url) for s in wsdl.SCHEMAS}
 

@@ -3,11 +3,12 @@
 :func:`create_api` builds it for one process and shares the SOAP side's
 :class:`~soap_service.auth.Authenticator` (one set of caches).  Every answer is JSON;
 every error is an RFC 9457 problem (``problems.py``), never Flask's HTML page nor a
-traceback.  Auth: an API key in ``X-Api-Key`` (the suite's header) or ``Authorization:
-Bearer``; when both are sent -- suite callers send an access token as Bearer *and* the
-key -- the one that looks like one of our keys (``mc_``) is used.  Each endpoint names
-the scope it needs (push, read, admin).  Bodies are read by ``body.py`` (size and depth
-limits), never by Flask's own parser.
+traceback.  Auth (``ingest_api.authenticate``): an API key in ``X-Api-Key`` (the suite's header) or
+``Authorization: Bearer``; when both are sent -- suite callers send an access token as
+Bearer *and* the key -- the one that looks like one of our keys (``mc_``) is used.  Each
+endpoint names the scope it needs (push, read, admin).  Bodies are read by ``body.py``
+(size and depth limits), never by Flask's own parser.  The two ingest routes are served
+without Flask in ``msgcenter serve`` (``ingest_api.IngestApp``), by the same functions.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Any, TypeVar
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from soap_service.auth import API_KEY_PREFIX, Authenticator, Principal
+from soap_service.auth import Authenticator, Principal
 from soap_service.config import Settings
-from soap_service.http import body, problems
+from soap_service.http import ingest_api, problems
 from soap_service.store import Database
 
 log = logging.getLogger(__name__)
@@ -55,46 +56,24 @@ def json_response(value: Any, status: int = 200,
 
 
 def problem_response(found: problems.Problem) -> Response:
-    return Response(found.body(request.path), status=found.status, headers=found.headers,
+    return Response(found.body(request.path), status=found.status,
+                    headers=ingest_api.hop_safe(found.headers, request.environ),
                     mimetype=problems.CONTENT_TYPE)
 
 
 # ---------------------------------------------------------------- auth
 
 
-def api_key() -> str:
-    """The caller's key: ``X-Api-Key`` or ``Authorization: Bearer``, ours (``mc_``) first."""
-    candidates = [request.headers.get("X-Api-Key", "").strip()]
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer":
-        candidates.append(token.strip())
-    present = [c for c in candidates if c]
-    return next((c for c in present if c.startswith(API_KEY_PREFIX)), present[0] if present
-                else "")
-
-
 def require(scope: str) -> Principal:
     """Authenticate the request for ``scope``; raises the auth errors (401/403)."""
-    ctx = context()
-    principal = ctx.authenticator.authenticate_key(
-        api_key(), request.remote_addr or "", request.headers.get("X-Forwarded-For") or None,
-        scope)
+    principal = ingest_api.authenticate(context(), request.environ, scope)
     g.principal = principal
     return principal
 
 
-# ---------------------------------------------------------------- bodies
-
-
 def json_body() -> Any:
-    """The request's JSON value, read with the configured limits."""
-    settings = context().settings
-    content_type = (request.mimetype or "").lower()
-    if content_type and content_type != JSON and not content_type.endswith("+json"):
-        raise problems.UnsupportedMediaType(
-            f"Content-Type {content_type[:60]!r} is not JSON; send application/json.")
-    raw = body.read_body(request.environ, settings.max_json_bytes)
-    return body.parse_json(raw, settings.max_json_depth)
+    """The request's JSON value, read with the configured limits (``body.py``)."""
+    return ingest_api.read_json(context(), request.environ)
 
 
 # ---------------------------------------------------------------- the application

@@ -16,12 +16,12 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from soap_service import eventstatus, ingest
+from soap_service import eventstatus
 from soap_service.clock import parse_iso_utc
 from soap_service.ctxdata import ctx_to_json
-from soap_service.errors import ClientError, InvalidBatchItem, TooManyEvents, ValidationFailed
+from soap_service.errors import ValidationFailed
+from soap_service.http import ingest_api
 from soap_service.http.api import context, json_body, json_response, require
-from soap_service.http.jsonevent import build_event
 from soap_service.models import Event, make_plid
 
 blueprint = Blueprint("events", __name__)
@@ -95,74 +95,15 @@ def detail(view: eventstatus.EventView) -> dict[str, Any]:
     return out
 
 
-def as_field(exc: ClientError) -> ClientError:
-    """ingest speaks SOAP ("attribute 'email'", "element <ctx>"); JSON callers send
-    fields.  Same exception class and index, JSON wording."""
-    exc.message = (exc.message.replace("attribute '", "field '")
-                   .replace("element <ctx>", "field 'ctx'"))
-    return exc
-
-
 # ---------------------------------------------------------------- push
 
 
 @blueprint.post(f"{PREFIX}/events")
 def push() -> Response:
-    require("push")
-    data = json_body()
-    if not isinstance(data, dict):
-        raise ValidationFailed('the body must be a JSON object: an event, or {"events": [...]}')
-    if "events" in data:
-        return _push_batch(data)
-    ctx = context()
-    event = build_event(data)
-    try:
-        plid = ingest.store_event(
-            ctx.db, ctx.settings, event.element, event.queue, ctx_json=event.ctx_json,
-            idempotency_key=request.headers.get("Idempotency-Key", "").strip() or None)
-    except ClientError as exc:
-        raise as_field(exc) from exc
-    href = f"{PREFIX}/events/{plid}"
-    return json_response({"plId": str(plid), "status": "pending", "href": href}, 201,
-                         [("Location", href)])
-
-
-def _push_batch(data: dict[str, Any]) -> Response:
-    ctx = context()
-    items = data["events"]
-    if not isinstance(items, list):
-        raise ValidationFailed("field 'events' must be an array of events")
-    if not items:
-        raise ValidationFailed("field 'events' is empty")
-    limit = ctx.settings.max_events_per_call
-    if len(items) > limit:
-        raise TooManyEvents(f"too many events in one request: {len(items)} (at most {limit})")
-    if request.headers.get("Idempotency-Key"):
-        raise ValidationFailed("Idempotency-Key applies to one event: give each event of a "
-                               "batch its own 'idempotencyKey' field")
-    unknown = set(data) - {"events", "queue"}
-    if unknown:
-        raise ValidationFailed(f"unknown batch field(s): {', '.join(sorted(unknown))[:200]} "
-                               "(a batch has 'events' and an optional 'queue')")
-    built = []
-    for index, item in enumerate(items):
-        try:
-            if isinstance(item, dict) and "queue" in item:
-                raise ValidationFailed("set 'queue' on the batch, not on its events")
-            built.append(build_event({**item, "queue": data.get("queue")}
-                                     if isinstance(item, dict) else item))
-        except ValidationFailed as exc:
-            raise InvalidBatchItem(index, f"events[{index}]: {exc.message}") from exc
-    try:
-        stored = ingest.store_events(ctx.db, ctx.settings, [b.element for b in built],
-                                     built[0].queue, ctx_json=[b.ctx_json for b in built])
-    except ClientError as exc:
-        position = getattr(exc, "index", None)
-        if isinstance(position, int):  # ingest numbers from 1 ("event #3"); JSON from 0
-            exc.message = f"events[{position}]: " + exc.message.split(": ", 1)[-1]
-        raise as_field(exc) from exc
-    return json_response({"events": [{"plId": str(plid), "externalId": external_id}
-                                     for plid, external_id in stored]}, 201)
+    """Served by ``ingest_api.IngestApp`` in ``msgcenter serve``; the same function here
+    for the Flask application on its own."""
+    answer = ingest_api.push_events(context(), request.environ)
+    return json_response(answer.body, answer.status, list(answer.headers))
 
 
 # ---------------------------------------------------------------- read

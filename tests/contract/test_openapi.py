@@ -63,7 +63,7 @@ def test_served_document_equals_the_committed_one(app, committed):
 
 def _flask_routes(app) -> set[tuple[str, str]]:
     routes = set()
-    for rule in app.api.url_map.iter_rules():
+    for rule in app.rest.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
         path = rule.rule

@@ -6,14 +6,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 from datetime import UTC, datetime
 
 import pytest
+from lxml import etree
 from standardwebhooks.webhooks import Webhook
 
 from soap_service import errors, eventstatus, webhooks
 from soap_service.config import Settings
-from soap_service.ctxdata import ctx_from_json, ctx_text, ctx_to_json
+from soap_service.ctxdata import ctx_from_json, ctx_markup, ctx_text, ctx_to_json, fill_ctx
 from soap_service.http import body, problems
 from soap_service.http.jsonevent import build_event
 from soap_service.models import Queue, make_plid
@@ -25,20 +27,62 @@ NOW = datetime(2030, 1, 2, 3, 4, 5)
 # ---------------------------------------------------------------- JSON events
 
 
-def test_json_event_becomes_the_soap_element():
+def test_json_event_becomes_the_soap_values():
     """Fields become the attributes SOAP would carry; unknown ones are kept (booleans as
-    true/false, numbers as text, objects as JSON text); null is left out."""
+    true/false, numbers as text, objects as JSON text); null is left out; the ctx is the
+    XML a SOAP caller would have sent; the ctx as sent is kept as JSON."""
     event = build_event({"type": "t", "email": "a@example.com", "wishedChannel": 0,
                          "vip": True, "score": 1.5, "tags": ["a", 1], "none": None,
                          "mobileApp": {"uuid": "app-1"}, "queue": "batch",
-                         "ctx": {"client": {"@id": "7", "name": "Ann"}}})
-    el = event.element
-    assert dict(el.attrib) == {"type": "t", "email": "a@example.com", "wishedChannel": "0",
+                         "ctx": {"client": {"@id": "7", "name": "Ann & Bob <3"}}})
+    wire = event.wire
+    assert wire.attributes == {"type": "t", "email": "a@example.com", "wishedChannel": "0",
                                "vip": "true", "score": "1.5", "tags": '["a",1]'}
-    assert event.queue is Queue.BATCH
-    assert el.find("mobileApp").get("uuid") == "app-1"
-    assert ctx_text(el.find("ctx")) == '<ctx><client id="7"><name>Ann</name></client></ctx>'
-    assert json.loads(event.ctx_json) == {"client": {"@id": "7", "name": "Ann"}}
+    assert event.queue is Queue.BATCH and wire.mobile_app_uuid == "app-1"
+    assert wire.ctx_xml == ('<ctx><client id="7"><name>Ann &amp; Bob &lt;3</name>'
+                            "</client></ctx>")
+    assert json.loads(event.ctx_json) == {"client": {"@id": "7", "name": "Ann & Bob <3"}}
+    assert wire.payload_hash is None
+
+
+def test_idempotency_digest_ignores_field_order():
+    """With a key, equal events (fields in any order) have one digest; another differs."""
+    one = build_event({"type": "t", "email": "a@example.com", "ctx": {"a": 1, "b": 2}},
+                      header_key="k")
+    two = build_event({"ctx": {"b": 2, "a": 1}, "email": "a@example.com", "type": "t"},
+                      header_key="k")
+    other = build_event({"type": "t", "email": "b@example.com", "ctx": {"a": 1, "b": 2},
+                         "idempotencyKey": "k"})
+    assert one.wire.payload_hash == two.wire.payload_hash is not None
+    assert other.wire.payload_hash not in (None, one.wire.payload_hash)
+
+
+def test_ctx_markup_is_what_fill_ctx_builds():
+    """The REST path writes the <ctx> as text; for 5,000 random JSON values it is the
+    tree the element-by-element builder (CLI, seeds) makes, once parsed."""
+    rnd = random.Random(11)
+    names = ["a", "b", "client", "x1", "é", "_n", "n.m", "n-o"]
+    scalars = ["", "plain", "a&b<c>d\"e'f", "line\nbreak\r\n\ttab", "ünï", 0, 1.5, True,
+               False, None, 12345678901234567890, " lead "]
+
+    def value(depth: int):
+        r = rnd.random()
+        if depth > 3 or r < 0.4:
+            return rnd.choice(scalars)
+        if r < 0.7:
+            out = {}
+            for _ in range(rnd.randint(0, 4)):
+                key = rnd.choice([rnd.choice(names), "@" + rnd.choice(names), "#text"])
+                out[key] = value(depth + 1) if key[0] not in "@#" else rnd.choice(scalars)
+            return out
+        return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
+
+    for _ in range(5000):
+        data = {rnd.choice(names): value(1) for _ in range(rnd.randint(0, 4))}
+        built = etree.Element("ctx")
+        fill_ctx(built, data)
+        assert ctx_text(etree.fromstring(ctx_markup(data))) == ctx_text(
+            etree.fromstring(ctx_text(built)))
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -55,6 +99,12 @@ def test_json_event_becomes_the_soap_element():
     ({"type": "t", "x" * 65: "x", "ctx": {}}, "longer than 64"),
     ({"type": "t", "ctx": {"2x": 1}}, "field 'ctx'"),
     ({"type": "t\x00", "ctx": {}}, "field 'type'"),
+    ({"type": "t", "note": "\x1b[31m", "ctx": {}}, "field 'note'"),
+    ({"type": "t", "ctx": {"a": "\ud800"}}, "field 'ctx'"),
+    ({"type": "t", "ctx": {"a:b": "x"}}, "field 'ctx'"),
+    ({"type": "t", "ctx": {"a\"><b": "x"}}, "field 'ctx'"),
+    ({"type": "t", "ctx": {"@x y": "1"}}, "field 'ctx'"),
+    ({"type": "t", "ctx": {"a²": "x"}}, "field 'ctx'"),
 ])
 def test_json_event_shape_errors_name_the_field(data, message):
     """Wrong shapes are ValidationFailed naming the field."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -158,6 +159,19 @@ class Settings:
     retention_days: int = 30
     # Development sink
     mail_dir: str = "var/mail"
+    # Bounces and complaints (docs/bounces.md); an empty domain turns VERP and the listener off
+    bounce_domain: str = ""  # return paths are bounces+<token>@<bounce_domain>
+    bounce_smtp_host: str = "127.0.0.1"  # where `msgcenter bounced` listens (the MX target)
+    bounce_smtp_port: int = 2525
+    bounce_max_bytes: int = 20 * 1024 * 1024  # larger inbound reports are refused (552)
+    bounce_imap_url: str = ""  # imaps://user@host:993/INBOX?move_to=Processed (a mailbox to poll)
+    bounce_imap_password: str = ""
+    sns_topic_arns: str = ""  # comma-separated SNS topics whose SES notifications are accepted
+    # scheme://host[:port] the SNS SigningCertURL / SubscribeURL must match in full
+    sns_origin_pattern: str = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?"
+    postmark_webhook_user: str = ""  # HTTP Basic credentials in the Postmark webhook URL...
+    postmark_webhook_password: str = ""
+    postmark_webhook_token: str = ""  # ...or this secret in an X-MC-Webhook-Token header
     # Connectors of every channel ([[connectors]] in the TOML file; SPEC §7)
     connectors: tuple[ConnectorConfig, ...] = ()
     # Suite-compatible REST: eventID (EVT...) -> event type ([event_ids] table in the TOML
@@ -279,4 +293,11 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     if settings.webhook_timeout <= 0 or settings.webhook_poll_interval < 0:
         raise ConfigError("MC_WEBHOOK_TIMEOUT must be positive and MC_WEBHOOK_POLL_INTERVAL "
                           "at least 0")
+    if "@" in settings.bounce_domain or settings.bounce_max_bytes < 1024:
+        raise ConfigError("MC_BOUNCE_DOMAIN must be a domain name and MC_BOUNCE_MAX_BYTES "
+                          "at least 1024")
+    try:
+        re.compile(settings.sns_origin_pattern)
+    except re.error as exc:
+        raise ConfigError(f"MC_SNS_ORIGIN_PATTERN is not a regular expression: {exc}") from exc
     return settings

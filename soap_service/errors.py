@@ -108,3 +108,17 @@ class TemplateSyntaxError(ClientError):
 
 class RenderError(MessageCenterError):
     """Rendering failed at send time (required field missing, limit exceeded)."""
+
+
+class UnreadableReport(ClientError):
+    """An inbound bounce, complaint or provider notification that cannot be read: not a
+    message, structurally broken beyond repair, or not the JSON a provider sends."""
+
+
+class ReportTooLarge(UnreadableReport):
+    """An inbound report over the size limit (``MC_BOUNCE_MAX_BYTES``): refused unread."""
+
+
+class UnverifiedCallback(ClientError):
+    """A provider callback whose signature, certificate or credentials do not check out;
+    answered 4xx and changes nothing."""

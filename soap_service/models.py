@@ -246,6 +246,40 @@ class Receipt:
     at: datetime | None = None
 
 
+class BounceKind(enum.StrEnum):
+    """What an inbound report says about an address (docs/bounces.md has the rules)."""
+
+    HARD = "hard"  # permanent (5.x.x, SES Permanent, Postmark HardBounce): quarantine
+    SOFT = "soft"  # temporary (4.x.x, a delay, a full mailbox): counted
+    COMPLAINT = "complaint"  # the recipient reported the message as spam (ARF, SES, Postmark)
+    UNKNOWN = "unknown"  # not a failure: an auto-reply, a success DSN, an unclassifiable mail
+    UNPARSEABLE = "unparseable"  # refused by the parser (too large, broken); kept for the record
+
+
+@dataclass(frozen=True)
+class BounceReport:
+    """One recipient's line of an asynchronous bounce, complaint or provider notification.
+
+    Built by ``soap_service.bounces`` from a DSN, a plain-text bounce, an ARF report, or an
+    SES / Postmark notification; one inbound message may give several (one per recipient).
+    ``return_path`` (our VERP address, when found) is what matches it to an event; the
+    Message-ID and ``provider_id`` are fallbacks.  Text fields are bounded in length.
+    """
+
+    kind: BounceKind
+    recipient: str = ""  # the address that bounced or complained, lower-cased
+    status: str = ""  # RFC 3463 enhanced status code, e.g. "5.1.1"
+    action: str = ""  # DSN Action: failed / delayed / delivered / relayed / expanded
+    diagnostic: str = ""  # the remote server's words (Diagnostic-Code, SMTP reply, details)
+    return_path: str = ""  # the address the report was sent to: our VERP return path
+    message_id: str = ""  # Message-ID of the original message, without angle brackets
+    source: str = ""  # how it was read: dsn, text, arf, jmrp, autoreply, ses, postmark...
+    feedback_type: str = ""  # complaints: ARF Feedback-Type (abuse, fraud...)
+    original_recipient: str = ""  # DSN Original-Recipient / ARF Original-Rcpt-To
+    provider_id: str = ""  # the provider's message id (SES mail.messageId, Postmark MessageID)
+    reported_at: datetime | None = None  # when the provider says it happened
+
+
 # ---------------------------------------------------------------- catalog values
 
 

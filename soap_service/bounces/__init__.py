@@ -1,0 +1,10 @@
+"""Asynchronous bounces and complaints: from what arrives to :class:`BounceReport` values.
+
+- :mod:`.verp` — signed return paths ``bounces+<token>@<domain>`` naming (event, attempt);
+- :mod:`.parse` — one inbound message (DSN, plain-text bounce, ARF, auto-reply) → reports;
+- :mod:`.providers` / :mod:`.sns` — SES-through-SNS and Postmark webhooks → reports;
+- :mod:`.listener` — the SMTP server of the bounce domain; :mod:`.imap` — a mailbox poller.
+
+Nothing here touches the database: the listener and the poller hand reports to a callback,
+and what a report does to an event or an address is decided by the caller (docs/bounces.md).
+"""

@@ -88,8 +88,7 @@ def store_event(
     ``idempotency_key`` (the HTTP ``Idempotency-Key`` header) applies when the event has
     no ``idempotencyKey`` attribute of its own.
     """
-    wire = event if isinstance(event, WireEvent) else wire_event(event, idempotency_key)
-    row = build_row(wire, Queue(queue), event_store.event_type_lanes(db), clock.utcnow(),
+    row = build_row(event, Queue(queue), event_store.event_type_lanes(db), clock.utcnow(),
                     header_key=idempotency_key)
     try:
         stored = event_store.insert_events(db, [row])
@@ -121,8 +120,7 @@ def store_events(
     rows = []
     for index, event in enumerate(events, start=1):
         try:
-            wire = event if isinstance(event, WireEvent) else wire_event(event)
-            rows.append(build_row(wire, q, lanes, now))
+            rows.append(build_row(event, q, lanes, now))
         except ValidationFailed as exc:
             raise InvalidBatchItem(index - 1, f"event #{index}: {exc.message}",
                                    exc.detail) from exc
@@ -158,10 +156,11 @@ def wire_event(element: etree._Element, header_key: str | None = None) -> WireEv
 
 
 def build_row(
-    event: WireEvent, queue: Queue, lanes: dict[str, str], now: datetime,
+    incoming: Incoming, queue: Queue, lanes: dict[str, str], now: datetime,
     *, header_key: str | None = None,
 ) -> dict[str, Any]:
     """Validate one event and return the ``events`` column values to insert."""
+    event = incoming if isinstance(incoming, WireEvent) else wire_event(incoming, header_key)
     attrs = event.attributes
     event_type = attrs.get("type", "").strip()
     if not event_type:

@@ -109,8 +109,13 @@ def push() -> Response:
 # ---------------------------------------------------------------- read
 
 
+def _param(name: str) -> str | None:
+    raw = request.args.get(name, "")
+    return ingest_api.printable(raw, f"query parameter '{name}'") or None
+
+
 def _date_param(name: str) -> datetime | None:
-    raw = request.args.get(name, "").strip()
+    raw = (_param(name) or "").strip()
     if not raw:
         return None
     try:
@@ -133,11 +138,9 @@ def _int_param(name: str, default: int) -> int:
 def list_events() -> Response:
     require("read")
     found, next_cursor = eventstatus.list_page(
-        context().db, status=request.args.get("status") or None,
-        event_type=request.args.get("type") or None,
-        external_id=request.args.get("externalId") or None,
-        since=_date_param("since"), until=_date_param("until"),
-        cursor=request.args.get("cursor") or None, limit=_int_param("limit", 50))
+        context().db, status=_param("status"), event_type=_param("type"),
+        external_id=_param("externalId"), since=_date_param("since"),
+        until=_date_param("until"), cursor=_param("cursor"), limit=_int_param("limit", 50))
     return json_response({"events": [summary(e) for e in found], "next": next_cursor})
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from soap_service import ingest
 from soap_service.auth import API_KEY_PREFIX, Principal
+from soap_service.ctxdata import NOT_XML
 from soap_service.errors import ClientError, InvalidBatchItem, TooManyEvents, ValidationFailed
 from soap_service.http import body, problems
 from soap_service.http.jsonevent import build_event, queue_of
@@ -79,8 +80,17 @@ def as_field(exc: ClientError) -> ClientError:
     return exc
 
 
+def printable(value: str, what: str) -> str:
+    """``value`` unless it holds a control character (a NUL breaks PostgreSQL queries;
+    none belongs in a header or a query parameter)."""
+    if NOT_XML.search(value) or "\x7f" in value:
+        raise ValidationFailed(f"{what} holds a control character")
+    return value
+
+
 def _idempotency_key(environ: dict[str, Any]) -> str | None:
-    return _header(environ, "Idempotency-Key").strip() or None
+    key = _header(environ, "Idempotency-Key").strip()
+    return printable(key, "the Idempotency-Key header") or None
 
 
 # ---------------------------------------------------------------- POST /api/v1/events

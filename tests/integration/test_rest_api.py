@@ -233,6 +233,17 @@ def test_bad_body_is_a_problem_and_stores_nothing(stack: Stack, case, raw, name,
     assert stack.count_events() == before
 
 
+def test_control_characters_in_headers_and_queries(stack: Stack):
+    """A NUL in the Idempotency-Key header or a query parameter is a 422, not a database
+    error (PostgreSQL refuses NUL in text)."""
+    before = stack.count_events()
+    problem(stack.call("POST", "/api/v1/events", EVENT, headers={"Idempotency-Key": "a\x00b"}),
+            422, "validation-failed")
+    for query in ("type=a%00b", "externalId=%00", "cursor=%00", "since=2026%00"):
+        problem(stack.call("GET", f"/api/v1/events?{query}"), 422, "validation-failed")
+    assert stack.count_events() == before
+
+
 def test_one_bad_event_fails_the_batch_by_index(stack: Stack):
     """A batch with one bad event: 422 naming its 0-based index, nothing of it stored."""
     before = stack.count_events()

@@ -175,6 +175,22 @@ def _schemas() -> dict[str, Any]:
         "Delivery": _s("object", required=list(delivery_props), properties=delivery_props),
         "DeliveryList": _s("object", required=["deliveries"], properties={
             "deliveries": _s("array", items=ref("Delivery"))}),
+        "WebhookPayload": _s(
+            "object", "The body of a webhook (docs/webhooks.md); signed per Standard Webhooks.",
+            required=["type", "timestamp", "data"], properties={
+                "type": _s("string", "The status the event moved to, or opened, clicked, "
+                           "unsubscribed, delivered; test for a test notification.",
+                           enum=[*WEBHOOK_KINDS, "test"]),
+                "timestamp": _s("string", "When it happened (ISO 8601, UTC).",
+                                format="date-time"),
+                "data": _s("object", required=[], additionalProperties=True, properties={
+                    "plId": NULLABLE_STR, "eventType": NULLABLE_STR, "queue": NULLABLE_STR,
+                    "status": NULLABLE_STR, "channel": NULLABLE_STR, "address": NULLABLE_STR,
+                    "connector": NULLABLE_STR, "providerResponse": NULLABLE_STR,
+                    "templateVersion": NULLABLE_INT, "externalId": NULLABLE_STR,
+                    "reason": _s("string"), "url": _s("string"), "machine": _s("boolean"),
+                    "endpointId": _s("integer")}),
+            }),
         "Problem": _s("object", "RFC 9457 problem details.", required=["type", "title",
                                                                         "status"],
                       properties={
@@ -446,6 +462,35 @@ def _paths() -> dict[str, Any]:
     }
 
 
+WEBHOOK_EXAMPLE = {
+    "type": "processed", "timestamp": "2026-11-20T09:30:00.180Z", "data": {
+        "plId": PLID, "eventType": "order_confirmation", "queue": "rt", "status": "processed",
+        "channel": "email", "address": "john.doe@example.com", "connector": None,
+        "providerResponse": "250 2.0.0 Ok: queued as 4Y9K", "templateVersion": 3,
+        "externalId": "1242"}}
+
+
+def _webhooks() -> dict[str, Any]:
+    """What we send to subscribed URLs (OpenAPI 3.1 ``webhooks``)."""
+    header = {"in": "header", "required": True, "schema": {"type": "string"}}
+    return {"eventNotification": {"post": {
+        "operationId": "eventNotification",
+        "summary": "A status change, open, click or unsubscribe (POSTed to your URL)",
+        "parameters": [
+            {"name": "webhook-id", **header, "description": "Stable across retries and "
+             "replays: de-duplicate on it."},
+            {"name": "webhook-timestamp", **header, "description": "Seconds since the epoch, "
+             "of this attempt."},
+            {"name": "webhook-signature", **header, "description": "v1,<base64 HMAC-SHA256 "
+             "of \"{id}.{timestamp}.{body}\"> keyed with the secret's base64-decoded bytes."}],
+        "requestBody": {"required": True, "content": _json(ref("WebhookPayload"),
+                                                           {"processed": WEBHOOK_EXAMPLE})},
+        "responses": {"2XX": {"description": "Delivered."},
+                      "410": {"description": "Gone: the subscription is disabled."},
+                      "default": {"description": "Retried: 5 s, 5 min, 30 min, 2 h, 5 h, "
+                                  "10 h, 14 h, 20 h, 24 h, then failed."}}}}}
+
+
 def _suite_params() -> list[dict[str, Any]]:
     return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"},
              "example": example}
@@ -465,6 +510,7 @@ def document(public_url: str) -> dict[str, Any]:
                  "`Authorization: Bearer` or `X-Api-Key`, with scopes push, read, admin."},
         "servers": [{"url": public_url.rstrip("/")}],
         "paths": paths,
+        "webhooks": _webhooks(),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

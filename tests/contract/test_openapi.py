@@ -100,7 +100,7 @@ def test_every_example_matches_its_schema(committed):
     Schema 2020-12, as OpenAPI 3.1 says), and every operation has an example request
     body (when it takes one) and a documented error."""
     checked = 0
-    for path, item in committed["paths"].items():
+    for path, item in [*committed["paths"].items(), *committed["webhooks"].items()]:
         for method, op in item.items():
             if method not in METHODS:
                 continue
@@ -111,7 +111,7 @@ def test_every_example_matches_its_schema(committed):
                 for example in media["examples"].values():
                     _validator(committed, media["schema"]).validate(example["value"])
                     checked += 1
-            if path != "/api/v1/openapi.json":
+            if path not in ("/api/v1/openapi.json", "eventNotification"):
                 assert any(code.startswith("4") for code in op["responses"]), (method, path)
             for resp in op["responses"].values():
                 for media in resp.get("content", {}).values():

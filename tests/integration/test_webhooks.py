@@ -1,7 +1,8 @@
 """Webhooks end to end against a real local receiver verifying with ``standardwebhooks``.
 
 The outbox row is written with the change or not at all; the worker's job delivers it
-signed (verified by the public library), retries on 500 and on a timeout with the same
+signed (verified by the public library; the body valid against the OpenAPI document's
+``WebhookPayload``), retries on 500 and on a timeout with the same
 webhook-id, fails when the schedule is used up, disables the endpoint on 410, and a
 replay sends the same webhook-id and body again.  SQLite and PostgreSQL.
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from dispatch_support import add_events, event_row, wait_until
+from jsonschema import Draft202012Validator
 from sqlalchemy import event as sa_event
 from webhook_support import Receiver
 
@@ -24,6 +27,8 @@ from soap_service.store import Database
 from soap_service.store import queue as queue_store
 from soap_service.store import webhooks as store
 from soap_service.tracking_web import Hit, record_hits
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -78,6 +83,9 @@ def test_signed_delivery_verified_by_standardwebhooks(db: Database, settings, re
         "address": "ann@example.com", "externalId": "c-9"}
     assert set(data) >= {"connector", "providerResponse", "templateVersion"}
     assert "stop" in data["reason"]
+    document = json.loads((ROOT / "schema" / "openapi.json").read_text(encoding="utf-8"))
+    Draft202012Validator({"$ref": "#/components/schemas/WebhookPayload",
+                          "components": document["components"]}).validate(payload)
     (delivery,) = store.list_deliveries(db)
     assert delivery.status == "delivered" and delivery.endpoint_id == endpoint.id
     (attempt,) = store.list_attempts(db, [delivery.id])

@@ -115,7 +115,11 @@ class UnreadableReport(ClientError):
     message, structurally broken beyond repair, or not the JSON a provider sends."""
 
 
-class ReportTooLarge(UnreadableReport):
+class PayloadTooLarge(ClientError):
+    """A request body over the allowed size: answered 413."""
+
+
+class ReportTooLarge(UnreadableReport, PayloadTooLarge):
     """An inbound report over the size limit (``MC_BOUNCE_MAX_BYTES``): refused unread."""
 
 

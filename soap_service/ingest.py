@@ -34,6 +34,7 @@ from soap_service.errors import (
     ValidationFailed,
 )
 from soap_service.models import WISHED_CHANNELS, Channel, Lane, Queue, make_plid
+from soap_service.phone import normalise_phone
 from soap_service.store import Database
 from soap_service.store import events as event_store
 from soap_service.tables import events as events_table
@@ -271,6 +272,9 @@ def _check_address(row: dict[str, Any]) -> None:
         raise ValidationFailed("missing attribute 'email' (required for the email channel)")
     if channel is Channel.SMS and row["mobile_phone"] is None:
         raise ValidationFailed("missing attribute 'mobilePhone' (required for the SMS channel)")
+    if channel is Channel.SMS:  # SPEC §7: E.164, refused here when it cannot be
+        row["mobile_phone"] = normalise_phone(row["mobile_phone"],
+                                              field="attribute 'mobilePhone'")
 
 
 def _date_attr(attrs: dict[str, str], name: str) -> datetime | None:

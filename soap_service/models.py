@@ -222,6 +222,9 @@ class SendResult:
     provider_id: str = ""  # the provider's message id (SMPP message_id, apns-id, FCM name, SID)
     connector: str = ""  # the connector that made the attempt (set by the channel's failover)
     retry_after: float | None = None  # seconds the provider asked us to wait (Retry-After)
+    # an SMS sent in several parts (SMPP): every part's id, provider_id being the first's;
+    # the SMSC sends a receipt per part, and a receipt naming any of them is this message's
+    part_ids: tuple[str, ...] = ()
 
 
 class ReceiptState(enum.StrEnum):

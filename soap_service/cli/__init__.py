@@ -20,7 +20,7 @@ from soap_service.errors import ClientError, MessageCenterError
 COMMAND_MODULES = (
     "soap_service.cli.base",  # init
     "soap_service.cli.serve",  # serve
-    "soap_service.cli.worker",  # worker, devsmtp
+    "soap_service.cli.worker",  # worker, devsmtp, devsmsc
     "soap_service.cli.admin",  # operator, zone, apikey
     "soap_service.cli.events",  # events, push
     "soap_service.cli.eventtype",  # eventtype

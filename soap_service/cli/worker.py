@@ -1,4 +1,5 @@
-"""``msgcenter worker`` (dispatch events) and ``msgcenter devsmtp`` (development SMTP sink)."""
+"""``msgcenter worker`` (dispatch events), ``msgcenter devsmtp`` (development SMTP sink) and
+``msgcenter devsmsc`` (development SMPP server)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ def cmd_devsmtp(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_devsmsc(args: argparse.Namespace, ctx: CliContext) -> int:
+    from soap_service.devsmsc import serve_forever, start_smsc
+
+    smsc = start_smsc(args.host, args.port, args.dir)
+    output.info(f"devsmsc: SMPP on {args.host}:{args.port}, storing SMS in {args.dir}/")
+    serve_forever(smsc)
+    return 0
+
+
 def _at_least_one(raw: str) -> int:
     try:
         value = int(raw)
@@ -56,3 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--port", type=int, default=8025, help="port to listen on (8025)")
     d.add_argument("--dir", default="var/mail", help="where to store messages (var/mail)")
     d.set_defaults(func=cmd_devsmtp)
+
+    s = sub.add_parser("devsmsc", help="run a development SMPP server that stores .sms files")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    s.add_argument("--port", type=int, default=2775, help="port to listen on (2775)")
+    s.add_argument("--dir", default="var/sms", help="where to store messages (var/sms)")
+    s.set_defaults(func=cmd_devsmsc)

@@ -32,11 +32,12 @@ def push_direct(env: dict[str, str], xml: str, queue: str = "rt") -> int:
 def test_events_list_filters_and_json(cli_env: dict[str, str]):
     """`events list --json` returns newest first, filtered by type, queue and status."""
     a = push_direct(cli_env, '<e type="welcome" email="a@example.com"><ctx/></e>')
-    b = push_direct(cli_env, '<e type="otp" wishedChannel="1" mobilePhone="+33"><ctx/></e>')
+    b = push_direct(cli_env,
+                    '<e type="otp" wishedChannel="1" mobilePhone="+33612345678"><ctx/></e>')
     c = push_direct(cli_env, '<e type="welcome" email="c@example.com"><ctx/></e>', "batch")
     rows = json.loads(run_cli(cli_env, "events", "list", "--json").stdout)
     assert [r["plId"] for r in rows] == [str(c), str(b), str(a)]
-    assert rows[1]["address"] == "+33" and rows[1]["status"] == "pending"
+    assert rows[1]["address"] == "+33612345678" and rows[1]["status"] == "pending"
     welcome = json.loads(run_cli(cli_env, "--json", "events", "list", "--type", "welcome").stdout)
     assert [r["plId"] for r in welcome] == [str(c), str(a)]
     batch = json.loads(run_cli(cli_env, "events", "list", "--queue", "batch", "--json").stdout)

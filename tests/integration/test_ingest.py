@@ -126,14 +126,20 @@ def test_invalid_events_are_refused_and_not_stored(
 
 
 def test_sms_and_push_events_need_no_email(db: Database, settings: Settings):
-    """An SMS event with a mobile phone, or a push event, is valid without an email."""
+    """An SMS event with a mobile phone (stored in E.164), or a push event, is valid without
+    an email; an SMS number that cannot be E.164 is refused, naming the attribute."""
     sms = ingest.store_event(db, settings, event_xml(email=None, wishedChannel="1",
-                                                     mobilePhone="+331"), "rt")
+                                                     mobilePhone="0033 6 12 34 56 78"), "rt")
+    for bad in ("+331", "06 12 34 56 78", "not a number"):
+        with pytest.raises(ValidationFailed, match="attribute 'mobilePhone'"):
+            ingest.store_event(db, settings, event_xml(email=None, wishedChannel="1",
+                                                       mobilePhone=bad), "rt")
     push = ingest.store_event(
         db, settings,
         event_xml('<mobileApp uuid="app-1"/><ctx/>', email=None, wishedChannel="41",
                   registrationToken="tok"), "rt")
-    assert row_of(db, sms)["wished_channel"] == 1
+    assert (row_of(db, sms)["wished_channel"], row_of(db, sms)["mobile_phone"]) == (
+        1, "+33612345678")
     row = row_of(db, push)
     assert (row["mobile_app_uuid"], row["registration_token"]) == ("app-1", "tok")
 
@@ -246,13 +252,14 @@ def test_push_events_with_different_attributes_per_event(db: Database, settings:
     """Events of one call that set different attributes each keep exactly their own."""
     elements = [
         event_xml(origin="shop"),
-        event_xml(email=None, wishedChannel="1", mobilePhone="+3361"),
+        event_xml(email=None, wishedChannel="1", mobilePhone="+33612345678"),
         event_xml(scheduled="2031-01-01T00:00:00Z", idempotencyKey="only-me"),
     ]
     first, sms, sched = (row_of(db, plid) for plid, _ in
                          ingest.store_events(db, settings, elements, Queue.RT))
     assert (first["origin"], first["mobile_phone"], first["scheduled_at"]) == ("shop", None, None)
-    assert (sms["email"], sms["mobile_phone"], sms["wished_channel"]) == (None, "+3361", 1)
+    assert (sms["email"], sms["mobile_phone"], sms["wished_channel"]) == (
+        None, "+33612345678", 1)
     assert sms["origin"] is None and sms["idempotency_key"] is None
     assert sched["scheduled_at"] == datetime(2031, 1, 1) and sched["idempotency_key"] == "only-me"
     assert sched["payload_hash"] and first["payload_hash"] is None

@@ -91,6 +91,7 @@ def test_mobile_phone_alone_chooses_sms(stack: Stack):
     email and mobilePhone -> email; our type names work as eventID directly."""
     sms = stack.call("POST", "/o/campaign/mco/order_confirmation",
                      {"mobilePhone": "+33620202020", "ctx": {"code": "1234"}})
+    # stored in E.164 (here it already is); the answer echoes what was sent
     assert sms.status == 201
     assert set(sms.json) == SPEC_FIELDS | {"mobilePhone"}
     assert sms.json["type"] == "sms" and sms.json["email"] is None
@@ -111,6 +112,8 @@ def test_mobile_phone_alone_chooses_sms(stack: Stack):
     ({"email": "a@example.com", "ctx": {}, "expiration": "2030-02-30T10:00:00Z"},
      "expiration"),
     ({"email": "a@example.com", "ctx": {}, "queue": "batch"}, "queue"),
+    ({"mobilePhone": "0612", "ctx": {}}, "mobilePhone"),
+    ({"mobilePhone": "+999123456", "ctx": {}}, "mobilePhone"),
 ])
 def test_bad_suite_events_store_nothing(stack: Stack, body, detail):
     """A bad suite event is a 422 problem naming the field; nothing stored."""

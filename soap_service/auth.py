@@ -24,12 +24,13 @@ import logging
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from soap_service import clock
+from soap_service.cache import TtlCache
 from soap_service.config import Settings
 from soap_service.errors import (
     Forbidden,
@@ -38,9 +39,9 @@ from soap_service.errors import (
     ValidationFailed,
     ZoneDenied,
 )
+from soap_service.models import ApiKey, Operator, Zone
 from soap_service.store import Database
 from soap_service.store import auth as store
-from soap_service.store.auth import Operator, Zone
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,6 @@ DEFAULT_SCOPES = frozenset({"push"})
 SESSION_PREFIX = "___"
 API_KEY_PREFIX = "mc_"
 TRUSTED_LOGIN = "mc"
-BAD_LOGIN = "Invalid login or password. Connection denied."
-EXPIRED = "XSV-350008 Session token expired"
-ZONE_DENIED = "XSV-350013 IP address not allowed"
 CACHE_MAX_ENTRIES = 10_000
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -252,53 +250,26 @@ class ZoneTable:
 # ---------------------------------------------------------------- the authenticator
 
 
-class _TtlCache:
-    """A small dict with per-entry expiry on the service clock; thread-safe enough."""
-
-    def __init__(self, now: Callable[[], datetime]) -> None:
-        self._now = now
-        self._data: dict[str, tuple[datetime, datetime, Any]] = {}
-
-    def get(self, key: str) -> Any | None:
-        entry = self._data.get(key)
-        if entry is None or not entry[0] <= self._now() < entry[1]:  # expired or clock jumped
-            return None
-        return entry[2]
-
-    def put(self, key: str, value: Any, ttl: float) -> None:
-        if ttl <= 0:
-            return
-        if len(self._data) >= CACHE_MAX_ENTRIES:
-            self._data.clear()
-        now = self._now()
-        self._data[key] = (now, now + timedelta(seconds=ttl), value)
-
-    def pop(self, key: str) -> None:
-        self._data.pop(key, None)
-
-
 class Authenticator:
     """Turns :class:`Credentials` into a :class:`Principal`; one per process (caches)."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self._cache = _TtlCache(clock.utcnow)
+        # every entry is put with its own TTL (auth_cache_ttl or credential_cache_ttl)
+        self._cache: TtlCache[Any] = TtlCache(settings.auth_cache_ttl, CACHE_MAX_ENTRIES)
         self._cache_secret = secrets.token_bytes(32)  # credential-cache keys are HMACs
         self._lock = threading.Lock()
-        self._zones: tuple[datetime, ZoneTable] | None = None
 
     # -- zones
     def zones(self) -> ZoneTable:
         """The zone table, re-read from the database every ``auth_cache_ttl`` seconds."""
-        now = clock.utcnow()
-        ttl = timedelta(seconds=self.settings.auth_cache_ttl)
-        cached = self._zones
-        if cached is not None and cached[0] <= now < cached[0] + ttl:
-            return cached[1]
+        table: ZoneTable | None = self._cache.get("zones")
+        if table is not None:
+            return table
         with self._lock:
             table = ZoneTable(store.list_zones(self.db))
-            self._zones = (now, table)
+            self._cache.put("zones", table, self.settings.auth_cache_ttl)
         return table
 
     def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
@@ -315,7 +286,7 @@ class Authenticator:
         zone = table.match(parse_ip(ip))
         if zone is None:
             log.info("auth.zone_denied ip=%s", ip)
-            raise ZoneDenied(ZONE_DENIED, f"address {ip} is outside every security zone")
+            raise ZoneDenied(detail=f"address {ip} is outside every security zone")
         return zone
 
     # -- the hot path
@@ -326,38 +297,38 @@ class Authenticator:
         if not token and creds.bearer:
             principal = self._by_api_key(creds.bearer.strip())
         elif not token:
-            raise InvalidCredentials(BAD_LOGIN, "no session token")
+            raise InvalidCredentials(detail="no session token")
         elif (pair := split_token(token)) is not None:
             principal = self._by_password(zone, *pair)
         else:
             principal = self._by_session(token)
         if not principal.has_right(right):
             log.info("auth.right_missing login=%s right=%s", principal.login, right)
-            raise InvalidCredentials(BAD_LOGIN, f"operator lacks the right {right!r}")
+            raise InvalidCredentials(detail=f"operator lacks the right {right!r}")
         return principal
 
     def _by_password(self, zone: Zone, login: str, password: str) -> Principal:
         if zone.session_token_only:
             log.info("auth.zone_denied zone=%s reason=session_token_only", zone.name)
-            raise ZoneDenied(ZONE_DENIED, "only session tokens are accepted from this network")
+            raise ZoneDenied(detail="only session tokens are accepted from this network")
         if password == "":
             return self._trusted(zone, login)
         if not zone.allow_user_password:
             log.info("auth.zone_denied zone=%s reason=user_password", zone.name)
-            raise ZoneDenied(ZONE_DENIED, "login/password is not accepted from this network")
+            raise ZoneDenied(detail="login/password is not accepted from this network")
         op = self._check_password(login, password)
         return Principal(op.id, op.login, op.rights, "password")
 
     def _trusted(self, zone: Zone, login: str) -> Principal:
         """``login/`` with an empty password: only in a zone with ``allow_empty_password``."""
         if not zone.allow_empty_password:
-            raise InvalidCredentials(BAD_LOGIN, "empty password")
+            raise InvalidCredentials(detail="empty password")
         op = self._operator(login)
         if op is not None:
             return Principal(op.id, op.login, op.rights, "trusted")
         if login == TRUSTED_LOGIN:
             return Principal(None, TRUSTED_LOGIN, frozenset({"mc"}), "trusted")
-        raise InvalidCredentials(BAD_LOGIN, "unknown login")
+        raise InvalidCredentials(detail="unknown login")
 
     def _operator(self, login: str) -> Operator | None:
         key = "op:" + login
@@ -372,47 +343,47 @@ class Authenticator:
         op = self._operator(login)
         if op is None:
             verify_password(password, _dummy_hash())  # same cost as a real check: no enumeration
-            raise InvalidCredentials(BAD_LOGIN, "unknown login")
+            raise InvalidCredentials(detail="unknown login")
         material = f"{op.id}\0{op.password_hash}\0{password}".encode()
         key = "pw:" + hmac.new(self._cache_secret, material, "sha256").hexdigest()
         if self._cache.get(key):
             return op
         if not verify_password(password, op.password_hash):
             log.info("auth.password_rejected operator_id=%s", op.id)
-            raise InvalidCredentials(BAD_LOGIN, "wrong password")
+            raise InvalidCredentials(detail="wrong password")
         self._cache.put(key, True, self.settings.credential_cache_ttl)
         return op
 
     def _by_session(self, token: str) -> Principal:
         if not token.startswith(SESSION_PREFIX):
-            raise SessionExpired(EXPIRED, "not a session token")
+            raise SessionExpired(detail="not a session token")
         token_hash = sha256_hex(token)
         key = "s:" + token_hash
         found = self._cache.get(key)
         if found is None:
             found = store.find_session(self.db, token_hash)
             if found is None:
-                raise SessionExpired(EXPIRED, "unknown session token")
+                raise SessionExpired(detail="unknown session token")
             self._cache.put(key, found, self.settings.auth_cache_ttl)
         op, expires_at = found
         if expires_at <= clock.utcnow():
             self._cache.pop(key)
-            raise SessionExpired(EXPIRED, "session token expired")
+            raise SessionExpired(detail="session token expired")
         return Principal(op.id, op.login, op.rights, "session")
 
     def _by_api_key(self, api_key: str) -> Principal:
         if not api_key.startswith(API_KEY_PREFIX):
-            raise InvalidCredentials(BAD_LOGIN, "malformed API key")
+            raise InvalidCredentials(detail="malformed API key")
         key_hash = sha256_hex(api_key)
         found = self._cache.get("k:" + key_hash)
         if found is None:
             found = store.find_api_key(self.db, key_hash)
             if found is None:
-                raise InvalidCredentials(BAD_LOGIN, "unknown API key")
+                raise InvalidCredentials(detail="unknown API key")
             self._cache.put("k:" + key_hash, found, self.settings.auth_cache_ttl)
         record, op = found
         if record.revoked_at is not None:
-            raise InvalidCredentials(BAD_LOGIN, "API key revoked")
+            raise InvalidCredentials(detail="API key revoked")
         rights = key_rights(record.scopes, op)
         if op is not None:
             return Principal(op.id, op.login, rights, "apikey")
@@ -428,7 +399,7 @@ class Authenticator:
         """
         self._zone_or_deny(remote_addr, forwarded_for)
         if not api_key.strip():
-            raise InvalidCredentials(BAD_LOGIN, "no API key")
+            raise InvalidCredentials(detail="no API key")
         principal = self._by_api_key(api_key.strip())
         if not principal.has_right(SCOPE_RIGHTS[scope]):
             log.info("auth.scope_missing login=%s scope=%s", principal.login, scope)
@@ -444,7 +415,7 @@ class Authenticator:
             trusted = self._trusted(zone, login)
             op = self._operator(trusted.login)
             if op is None:  # the built-in trusted "mc" has no row to hang a session on
-                raise InvalidCredentials(BAD_LOGIN, "no operator for a session")
+                raise InvalidCredentials(detail="no operator for a session")
         else:
             op = self._check_password(login, password)
         token = new_session_token()
@@ -507,7 +478,7 @@ def create_zone(db: Database, name: str, cidr: str, *, allow_user_password: bool
 
 
 def create_api_key(db: Database, name: str, operator_login: str | None = None,
-                   scopes: Iterable[str] = ("push",)) -> tuple[str, store.ApiKey]:
+                   scopes: Iterable[str] = ("push",)) -> tuple[str, ApiKey]:
     """A new key ``mc_...`` with ``scopes`` (push, read, admin): returned in clear once,
     stored as sha256."""
     if not name.strip():

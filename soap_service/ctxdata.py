@@ -3,8 +3,8 @@
 Used by ``msgcenter push`` (``--ctx`` / ``--ctx-json``), by seeds and previews, and by the
 REST API (both ways: :func:`ctx_to_json` shows a SOAP event's ``<ctx>`` as JSON). JSON maps
 to XML the same way everywhere: objects are elements, lists repeat an element, ``"@name"``
-keys are attributes and ``"#text"`` is an element's own text.  XML is parsed hardened
-(no DTD, no entities, no network).  Pure: no I/O beyond parsing the given text.
+keys are attributes and ``"#text"`` is an element's own text.  XML is parsed with the
+hardened parser (``xmlsafe``).  Pure: no I/O beyond parsing the given text.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from typing import Any
 from lxml import etree
 
 from soap_service.errors import ValidationFailed
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                          huge_tree=False, remove_comments=True)
+from soap_service.xmlsafe import InvalidXml, local_name, parse_xml
 
 
 def ctx_from_json(text: str) -> etree._Element:
@@ -45,21 +43,21 @@ def ctx_from_xml(text: str, *, wrap_bare: bool = True) -> etree._Element:
     such as ``<client/><order/>`` is wrapped in a new ``<ctx>`` when ``wrap_bare``, else
     refused."""
     try:
-        root = etree.fromstring(text.strip().encode("utf-8"), _PARSER)
-    except etree.XMLSyntaxError as exc:
+        root = parse_xml(text.strip())
+    except InvalidXml as exc:
         if not wrap_bare:
-            raise ValidationFailed(f"invalid XML: {exc}") from exc
+            raise ValidationFailed(f"invalid XML: {exc.detail}") from exc
         root = None
     if root is not None:
         for el in root.iter():
-            if isinstance(el.tag, str) and etree.QName(el).localname == "ctx":
+            if local_name(el) == "ctx":
                 return el
         if not wrap_bare:
             raise ValidationFailed("the XML has no <ctx> element")
     try:
-        return etree.fromstring(f"<ctx>{text}</ctx>".encode(), _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise ValidationFailed(f"invalid XML: {exc}") from exc
+        return parse_xml(f"<ctx>{text}</ctx>")
+    except InvalidXml as exc:
+        raise ValidationFailed(f"invalid XML: {exc.detail}") from exc
 
 
 def ctx_text(ctx: etree._Element) -> str:
@@ -167,8 +165,8 @@ def ctx_to_json(xml: str) -> dict[str, Any]:
     """A stored ``<ctx>`` as JSON, the inverse of :func:`ctx_from_json` (values are
     strings: XML does not say which text was a number).  Unparsable -> ``{}``."""
     try:
-        root = etree.fromstring(xml.encode("utf-8"), _PARSER)
-    except etree.XMLSyntaxError:
+        root = parse_xml(xml)
+    except InvalidXml:
         return {}
     value = _element_json(root)
     if isinstance(value, dict):

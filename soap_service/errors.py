@@ -76,15 +76,30 @@ class BatchItemConflict(Conflict):
 
 
 class AuthError(ClientError):
-    """Authentication or authorisation failure; subclasses carry the suite's codes."""
+    """Authentication or authorisation failure; subclasses carry the suite's codes.
+
+    ``wording`` is what a caller is told (the suite's own text, written here once);
+    ``detail`` is why, for our log only.
+    """
+
+    code = ""
+    wording = ""
+
+    def __init__(self, message: str = "", detail: str = "") -> None:
+        super().__init__(message or self.wording, detail)
 
 
 class InvalidCredentials(AuthError):
     """Wrong login or password (never reported as an expired session)."""
 
+    wording = "Invalid login or password. Connection denied."
+
 
 class SessionExpired(AuthError):
     """Unknown, invalid or expired session token: ``XSV-350008``."""
+
+    code = "XSV-350008"
+    wording = "XSV-350008 Session token expired"
 
 
 class Forbidden(AuthError):
@@ -93,6 +108,9 @@ class Forbidden(AuthError):
 
 class ZoneDenied(AuthError):
     """Caller outside every security zone, or the zone forbids the method: ``XSV-350013``."""
+
+    code = "XSV-350013"
+    wording = "XSV-350013 IP address not allowed"
 
 
 class TemplateSyntaxError(ClientError):

@@ -19,10 +19,22 @@ from typing import Any
 from soap_service import clock, wakeup
 from soap_service.config import Settings
 from soap_service.errors import InvalidState, NotFound, ValidationFailed
-from soap_service.models import PLID_SHIFT, Event, EventStatus, make_plid, split_plid
-from soap_service.store import Database, eventops, logs
+from soap_service.models import (
+    PLID_SHIFT,
+    DeliveryAttempt,
+    Event,
+    EventStatus,
+    Exclusion,
+    StatusChange,
+    TrackingHit,
+    make_plid,
+    split_plid,
+)
+from soap_service.store import Database, eventops
 from soap_service.store import events as event_store
+from soap_service.store import exclusions as exclusion_store
 from soap_service.store import queue as queue_store
+from soap_service.store import tracking as tracking_store
 from soap_service.store import webhooks as webhook_store
 
 log = logging.getLogger(__name__)
@@ -37,10 +49,10 @@ class EventView:
 
     event: Event
     plid: int
-    history: list[dict[str, Any]]  # status, reason, at (the receipt first)
-    attempts: list[dict[str, Any]]  # delivery-log rows with template name and version
-    tracking: list[logs.TrackingHit]
-    exclusions: list[logs.Exclusion]
+    history: list[StatusChange]  # the receipt first
+    attempts: list[DeliveryAttempt]  # delivery-log rows with template name and version
+    tracking: list[TrackingHit]
+    exclusions: list[Exclusion]
     follow_ups: list[dict[str, Any]]
     webhooks: list[webhook_store.Delivery]
 
@@ -68,13 +80,11 @@ def get_event(db: Database, pk: int) -> Event:
 def view(db: Database, settings: Settings, pk: int) -> EventView:
     """The event with its history, attempts, tracking, exclusions, follow-ups, webhooks."""
     event = get_event(db, pk)
-    history = [{"status": EventStatus.PENDING.value, "reason": "received",
-                "at": event.created_at}]
-    history += [{"status": r["status"], "reason": r["reason"] or "", "at": r["created_at"]}
-                for r in event_store.status_history(db, pk)]
-    with db.connect() as conn:
-        tracking = logs.list_tracking(conn, pk, limit=1000)
-        excluded = logs.list_exclusions(conn, event_id=pk, limit=1000)
+    history = ([StatusChange(EventStatus.PENDING.value, "received", event.created_at)]
+               if event.created_at else [])
+    history += event_store.status_history(db, pk)
+    tracking = tracking_store.list_tracking(db, pk, limit=1000)
+    excluded = exclusion_store.list_exclusions(db, event_id=pk, limit=1000)
     return EventView(
         event=event, plid=make_plid(settings.instance_id, pk), history=history,
         attempts=queue_store.delivery_attempts(db, pk), tracking=list(reversed(tracking)),

@@ -10,13 +10,14 @@ Addresses are compared normalised (:func:`normalise_address`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 
 from soap_service import clock
 from soap_service.errors import NotFound, ValidationFailed
-from soap_service.models import Event, SendOutcome, SendResult
-from soap_service.store import Database, logs
-from soap_service.store.logs import Exclusion, QuarantineEntry
+from soap_service.models import Event, Exclusion, QuarantineEntry, SendOutcome, SendResult
+from soap_service.store import Database
+from soap_service.store import exclusions as store
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ def listed_reason(db: Database, address: str | None) -> str | None:
     """Why ``address`` must not be mailed (quarantined / denylisted), or None."""
     if not address:
         return None
-    with db.connect() as conn:
-        entry = logs.get_quarantine(conn, normalise_address(address))
+    entry = store.get_quarantine(db, normalise_address(address))
     return exclusion_reason(entry) if entry else None
+
+
+def listed_addresses(db: Database, addresses: Iterable[str | None]) -> set[str]:
+    """Which of these addresses (normalised here) are quarantined or denylisted: the
+    worker asks once per round, then :func:`check_event` only for those."""
+    return store.listed_addresses(db, {normalise_address(a) for a in addresses if a})
 
 
 def check_event(db: Database, event: Event) -> str | None:
@@ -52,9 +58,8 @@ def check_event(db: Database, event: Event) -> str | None:
     reason = listed_reason(db, event.address)
     if reason is None:
         return None
-    with db.begin() as conn:
-        logs.insert_exclusion(conn, event.id, normalise_address(event.address or ""), reason,
-                              clock.utcnow())
+    store.insert_exclusion(db, event.id, normalise_address(event.address or ""), reason,
+                           clock.utcnow())
     log.info("event.excluded event_id=%s", event.id)
     return reason
 
@@ -65,9 +70,8 @@ def quarantine_after_failure(db: Database, event: Event, result: SendResult) -> 
     if not refused or not event.address:
         return False
     reason = f"{result.code or ''} {result.text}".strip()[:500] or "rejected at RCPT"
-    with db.begin() as conn:
-        logs.put_quarantine(conn, normalise_address(event.address), reason, SOURCE_BOUNCE,
-                            clock.utcnow())
+    store.put_quarantine(db, normalise_address(event.address), reason, SOURCE_BOUNCE,
+                         clock.utcnow())
     log.info("address.quarantined event_id=%s code=%s", event.id, result.code)
     return True
 
@@ -77,30 +81,25 @@ def add(db: Database, address: str, reason: str = "") -> QuarantineEntry:
     value = normalise_address(address)
     if not value:
         raise ValidationFailed("an address is required")
-    with db.begin() as conn:
-        return logs.put_quarantine(conn, value, reason or "denylisted by an operator",
-                                   SOURCE_MANUAL, clock.utcnow())
+    return store.put_quarantine(db, value, reason or "denylisted by an operator",
+                                SOURCE_MANUAL, clock.utcnow())
 
 
 def remove(db: Database, address: str) -> None:
-    with db.begin() as conn:
-        if not logs.delete_quarantine(conn, normalise_address(address)):
-            raise NotFound(f"{address} is not in quarantine")
+    if not store.delete_quarantine(db, normalise_address(address)):
+        raise NotFound(f"{address} is not in quarantine")
 
 
 def lookup(db: Database, address: str) -> QuarantineEntry | None:
-    with db.connect() as conn:
-        return logs.get_quarantine(conn, normalise_address(address))
+    return store.get_quarantine(db, normalise_address(address))
 
 
 def list_entries(db: Database, source: str | None = None, limit: int = 1000
                  ) -> list[QuarantineEntry]:
-    with db.connect() as conn:
-        return logs.list_quarantine(conn, source, limit)
+    return store.list_quarantine(db, source, limit)
 
 
 def list_exclusions(db: Database, since_seconds: int | None = None, event_id: int | None = None,
                     limit: int = 100) -> list[Exclusion]:
     since = None if since_seconds is None else clock.utcnow() - timedelta(seconds=since_seconds)
-    with db.connect() as conn:
-        return logs.list_exclusions(conn, since, event_id, limit)
+    return store.list_exclusions(db, since, event_id, limit)

@@ -18,12 +18,13 @@ import re
 from datetime import timedelta
 
 from soap_service import clock, wakeup
-from soap_service.catalog import get_event_type, parse_duration
+from soap_service.catalog import get_event_type
 from soap_service.config import Settings
+from soap_service.durations import parse_duration
 from soap_service.errors import NotFound, ValidationFailed
-from soap_service.models import WISHED_CHANNEL_OF, Channel
-from soap_service.store import Database, logs
-from soap_service.store.logs import FollowupRule
+from soap_service.models import WISHED_CHANNEL_OF, Channel, FollowupRule
+from soap_service.store import Database
+from soap_service.store import followups as store
 
 log = logging.getLogger(__name__)
 
@@ -49,36 +50,32 @@ def add_rule(db: Database, name: str, event_type: str, template: str, after: str
     after_seconds = parse_duration(after)
     if after_seconds <= 0:
         raise ValidationFailed("--after must be positive")
-    with db.begin() as conn:
-        target = logs.template_target(conn, template)
-        if target is None:
-            raise NotFound(f"template {template!r} does not exist")
-        chosen = channel or target[1]
-        if chosen not in WISHED_CHANNEL_OF:
-            raise ValidationFailed(f"unknown channel {chosen!r}")
-        if chosen != target[1]:
-            raise ValidationFailed(f"template {template!r} is a {target[1]} template: "
-                                   f"--channel must be {target[1]} (or left out)")
-        return logs.insert_rule(conn, name=name, event_type=event_type, template=template,
-                                after_seconds=after_seconds, condition=condition,
-                                channel=chosen, at=clock.utcnow())
+    target = store.template_target(db, template)
+    if target is None:
+        raise NotFound(f"template {template!r} does not exist")
+    chosen = channel or target[1]
+    if chosen not in WISHED_CHANNEL_OF:
+        raise ValidationFailed(f"unknown channel {chosen!r}")
+    if chosen != target[1]:
+        raise ValidationFailed(f"template {template!r} is a {target[1]} template: "
+                               f"--channel must be {target[1]} (or left out)")
+    return store.insert_rule(db, name=name, event_type=event_type, template=template,
+                             after_seconds=after_seconds, condition=condition,
+                             channel=chosen, at=clock.utcnow())
 
 
 def list_rules(db: Database) -> list[FollowupRule]:
-    with db.connect() as conn:
-        return logs.list_rules(conn)
+    return store.list_rules(db)
 
 
 def set_enabled(db: Database, name: str, enabled: bool) -> None:
-    with db.begin() as conn:
-        if not logs.set_rule_enabled(conn, name, enabled):
-            raise NotFound(f"follow-up rule {name!r} does not exist")
+    if not store.set_rule_enabled(db, name, enabled):
+        raise NotFound(f"follow-up rule {name!r} does not exist")
 
 
 def tick(db: Database, settings: Settings | None = None) -> int:
     """The scheduled job: create every due follow-up event; returns how many were created."""
-    with db.connect() as conn:
-        rules = logs.list_rules(conn, enabled_only=True)
+    rules = store.list_rules(db, enabled_only=True)
     created = sum(_run_rule(db, rule) for rule in rules)
     if created:
         wakeup.notify_after_commit(db)
@@ -89,24 +86,18 @@ def _run_rule(db: Database, rule: FollowupRule) -> int:
     created = 0
     while True:
         now = clock.utcnow()
-        with db.begin() as conn:
-            target = logs.template_target(conn, rule.template)
-            if target is None:
-                log.warning("followup.template_missing rule=%s", rule.name)
-                return created
-            sent_before = now - timedelta(seconds=rule.after_seconds)
-            parents = logs.followup_candidates(conn, rule, sent_before, sent_before - CATCH_UP,
-                                               BATCH)
-            wished = WISHED_CHANNEL_OF[Channel(rule.channel)]
-            children = [logs.insert_followup_child(conn, parent, rule, target[0], wished, now)
-                        for parent in parents]
-            made = [child for child in children if child is not None]
-            if made:
-                wakeup.notify_in_transaction(conn)
-        for parent, child in zip(parents, children, strict=True):
-            if child is not None:
-                log.info("followup.created rule=%s parent_id=%s event_id=%s",
-                         rule.name, parent, child)
+        target = store.template_target(db, rule.template)
+        if target is None:
+            log.warning("followup.template_missing rule=%s", rule.name)
+            return created
+        sent_before = now - timedelta(seconds=rule.after_seconds)
+        pairs = store.create_followups(
+            db, rule, event_type=target[0], wished_channel=WISHED_CHANNEL_OF[Channel(rule.channel)],
+            sent_before=sent_before, sent_after=sent_before - CATCH_UP, limit=BATCH, now=now)
+        made = [(parent, child) for parent, child in pairs if child is not None]
+        for parent, child in made:
+            log.info("followup.created rule=%s parent_id=%s event_id=%s",
+                     rule.name, parent, child)
         created += len(made)
-        if len(parents) < BATCH or not made:
+        if len(pairs) < BATCH or not made:
             return created

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from soap_service import clock
 from soap_service.config import Settings
 from soap_service.errors import ValidationFailed
-from soap_service.store import Database, logs
+from soap_service.store import Database
+from soap_service.store import purge as store
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,7 @@ COUNT_KEYS = ("events", "delivery_log", "tracking_log", "exclusion_log", "event_
 def _groups(db: Database, settings: Settings, now: datetime
             ) -> list[tuple[list[str], bool, datetime]]:
     """``(types, other_than, cutoff)``: one group per declared type, one for the rest."""
-    with db.connect() as conn:
-        retention = logs.retention_by_type(conn)
+    retention = store.retention_by_type(db)
     groups = [([name], False, now - timedelta(seconds=seconds))
               for name, seconds in sorted(retention.items())]
     groups.append((sorted(retention), True, now - timedelta(days=settings.retention_days)))
@@ -45,12 +45,10 @@ def purge(db: Database, settings: Settings, dry_run: bool = False,
     totals: Counter[str] = Counter({key: 0 for key in COUNT_KEYS})
     for types, other_than, cutoff in _groups(db, settings, now):
         if dry_run:
-            with db.connect() as conn:
-                totals.update(logs.count_purgeable(conn, types, other_than, cutoff))
+            totals.update(store.count_purgeable(db, types, other_than, cutoff))
             continue
         while True:
-            with db.begin() as conn:
-                batch = logs.purge_batch(conn, types, other_than, cutoff, batch_size)
+            batch = store.purge_batch(db, types, other_than, cutoff, batch_size)
             totals.update(batch)
             if batch["events"] < batch_size:
                 break
@@ -66,8 +64,7 @@ def _purge_orphans(db: Database, cutoff: datetime, batch_size: int,
                    dry_run: bool) -> Counter[str]:
     totals: Counter[str] = Counter()
     while True:
-        with db.begin() as conn:
-            batch = logs.purge_orphan_logs(conn, cutoff, batch_size, dry_run)
+        batch = store.purge_orphan_logs(db, cutoff, batch_size, dry_run)
         totals.update(batch)
         if dry_run or max(batch.values(), default=0) < batch_size:
             return totals

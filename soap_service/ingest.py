@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +21,8 @@ from typing import Any, TypeAlias
 
 from lxml import etree
 
-from soap_service import clock
+from soap_service import catalog, clock, wakeup
+from soap_service.addresses import is_email_address
 from soap_service.clock import parse_iso_utc
 from soap_service.config import Settings
 from soap_service.ctxdata import ctx_text
@@ -33,30 +33,22 @@ from soap_service.errors import (
     TooManyEvents,
     ValidationFailed,
 )
-from soap_service.models import WISHED_CHANNELS, Channel, Lane, Queue, make_plid
+from soap_service.models import (
+    TEXT_ATTRIBUTE_FIELDS,
+    WISHED_CHANNELS,
+    Channel,
+    Lane,
+    Queue,
+    make_plid,
+)
 from soap_service.phone import normalise_phone
 from soap_service.store import Database
 from soap_service.store import events as event_store
-from soap_service.tables import events as events_table
+from soap_service.xmlsafe import local_name
 
 log = logging.getLogger(__name__)
 
-# wire attribute -> events column, for the attributes that have a column of their own
-STRING_COLUMNS = {
-    "email": "email",
-    "mobilePhone": "mobile_phone",
-    "externalId": "external_id",
-    "origin": "origin",
-    "language": "language",
-    "country": "country",
-    "registrationToken": "registration_token",
-}
-_MAX_LENGTH = {
-    col: getattr(events_table.c[col].type, "length", None) or 0
-    for col in (*STRING_COLUMNS.values(), "event_type", "mobile_app_uuid", "idempotency_key")
-}
-_EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_MAX_LENGTH = event_store.TEXT_COLUMN_LENGTHS
 _QUEUE_RANK = {q: i for i, q in enumerate(Queue)}
 EMAIL_FORMATS = frozenset({0, 1, 2})  # unknown, text, html
 
@@ -89,13 +81,15 @@ def store_event(
     ``idempotency_key`` (the HTTP ``Idempotency-Key`` header) applies when the event has
     no ``idempotencyKey`` attribute of its own.
     """
-    row = build_row(event, Queue(queue), event_store.event_type_lanes(db), clock.utcnow(),
+    row = build_row(event, Queue(queue), catalog.event_type_lanes(db), clock.utcnow(),
                     header_key=idempotency_key)
     try:
         stored = event_store.insert_events(db, [row])
     except event_store.IdempotencyConflict as exc:
         log.info("event.idempotency_conflict")
         raise Conflict(exc.message) from exc
+    if not stored.replayed[0]:
+        wakeup.notify_after_commit(db)
     plid = make_plid(settings.instance_id, stored.ids[0])
     log.debug("event.received plId=%s queue=%s replayed=%s", plid, queue, stored.replayed[0])
     return plid
@@ -115,7 +109,7 @@ def store_events(
             f"too many events in one call: {len(events)} "
             f"(at most {settings.max_events_per_call})"
         )
-    lanes = event_store.event_type_lanes(db)
+    lanes = catalog.event_type_lanes(db)
     now = clock.utcnow()
     q = Queue(queue)
     rows = []
@@ -132,6 +126,8 @@ def store_events(
     except event_store.IdempotencyConflict as exc:
         log.info("event.idempotency_conflict index=%s", exc.index + 1)
         raise BatchItemConflict(exc.index, f"event #{exc.index + 1}: {exc.message}") from exc
+    if not all(stored.replayed):
+        wakeup.notify_after_commit(db)
     log.debug("events.received count=%s queue=%s", len(rows), q)
     return [
         (make_plid(settings.instance_id, pk), row["external_id"])
@@ -170,7 +166,7 @@ def build_row(
     if event.ctx_xml is None:
         raise ValidationFailed("missing element <ctx>")
     row: dict[str, Any] = {"queue": queue.value, "event_type": event_type}
-    for attr, column in STRING_COLUMNS.items():
+    for attr, column in TEXT_ATTRIBUTE_FIELDS.items():
         value = attrs.get(attr, "").strip() or None
         if value is not None:
             _check_length(attr, value, column)
@@ -231,13 +227,9 @@ def _attributes(element: etree._Element) -> dict[str, str]:
     return attrs
 
 
-def _local(name: str) -> str:
-    return name.rsplit("}", 1)[-1] if name.startswith("{") else name
-
-
 def _child(element: etree._Element, local: str) -> etree._Element | None:
     for child in element:
-        if isinstance(child.tag, str) and _local(child.tag) == local:
+        if local_name(child) == local:
             return child
     return None
 
@@ -266,7 +258,7 @@ def _check_address(row: dict[str, Any]) -> None:
             "(0 email, 1 SMS, 40/41/42 push)"
         )
     email = row["email"]
-    if email is not None and not _EMAIL_RE.match(email):
+    if email is not None and not is_email_address(email):
         raise ValidationFailed("malformed attribute 'email'")
     if channel is Channel.EMAIL and email is None:
         raise ValidationFailed("missing attribute 'email' (required for the email channel)")

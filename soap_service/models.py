@@ -69,6 +69,23 @@ WISHED_CHANNELS: dict[int, Channel] = {
 # the wishedChannel we write for an event we create ourselves (follow-ups, test events)
 WISHED_CHANNEL_OF: dict[Channel, int] = {Channel.EMAIL: 0, Channel.SMS: 1, Channel.PUSH: 40}
 
+# The one map of an event's wire attributes (SPEC §2.4) that have an Event field (and a
+# column) of their own -> that field.  Templates see the fields under these names
+# (``rtEvent.email``); every other attribute is kept as sent in ``Event.attributes``.
+EVENT_ATTRIBUTE_FIELDS: dict[str, str] = {
+    "type": "event_type", "email": "email", "mobilePhone": "mobile_phone",
+    "wishedChannel": "wished_channel", "emailFormat": "email_format",
+    "externalId": "external_id", "origin": "origin", "language": "language",
+    "country": "country", "registrationToken": "registration_token",
+    "scheduled": "scheduled_at", "expiration": "expiration_at",
+}
+# ... of which these are text, stored as sent (stripped); the others are parsed
+TEXT_ATTRIBUTE_FIELDS: dict[str, str] = {
+    name: EVENT_ATTRIBUTE_FIELDS[name]
+    for name in ("email", "mobilePhone", "externalId", "origin", "language", "country",
+                 "registrationToken")
+}
+
 PLID_SHIFT = 56
 PLID_PK_MASK = (1 << PLID_SHIFT) - 1
 
@@ -325,3 +342,201 @@ class TemplateVersion:
     content_hash: str
     published_at: datetime
     published_by: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template as stored: its draft and switches (published versions are separate)."""
+
+    id: int
+    name: str
+    event_type: str
+    channel: Channel
+    draft: TemplateContent
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A published version and, once it was unpublished, when."""
+
+    version: TemplateVersion
+    unpublished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A test address of a template with the data its previews and proofs render."""
+
+    id: int
+    template: str
+    address: str
+    ctx_xml: str
+    external_id: str | None
+    created_at: datetime
+
+
+# ---------------------------------------------------------------- dispatch outcomes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One send attempt, as the delivery log keeps it."""
+
+    channel: str
+    address: str | None
+    outcome: str  # sent | temporary | permanent
+    template_version_id: int | None = None
+    response_code: int | None = None
+    response_text: str = ""
+    message_id: str | None = None
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed event: its next status, and the attempt if any."""
+
+    event_id: int
+    status: EventStatus
+    reason: str = ""
+    error_count: int = 0  # the event's error count after this outcome
+    process_at: datetime | None = None  # when due again (pending); None keeps "now"
+    delivery: Delivery | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One row of an event's status history."""
+
+    status: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One delivery-log row of an event, with the template name and version number of
+    the version it used (None when it used none)."""
+
+    id: int
+    created_at: datetime
+    channel: str
+    address: str | None
+    outcome: str
+    response_code: int | None
+    response_text: str | None
+    template_version_id: int | None
+    message_id: str | None
+    duration_ms: int | None
+    is_proof: bool
+    template: str | None
+    version: int | None
+
+
+# ---------------------------------------------------------------- after the send
+
+
+@dataclass(frozen=True)
+class TrackingHit:
+    """One open or click in the tracking log (``machine``: a scanner or a proxy, not a
+    person)."""
+
+    id: int
+    event_id: int | None
+    delivery_id: int | None
+    kind: str  # open | click
+    url: str | None
+    user_agent: str | None
+    ip: str | None
+    machine: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SentDelivery:
+    """An event's latest accepted send (None fields when nothing was sent yet)."""
+
+    delivery_id: int | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """An address never to be sent to: a hard bounce, or the operators' denylist."""
+
+    address: str
+    reason: str
+    source: str  # bounce | manual
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """An event not sent because its address was listed (the exclusion log)."""
+
+    id: int
+    event_id: int | None
+    address: str | None
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class FollowupRule:
+    """Send ``template`` to events of ``event_type`` not opened / not clicked after a delay."""
+
+    id: int
+    name: str
+    event_type: str
+    template: str
+    after_seconds: int
+    condition: str  # not-opened | not-clicked
+    channel: str
+    enabled: bool
+    created_at: datetime
+
+
+# ---------------------------------------------------------------- who may call
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A login of the SOAP API and the CLI, with its rights (the password only hashed)."""
+
+    id: int
+    login: str
+    password_hash: str
+    rights: frozenset[str]
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A security zone: the networks a caller may come from, and what it allows there."""
+
+    name: str
+    cidr: str
+    allow_user_password: bool = False
+    allow_empty_password: bool = False
+    session_token_only: bool = False
+    show_errors: bool = False
+    is_proxy: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: its name and prefix (the key itself only hashed)."""
+
+    id: int
+    name: str
+    prefix: str
+    operator_id: int | None
+    operator_login: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    scopes: frozenset[str] = frozenset({"push"})  # push, read, admin (SPEC §8)

@@ -9,38 +9,38 @@ delivery log with ``is_proof`` (never counted as a delivery, never tied to an ev
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from lxml import etree
-
-from soap_service import catalog, clock, ctxdata, render
+from soap_service import catalog, clock, ctxdata, messages, render
+from soap_service.addresses import is_email_address
 from soap_service.config import Settings
 from soap_service.errors import RenderError, ValidationFailed
 from soap_service.models import (
+    TEXT_ATTRIBUTE_FIELDS,
     WISHED_CHANNEL_OF,
     Channel,
+    Delivery,
     EmailMessage,
     Event,
     Queue,
     RenderedMessage,
+    Seed,
     SendResult,
+    Template,
     TemplateContent,
 )
 from soap_service.store import Database
 from soap_service.store import catalog as store
-from soap_service.store.catalog import Seed, Template
+from soap_service.xmlsafe import local_name
 
 log = logging.getLogger(__name__)
 
 PROOF_PREFIX = "[PROOF] "
-# event XML attribute -> Event field (the rest is kept in Event.attributes)
-_ATTRS = {"email": "email", "mobilePhone": "mobile_phone", "externalId": "external_id",
-          "origin": "origin", "language": "language", "country": "country",
-          "registrationToken": "registration_token"}
 
 
 # ---------------------------------------------------------------- test data
@@ -73,9 +73,9 @@ def event_from_xml(tpl: Template, text: str) -> Event:
     request holding one)."""
     ctx = ctxdata.ctx_from_xml(text, wrap_bare=False)
     parent = ctx.getparent()
-    attrs = {etree.QName(k).localname: v for k, v in parent.attrib.items()} \
+    attrs = {local_name(k): v for k, v in parent.attrib.items()} \
         if parent is not None else {}
-    fields = {field: attrs[a] for a, field in _ATTRS.items() if a in attrs}
+    fields = {field: attrs[a] for a, field in TEXT_ATTRIBUTE_FIELDS.items() if a in attrs}
     base = make_test_event(tpl, None, ctxdata.ctx_text(ctx))
     return Event(**{**base.__dict__, **fields, "attributes": attrs,
                     "event_type": attrs.get("type", tpl.event_type)})
@@ -151,7 +151,11 @@ def send_proofs(db: Database, settings: Settings, name: str, *, to: list[str] | 
         except RenderError as exc:
             results.append(ProofResult(event.email or "", "renderFailed", None, exc.message, ""))
             continue
-        msg = proof_message(rendered, event.email or "", name, label)
+        try:
+            msg = proof_message(rendered, event, name, label)
+        except RenderError as exc:
+            results.append(ProofResult(event.email or "", "renderFailed", None, exc.message, ""))
+            continue
         pending.append((len(results), msg))
         results.append(ProofResult(msg.to, "unsent", None, "", msg.message_id))
     outcomes = _send(settings, [m for _, m in pending])
@@ -170,19 +174,24 @@ def _targets(db: Database, tpl: Template, to: list[str], all_seeds: bool) -> lis
         return [seed_event(tpl, s) for s in seed_list]
     if not to:
         raise ValidationFailed("give --to ADDRESS (repeatable) or --seeds")
+    for addr in to:
+        if not is_email_address(addr.strip()):
+            raise ValidationFailed(f"--to {addr!r} is not an email address")
     data = seed_list[0] if seed_list else None
     return [make_test_event(tpl, addr, data.ctx_xml if data else "<ctx/>",
                             data.external_id if data else None) for addr in to]
 
 
-def proof_message(rendered: RenderedMessage, to: str, name: str, label: str) -> EmailMessage:
+def proof_message(rendered: RenderedMessage, event: Event, name: str, label: str
+                  ) -> EmailMessage:
+    """The proof of ``rendered`` for the test event: built as a send is
+    (``messages.email_message``), subject prefixed, with a Message-ID of its own."""
     _, from_email = email.utils.parseaddr(rendered.from_addr)
     domain = from_email.rpartition("@")[2] or "localhost"
-    return EmailMessage(
-        from_addr=rendered.from_addr, to=to, subject=PROOF_PREFIX + rendered.subject,
-        message_id=f"<mc.proof.{uuid.uuid4().hex}@{domain}>", html=rendered.html,
-        text=rendered.text, reply_to=rendered.reply_to,
-        headers={"X-MC-Proof": f"{name}@{label}"})
+    return messages.email_message(
+        dataclasses.replace(rendered, subject=PROOF_PREFIX + rendered.subject),
+        event.email or "", f"<mc.proof.{uuid.uuid4().hex}@{domain}>",
+        email_format=event.email_format, headers={"X-MC-Proof": f"{name}@{label}"})
 
 
 def _send(settings: Settings, messages: list[EmailMessage]) -> list[SendResult]:
@@ -194,13 +203,10 @@ def _send(settings: Settings, messages: list[EmailMessage]) -> list[SendResult]:
 
 
 def _record(db: Database, results: list[ProofResult], version_id: int | None) -> None:
-    now = clock.utcnow()
-    with db.begin() as conn:
-        for r in results:
-            store.record_proof(conn, version_id=version_id, channel=Channel.EMAIL,
-                               address=r.address, outcome=r.outcome
-                               if r.outcome != "renderFailed" else "permanent",
-                               code=r.code, text=r.text, message_id=r.message_id or None,
-                               duration_ms=r.duration_ms, now=now)
+    store.record_proofs(db, version_id, [Delivery(
+        channel=Channel.EMAIL.value, address=r.address,
+        outcome=r.outcome if r.outcome != "renderFailed" else "permanent",
+        response_code=r.code, response_text=r.text, message_id=r.message_id or None,
+        duration_ms=r.duration_ms) for r in results], clock.utcnow())
     for r in results:
         log.info("proof.sent outcome=%s message_id=%s", r.outcome, r.message_id)

@@ -52,10 +52,9 @@ def _heartbeat_grace(settings: Settings | None) -> timedelta:
 def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
     """A snapshot of the queue and the workers."""
     now = clock.utcnow()
-    with db.connect() as conn:
-        depth = reports.queue_depth(conn, now)
-        last_hour = reports.status_counts(conn, now - timedelta(hours=1))
-        beats = reports.heartbeats(conn)
+    depth = reports.queue_depth(db, now)
+    last_hour = reports.status_counts(db, now - timedelta(hours=1))
+    beats = reports.heartbeats(db)
     queues = []
     for row in depth:
         queue, lane = lane_of(int(row["priority"]))
@@ -88,9 +87,8 @@ def history(db: Database, since_seconds: int, by: str = "type") -> dict[str, Any
         raise ValidationFailed("--since must be positive")
     now = clock.utcnow()
     since = now - timedelta(seconds=since_seconds)
-    with db.connect() as conn:
-        incoming = reports.history_incoming(conn, since, by)
-        sent = reports.history_sent(conn, since, by)
+    incoming = reports.history_incoming(db, since, by)
+    sent = reports.history_sent(db, since, by)
     rows = _rows(incoming, sent)
     total = _rows([("all", s, n) for _, s, n in incoming],
                   [("all", n, q, d) for _, n, q, d in sent])

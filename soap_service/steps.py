@@ -1,7 +1,7 @@
 """The dispatch pipeline as a list of steps: what happens to one claimed event.
 
 Each prepare step takes ``(dispatcher, job)`` and returns ``None`` to go on, or an
-:class:`~soap_service.store.queue.Outcome` that ends the event early (``tooOld``,
+:class:`~soap_service.models.Outcome` that ends the event early (``tooOld``,
 ``ignored``, ``routingFailed``, ``paused``, ``deliveryFailed``...).  :data:`PREPARE_STEPS`
 is the order; to add a step, insert a function there.  :func:`outcome_of_send` turns the
 channel's :class:`~soap_service.models.SendResult` into the event's next state and its
@@ -18,20 +18,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from soap_service import clock, exclusions, retry, track
+from soap_service import clock, exclusions, messages, retry, track
 from soap_service.errors import RenderError
 from soap_service.models import (
     Channel,
+    Delivery,
     EmailMessage,
     Event,
     EventStatus,
     EventType,
+    Outcome,
     RenderedMessage,
     SendOutcome,
     SendResult,
     TemplateVersion,
 )
-from soap_service.store.queue import Delivery, Outcome
 
 if TYPE_CHECKING:
     from soap_service.worker import Dispatcher
@@ -103,10 +104,10 @@ def check_exclusion(d: Dispatcher, job: Job) -> Outcome | None:
 def find_route(d: Dispatcher, job: Job) -> Outcome | None:
     """The latest published, not paused version for the type and channel (or why none)."""
     route = d.route_for(job.event)
-    if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
+    if route.version is None and route.status is EventStatus.PAUSED:
         route = d.recheck_paused(job.event, job.rechecked) or route
     if route.version is None:
-        status = EventStatus(route.status)
+        status = route.status or EventStatus.ROUTING_FAILED
         return _final(job, status, route.reason or f"no published template ({status.value})")
     job.version = route.version
     return None
@@ -130,21 +131,15 @@ def track_links(d: Dispatcher, job: Job) -> Outcome | None:
 
 
 def build_email(d: Dispatcher, job: Job) -> Outcome | None:
-    """Address the rendered content; ``emailFormat`` 1 sends text only, 2 HTML only."""
-    r = job.rendered
-    assert r is not None
-    if not r.from_addr:
-        return _final(job, EventStatus.DELIVERY_FAILED, "template has no From address")
-    html, text = r.html, r.text
-    if job.event.email_format == 1 and text:
-        html = ""
-    elif job.event.email_format == 2 and html:
-        text = ""
-    job.message = EmailMessage(
-        from_addr=r.from_addr, to=job.event.address or "", subject=r.subject,
-        message_id=d.message_id(job.event), html=html, text=text, reply_to=r.reply_to,
-        headers={"X-MC-Event-Id": str(job.event.id)},
-    )
+    """Address the rendered content (``messages.email_message``: ``emailFormat`` 1 sends
+    text only, 2 HTML only; no From address fails the event)."""
+    assert job.rendered is not None
+    try:
+        job.message = messages.email_message(
+            job.rendered, job.event.address or "", d.message_id(job.event),
+            email_format=job.event.email_format, headers={"X-MC-Event-Id": str(job.event.id)})
+    except RenderError as exc:
+        return _final(job, EventStatus.DELIVERY_FAILED, exc.message)
     return None
 
 

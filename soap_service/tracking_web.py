@@ -23,8 +23,9 @@ from typing import Any
 
 from soap_service import clock, track
 from soap_service.config import Settings
-from soap_service.store import Database, logs
-from soap_service.store import webhooks as webhook_store
+from soap_service.models import TrackingHit
+from soap_service.store import Database
+from soap_service.store import tracking as store
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +53,20 @@ class Hit:
 def record_hits(db: Database, hits: Sequence[Hit]) -> int:
     """Write hits in one transaction (delivery id and machine flag resolved now); returns
     how many were written (a hit for an event that no longer exists is skipped)."""
-    written = 0
-    notes: list[webhook_store.Notification] = []
-    with db.begin() as conn:
-        for hit in hits:
-            sent = logs.sent_delivery(conn, hit.token.event_id)
-            if sent is None:
-                log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
-                continue
-            machine = track.is_machine(hit.user_agent, sent.sent_at, hit.at, hit.ip)
-            logs.insert_tracking(
-                conn, event_id=hit.token.event_id, delivery_id=sent.delivery_id,
-                kind=hit.token.kind, url=hit.token.url or None, user_agent=hit.user_agent,
-                ip=hit.ip, machine=machine, at=hit.at,
-            )
-            kind = "clicked" if hit.token.kind == track.CLICK else "opened"
-            data = {"machine": machine, **({"url": hit.token.url} if hit.token.url else {})}
-            notes.append(webhook_store.Notification(kind, hit.token.event_id, data, hit.at))
-            written += 1
-        webhook_store.enqueue(conn, db, notes)  # in the hits' transaction
-    return written
+    sent = store.sent_deliveries(db, [hit.token.event_id for hit in hits])
+    rows: list[TrackingHit] = []
+    for hit in hits:
+        found = sent.get(hit.token.event_id)
+        if found is None:
+            log.info("tracking.unknown_event event_id=%s", hit.token.event_id)
+            continue
+        rows.append(TrackingHit(
+            id=0, event_id=hit.token.event_id, delivery_id=found.delivery_id,
+            kind=hit.token.kind, url=hit.token.url or None, user_agent=hit.user_agent,
+            ip=hit.ip, machine=track.is_machine(hit.user_agent, found.sent_at, hit.at, hit.ip),
+            created_at=hit.at,
+        ))
+    return store.insert_hits(db, rows)
 
 
 def record_hit(db: Database, hit: Hit) -> bool:
@@ -83,10 +78,9 @@ IpResolver = Callable[[str, str | None], str]  # (REMOTE_ADDR, X-Forwarded-For) 
 
 
 def list_hits(db: Database, event_id: int | None = None, kind: str | None = None,
-              human_only: bool = False, limit: int = 100) -> list[logs.TrackingHit]:
+              human_only: bool = False, limit: int = 100) -> list[TrackingHit]:
     """The tracking log, newest first (``msgcenter tracking list``)."""
-    with db.connect() as conn:
-        return logs.list_tracking(conn, event_id, limit, kind, human_only)
+    return store.list_tracking(db, event_id, limit, kind, human_only)
 
 
 class Recorder:

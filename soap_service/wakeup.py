@@ -1,7 +1,9 @@
 """Wake the dispatcher as soon as events are stored, so nobody waits for the next poll.
 
-PostgreSQL: ``NOTIFY mc_events`` (delivered to every listening worker, on any host).
-SQLite: a datagram on a Unix socket next to the database file (one host, one worker);
+PostgreSQL: ``NOTIFY mc_events`` (delivered to every listening worker, on any host),
+sent by the store in the transaction that made the events due (``store.dialect``), and
+listened for there.  SQLite: a datagram on a Unix socket next to the database file (one
+host, one worker), sent here by :func:`notify_after_commit`;
 when that path would pass the 108-byte ``AF_UNIX`` limit, a hashed name under the
 temporary directory is used instead (both sides call :func:`socket_path`).
 The sending side never raises and never blocks: polling stays the fallback.  The
@@ -23,24 +25,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
-from sqlalchemy import Connection, text
+from soap_service.store import Database, dialect
 
-from soap_service.store import Database
-
-CHANNEL = "mc_events"
 MAX_UNIX_PATH = 100  # AF_UNIX paths are limited to 108 bytes including the final NUL
 log = logging.getLogger(__name__)
 
 
 def socket_path(db: Database) -> Path | None:
     """Path of the SQLite wake-up socket, or None for an in-memory / server database."""
-    if not db.is_sqlite:
-        return None
-    database = db.engine.url.database
-    if not database or database == ":memory:":
-        return None
-    return _sqlite_socket_path(database)
+    database = db.sqlite_file
+    return None if database is None else _sqlite_socket_path(database)
 
 
 @functools.lru_cache(maxsize=16)
@@ -51,12 +45,6 @@ def _sqlite_socket_path(database: str) -> Path:
         return path
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:24]
     return Path(tempfile.gettempdir()) / f"mc-{digest}.wake"
-
-
-def notify_in_transaction(conn: Connection) -> None:
-    """PostgreSQL: queue a NOTIFY that is delivered when ``conn``'s transaction commits."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text(f"NOTIFY {CHANNEL}"))
 
 
 def notify_after_commit(db: Database) -> None:
@@ -135,33 +123,11 @@ class Listener:
             if path is not None:
                 path.unlink(missing_ok=True)
 
-    # -- PostgreSQL: LISTEN ---------------------------------------------------------
-
-    def _conninfo(self) -> str:
-        url = self.db.engine.url.set(drivername="postgresql")
-        return url.render_as_string(hide_password=False)
+    # -- PostgreSQL: LISTEN (the store's) --------------------------------------------
 
     def _run_postgres(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._conninfo(), autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.ready.set()
-                    self._pump_notifies(conn)
-            except psycopg.Error as exc:
-                log.warning("wakeup.listen_failed error=%s", type(exc).__name__)
-                self._stop.wait(2.0)
-
-    def _pump_notifies(self, conn: psycopg.Connection) -> None:
-        while not self._stop.is_set():
-            got = False
-            for _ in conn.notifies(timeout=0.5, stop_after=1):
-                got = True
-            if got:
-                # swallow the rest of a burst before waking once
-                for _ in conn.notifies(timeout=0.0):
-                    pass
-                self.on_wake()
+        dialect.listen_for_wakeups(self.db.libpq_conninfo(), self._stop, self.ready,
+                                   self.on_wake)
 
     # -- SQLite: a local datagram socket ----------------------------------------------
 

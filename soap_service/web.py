@@ -31,8 +31,8 @@ from soap_service.http.ingest_api import IngestApp
 from soap_service.soap import envelope, faults, router, wsdl
 from soap_service.soap.metrics import Metrics
 from soap_service.soap.response import CONTENT_TYPE, fault_envelope
-from soap_service.soap.xml import BodyTooLarge, parse_document
 from soap_service.store import Database, connect
+from soap_service.xmlsafe import BodyTooLarge, parse_document
 
 log = logging.getLogger("soap_service.web")
 

@@ -12,6 +12,12 @@
 4. **record** every outcome, its status-log row and its delivery-log row in one
    transaction (``store.queue.record_outcomes``).
 
+A round that fails (the database went away after the claim, say) does not leave its
+events to wait out their lease: events not sent are released (back to ``pending``), and
+outcomes of messages already sent are kept to be recorded -- at once if the database
+answers, else at the start of the next round (:meth:`Dispatcher.settle`), so they are
+retried as soon as the database is back and nothing sent is sent again.
+
 :meth:`Dispatcher.drain` (the scheduled job) runs rounds back to back, pipelined: the
 next round is claimed and prepared while the previous one is being sent.
 :meth:`Dispatcher.express` (run on a wake-up) takes real-time events only, in small
@@ -33,7 +39,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 from soap_service import clock, exclusions, retry
@@ -41,20 +46,22 @@ from soap_service.channels.email import EmailChannel
 from soap_service.config import Settings
 from soap_service.errors import ServerError
 from soap_service.models import (
+    WISHED_CHANNEL_OF,
     Channel,
     EmailMessage,
     Event,
     EventStatus,
     EventType,
+    Outcome,
     Queue,
     RenderedMessage,
     SendResult,
     TemplateVersion,
 )
+from soap_service.route import Route
 from soap_service.steps import PREPARE_STEPS, Job, outcome_of_send
 from soap_service.store import Database, connect
 from soap_service.store import queue as store_queue
-from soap_service.store.queue import Outcome
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 4  # about 7 s of database trouble before a round's outcomes are lost
@@ -71,7 +78,7 @@ class TickReport:
     failed: int = 0
 
 
-def _default_router() -> Callable[[Database, Event], Any]:
+def _default_router() -> Callable[[Database, Event], Route]:
     from soap_service import catalog
 
     return catalog.find_route
@@ -96,6 +103,10 @@ class Round:
                  results: concurrent.futures.Future[list[SendResult]] | None) -> None:
         self.claimed, self.early, self.sending, self.results = claimed, early, sending, results
 
+    @property
+    def event_ids(self) -> list[int]:
+        return [o.event_id for o in self.early] + [j.event.id for j in self.sending]
+
 
 class Dispatcher:
     """Claims and delivers events for one worker process (one lease owner id).
@@ -106,7 +117,7 @@ class Dispatcher:
 
     def __init__(self, settings: Settings, db: Database | None = None, *,
                  worker_id: str | None = None,
-                 router: Callable[[Database, Event], Any] | None = None,
+                 router: Callable[[Database, Event], Route] | None = None,
                  renderer: Callable[[TemplateVersion, Event], RenderedMessage] | None = None,
                  types: Callable[[Database, str], EventType | None] | None = None) -> None:
         self.settings = settings
@@ -122,6 +133,10 @@ class Dispatcher:
         self._loop_thread: threading.Thread | None = None
         self._channel: EmailChannel | None = None
         self._domain = _message_id_domain(settings.public_url)
+        # what failed rounds left to do (see settle); shared by the drain and express paths
+        self._unsettled_lock = threading.Lock()
+        self._to_record: list[Outcome] = []
+        self._to_release: set[int] = set()
 
     # -- the job ---------------------------------------------------------------
 
@@ -130,28 +145,81 @@ class Dispatcher:
         return self.finish(self.start(realtime_only, limit))
 
     def start(self, realtime_only: bool = False, limit: int | None = None) -> Round:
-        """Claim and prepare a round, and start sending it (without waiting)."""
+        """Claim and prepare a round, and start sending it (without waiting).  What an
+        earlier failed round left is settled first; if this round fails before its
+        messages are handed to the channel, its events are released."""
+        self.settle()
         events = store_queue.claim_events(
             self.db, self.worker_id, limit=limit or self.settings.worker_batch_size,
             now=clock.utcnow(), lease_seconds=self.settings.lease_seconds,
             batch_min_share=self.settings.batch_min_share, realtime_only=realtime_only)
         if not events:
             return Round(0, [], [], None)
-        listed = store_queue.listed_addresses(self.db, {
-            exclusions.normalise_address(e.address) for e in events if e.address})
-        rechecked: set[tuple[str, Channel]] = set()
-        jobs = [Job(e, self.event_type(e.event_type), listed=listed, rechecked=rechecked)
-                for e in events]
-        early, ready = self.prepare(jobs)
-        return Round(len(events), early, ready, self.send_async(ready))
+        try:
+            listed = exclusions.listed_addresses(self.db, [e.address for e in events])
+            rechecked: set[tuple[str, Channel]] = set()
+            jobs = [Job(e, self.event_type(e.event_type), listed=listed, rechecked=rechecked)
+                    for e in events]
+            early, ready = self.prepare(jobs)
+            return Round(len(events), early, ready, self.send_async(ready))
+        except BaseException:
+            self._give_back([e.id for e in events])
+            raise
 
     def finish(self, rnd: Round) -> TickReport:
-        """Wait for a round's sends and record every outcome in one transaction."""
-        results = rnd.results.result() if rnd.results is not None else []
-        outcomes = rnd.early + [outcome_of_send(self, j, r)
-                                for j, r in zip(rnd.sending, results, strict=True)]
-        self._record(outcomes)
+        """Wait for a round's sends and record every outcome in one transaction; if the
+        record fails, the outcomes are kept for :meth:`settle`."""
+        try:
+            results = rnd.results.result() if rnd.results is not None else []
+            outcomes = rnd.early + [outcome_of_send(self, j, r)
+                                    for j, r in zip(rnd.sending, results, strict=True)]
+        except BaseException:  # what was sent is unknown: the events go back to the queue
+            self._give_back(rnd.event_ids)
+            raise
+        try:
+            self._record(outcomes)
+        except ServerError:
+            with self._unsettled_lock:
+                self._to_record.extend(outcomes)
+            log.warning("queue.record_deferred count=%s", len(outcomes))
+            raise
         return _report(rnd.claimed, outcomes)
+
+    def _give_back(self, event_ids: Sequence[int]) -> None:
+        """Release the events of a failed round: at once if the database answers, else
+        at the start of the next round (never raises: the round's own error is what the
+        caller sees)."""
+        with self._unsettled_lock:
+            self._to_release.update(event_ids)
+        try:
+            self.settle()
+        except Exception:
+            log.warning("queue.release_deferred count=%s", len(event_ids))
+
+    def settle(self) -> None:
+        """Record the outcomes and release the claims that failed rounds left behind;
+        raises (keeping them) while the database is still unavailable."""
+        with self._unsettled_lock:
+            outcomes, self._to_record = self._to_record, []
+            release, self._to_release = sorted(self._to_release), set()
+        try:
+            if outcomes:
+                store_queue.record_outcomes(self.db, self.worker_id, outcomes, clock.utcnow())
+                log.info("queue.record_settled count=%s", len(outcomes))
+        except BaseException:
+            with self._unsettled_lock:
+                self._to_record[:0] = outcomes
+                self._to_release.update(release)
+            raise
+        try:
+            if release:
+                n = store_queue.release_claims(self.db, self.worker_id, release, clock.utcnow(),
+                                               "released: the round failed")
+                log.info("queue.claims_released count=%s", n)
+        except BaseException:
+            with self._unsettled_lock:
+                self._to_release.update(release)
+            raise
 
     def _record(self, outcomes: list[Outcome]) -> None:
         """Record, retrying a database blip: a lost record means re-sends after the lease."""
@@ -235,10 +303,10 @@ class Dispatcher:
     def event_type(self, name: str) -> EventType:
         return self.types(self.db, name) or EventType(name=name)
 
-    def route_for(self, event: Event) -> Any:
+    def route_for(self, event: Event) -> Route:
         return self.router(self.db, event)
 
-    def recheck_paused(self, event: Event, rechecked: set[tuple[str, Channel]]) -> Any:
+    def recheck_paused(self, event: Event, rechecked: set[tuple[str, Channel]]) -> Route | None:
         """Route again, uncached, once per round and type: a "paused" answer may be up to
         ``catalog.CACHE_SECONDS`` old, and holding an event after another process resumed
         its template would hold it for good.  None when already checked this round."""
@@ -276,19 +344,21 @@ class Dispatcher:
         self._release_unpaused(groups, now)
         return n
 
-    def _release_unpaused(self, groups: Sequence[tuple[str, int]], now: datetime) -> None:
+    def _release_unpaused(self, groups: Sequence[tuple[str, Channel]], now: datetime) -> None:
         """Held events whose template was resumed or unpublished meanwhile (a resume that
-        raced a round holding them) go back to the queue: nothing stays paused for good."""
+        raced a round holding them) go back to the queue: nothing stays paused for good.
+        The rule is ``store.queue.release_paused_in``'s, the one a resume applies: plain
+        events when their type's routing is no longer paused, follow-ups when their rule's
+        template is not."""
         if groups:
             _forget_routes()
-        for name, wished_channel in groups:
+        for name, channel in groups:
             probe = Event(id=0, queue=Queue.RT, event_type=name, ctx_xml="",
-                          wished_channel=wished_channel)
+                          wished_channel=WISHED_CHANNEL_OF[channel])
             route = self.route_for(probe)
-            if route.version is None and EventStatus(route.status) is EventStatus.PAUSED:
-                continue
-            released = store_queue.release_paused(self.db, name, wished_channel, now,
-                                                  "template no longer paused")
+            held = route.version is None and route.status is EventStatus.PAUSED
+            released = store_queue.release_paused(self.db, name, channel, now,
+                                                  "template no longer paused", plain=not held)
             if released:
                 log.info("queue.paused_released type=%s count=%s", name, released)
 
@@ -305,7 +375,13 @@ class Dispatcher:
             return self._loop
 
     def close(self) -> None:
-        """Close SMTP connections and stop the channel loop."""
+        """Settle what failed rounds left (best effort), close SMTP connections and stop
+        the channel loop."""
+        try:
+            self.settle()
+        except Exception:  # the database is still away: the leases will run out
+            log.warning("worker.unsettled_at_stop record=%s release=%s",
+                        len(self._to_record), len(self._to_release))
         with self._loop_lock:
             loop, self._loop = self._loop, None
         if loop is None:

@@ -8,6 +8,7 @@ unless ``MC_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), where they fail instead.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,53 @@ def msgcenter_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "soap_service.cli", *args]
 
 
-def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+@dataclass
+class CliResult:
+    """What ``msgcenter ARGS`` did: its exit code and output (as ``CompletedProcess``)."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(env: dict[str, str], *args: str, check: bool = True,
+            stdin: str = "") -> CliResult:
+    """Run ``msgcenter ARGS`` in this process, through ``soap_service.cli.main(argv)``: the
+    environment as given (over ours), the working directory at the project root (or
+    ``env["_CWD"]``), standard input ``stdin`` (not a terminal), output captured.  What a
+    process exit would drop is dropped afterwards: pooled connections and the catalog's
+    cache.  Use :func:`run_cli_process` where the process itself is under test."""
+    from soap_service import catalog, cli, store
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_stdin = sys.stdin
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update({k: v for k, v in env.items() if not k.startswith("_")})
+    try:
+        os.chdir(env.get("_CWD", str(ROOT)))
+        sys.stdin = io.StringIO(stdin)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse: usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        sys.stdin = saved_stdin
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        store.disconnect_all()
+        catalog.clear_cache()
+    result = CliResult(["msgcenter", *args], code, out.getvalue(), err.getvalue())
+    if check and result.returncode != 0:
+        raise AssertionError(f"msgcenter {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_cli_process(env: dict[str, str], *args: str,
+                    check: bool = True) -> subprocess.CompletedProcess:
     """Run ``msgcenter ARGS`` as a user would, in a subprocess."""
     proc = subprocess.run(
         msgcenter_cmd(*args), env={**os.environ, **env}, capture_output=True, text=True,
@@ -166,7 +213,7 @@ class LiveServer:
     def wsdl_url(self, schema_name: str = "nms:rtEvent") -> str:
         return f"{self.url}/nl/jsp/schemawsdl.jsp?schema={schema_name}"
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True) -> CliResult:
         return run_cli(self.env, *args, check=check)
 
 

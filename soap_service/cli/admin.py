@@ -14,6 +14,7 @@ import sys
 from soap_service import auth
 from soap_service.cli.context import CliContext
 from soap_service.errors import NotFound, ValidationFailed
+from soap_service.models import ApiKey, Operator, Zone
 from soap_service.store import auth as store
 
 PASSWORD_ENV = "MC_OPERATOR_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -35,7 +36,7 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-def _operator_row(op: store.Operator) -> dict:
+def _operator_row(op: Operator) -> dict:
     return {"id": op.id, "login": op.login, "rights": ",".join(sorted(op.rights)),
             "created_at": op.created_at, "updated_at": op.updated_at}
 
@@ -60,7 +61,7 @@ def cmd_operator_passwd(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
-def _zone_row(zone: store.Zone) -> dict:
+def _zone_row(zone: Zone) -> dict:
     row: dict = {"name": zone.name, "cidr": zone.cidr}
     row.update({flag: getattr(zone, flag) for flag in ZONE_FLAGS})
     row["created_at"] = zone.created_at
@@ -84,7 +85,7 @@ def cmd_zone_remove(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
-def _key_row(key: store.ApiKey) -> dict:
+def _key_row(key: ApiKey) -> dict:
     return {"name": key.name, "prefix": key.prefix, "scopes": ",".join(sorted(key.scopes)),
             "operator": key.operator_login, "created_at": key.created_at,
             "revoked_at": key.revoked_at, "active": key.revoked_at is None}

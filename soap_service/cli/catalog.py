@@ -18,8 +18,7 @@ from typing import Any
 from soap_service import catalog, proof
 from soap_service.cli.context import CliContext
 from soap_service.errors import ValidationFailed
-from soap_service.models import Channel, RenderedMessage, TemplateContent
-from soap_service.store.catalog import VersionInfo
+from soap_service.models import Channel, RenderedMessage, TemplateContent, VersionInfo
 
 # preview part name -> (RenderedMessage field, file name for --out)
 PARTS = {"subject": ("subject", "subject.txt"), "html": ("html", "body.html"),

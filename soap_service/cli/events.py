@@ -38,7 +38,7 @@ def history_section(db: Database, event: Event) -> tuple[str, list[dict[str, Any
     status-log row, to keep ``PushEvent`` to one insert)."""
     rows = [{"status": EventStatus.PENDING.value, "reason": "received",
              "at": event.created_at}]
-    rows += [{"status": r["status"], "reason": r["reason"] or "", "at": r["created_at"]}
+    rows += [{"status": r.status, "reason": r.reason or "", "at": r.created_at}
              for r in event_store.status_history(db, event.id)]
     return "history", rows
 
@@ -47,10 +47,10 @@ def attempts_section(db: Database, event: Event) -> tuple[str, list[dict[str, An
     """Delivery attempts: one delivery-log row per send, oldest first (dispatch side)."""
     from soap_service.store import queue as queue_store
 
-    rows = [{"at": r["created_at"], "outcome": r["outcome"], "code": r["response_code"],
-             "response": r["response_text"] or "", "address": r["address"],
-             "template": r["template"], "version": r["version"], "ms": r["duration_ms"],
-             "messageId": r["message_id"]}
+    rows = [{"at": r.created_at, "outcome": r.outcome, "code": r.response_code,
+             "response": r.response_text or "", "address": r.address,
+             "template": r.template, "version": r.version, "ms": r.duration_ms,
+             "messageId": r.message_id}
             for r in queue_store.delivery_attempts(db, event.id)]
     return "attempts", rows
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from soap_service import catalog
 from soap_service.cli.context import CliContext
+from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import ValidationFailed
 from soap_service.models import EventType, Lane
 
@@ -18,8 +19,8 @@ from soap_service.models import EventType, Lane
 def _type_row(et: EventType) -> dict[str, Any]:
     return {"name": et.name, "label": et.label, "lane": et.lane.value,
             "max_attempts": et.max_attempts,
-            "validity": catalog.format_duration(et.validity_seconds),
-            "retention": catalog.format_duration(et.retention_seconds)}
+            "validity": format_duration(et.validity_seconds),
+            "retention": format_duration(et.retention_seconds)}
 
 
 def _type_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -27,8 +28,8 @@ def _type_changes(args: argparse.Namespace) -> dict[str, Any]:
         "label": args.label,
         "lane": Lane(args.lane) if args.lane else None,
         "max_attempts": args.max_attempts,
-        "validity_seconds": catalog.parse_duration(args.validity) if args.validity else None,
-        "retention_seconds": catalog.parse_duration(args.retention) if args.retention else None,
+        "validity_seconds": parse_duration(args.validity) if args.validity else None,
+        "retention_seconds": parse_duration(args.retention) if args.retention else None,
     }
 
 
@@ -76,9 +77,9 @@ def _type_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--max-attempts", type=int,
                    help="send attempts before tooOld" + hint(d.max_attempts))
     p.add_argument("--validity", help="how long an event may wait, e.g. 1d, 6h"
-                   + hint(catalog.format_duration(d.validity_seconds)))
+                   + hint(format_duration(d.validity_seconds)))
     p.add_argument("--retention", help="how long events and logs are kept"
-                   + hint(catalog.format_duration(d.retention_seconds)))
+                   + hint(format_duration(d.retention_seconds)))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

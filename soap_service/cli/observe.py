@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from soap_service import report
-from soap_service.catalog import parse_duration
 from soap_service.cli.context import CliContext
+from soap_service.durations import parse_duration
 
 QUEUE_COLUMNS = ["queue", "lane", "pending", "due", "processing", "paused", "oldest_due_age_s"]
 HISTORY_COLUMNS = ["group", "incoming", "outgoing", "processed", "routing_failed", "expired",

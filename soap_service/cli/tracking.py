@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from soap_service import catalog, exclusions, followup, housekeeping, track, tracking_web
+from soap_service import exclusions, followup, housekeeping, track, tracking_web
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
+from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import ValidationFailed
-from soap_service.models import Channel, make_plid
-from soap_service.store.logs import FollowupRule
+from soap_service.models import Channel, FollowupRule, make_plid
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
                 "created_at"]
@@ -18,7 +18,7 @@ RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel
 
 def _rule_row(rule: FollowupRule) -> dict:
     row = dataclasses.asdict(rule)
-    row["after"] = catalog.format_duration(rule.after_seconds)
+    row["after"] = format_duration(rule.after_seconds)
     return row
 
 
@@ -89,7 +89,7 @@ def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_exclusions_list(args: argparse.Namespace, ctx: CliContext) -> int:
-    since = catalog.parse_duration(args.since) if args.since else None
+    since = parse_duration(args.since) if args.since else None
     rows = exclusions.list_exclusions(ctx.db, since, _event_pk(args, ctx), _limit(args))
     ctx.emit([_with_plid(dataclasses.asdict(r), ctx) for r in rows],
              ["id", "plId", "address", "reason", "created_at"])

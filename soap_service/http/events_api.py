@@ -71,14 +71,14 @@ def detail(view: eventstatus.EventView) -> dict[str, Any]:
         "scheduled": iso(e.scheduled_at), "expiration": iso(e.expiration_at),
         "requeuedAt": iso(e.requeued_at), "parentPlId": plid_of(e.parent_id),
         "attributes": e.attributes, "ctx": event_ctx(e), "ctxXml": e.ctx_xml,
-        "history": [{"status": h["status"], "reason": h["reason"], "at": iso(h["at"])}
+        "history": [{"status": h.status, "reason": h.reason or "", "at": iso(h.created_at)}
                     for h in view.history],
         "attempts": [{
-            "at": iso(a["created_at"]), "outcome": a["outcome"], "channel": a["channel"],
-            "connector": a.get("connector"), "address": a["address"],
-            "code": a["response_code"], "response": a["response_text"] or "",
-            "template": a["template"], "templateVersion": a["version"],
-            "messageId": a["message_id"], "durationMs": a["duration_ms"],
+            "at": iso(a.created_at), "outcome": a.outcome, "channel": a.channel,
+            "connector": getattr(a, "connector", None), "address": a.address,
+            "code": a.response_code, "response": a.response_text or "",
+            "template": a.template, "templateVersion": a.version,
+            "messageId": a.message_id, "durationMs": a.duration_ms,
         } for a in view.attempts],
         "tracking": [{"kind": t.kind, "url": t.url, "machine": t.machine,
                       "at": iso(t.created_at)} for t in view.tracking],

@@ -16,7 +16,14 @@ import lxml.html
 from lxml import etree
 
 from soap_service.errors import RenderError, TemplateSyntaxError, ValidationFailed
-from soap_service.models import Channel, Event, RenderedMessage, TemplateContent, TemplateVersion
+from soap_service.models import (
+    EVENT_ATTRIBUTE_FIELDS,
+    Channel,
+    Event,
+    RenderedMessage,
+    TemplateContent,
+    TemplateVersion,
+)
 from soap_service.render.personalize import (
     DEFAULT_LIMITS,
     EventData,
@@ -37,14 +44,6 @@ CHANNEL_PARTS: dict[Channel, tuple[str, ...]] = {
 }
 ESCAPED_PARTS = {"html"}
 
-# the event's own fields, under the names the suite's templates use (rtEvent.email ...)
-_EVENT_FIELDS = {
-    "type": "event_type", "email": "email", "mobilePhone": "mobile_phone",
-    "wishedChannel": "wished_channel", "emailFormat": "email_format",
-    "externalId": "external_id", "origin": "origin", "language": "language",
-    "country": "country", "registrationToken": "registration_token",
-    "scheduled": "scheduled_at", "expiration": "expiration_at",
-}
 
 
 def check_content(content: TemplateContent, channel: Channel) -> None:
@@ -86,7 +85,8 @@ def check_ctx(ctx_xml: str) -> None:
 
 def event_data(event: Event) -> EventData:
     attributes = {str(k): str(v) for k, v in event.attributes.items()}
-    for name, attr in _EVENT_FIELDS.items():
+    # the event's own fields, under the names the suite's templates use (rtEvent.email ...)
+    for name, attr in EVENT_ATTRIBUTE_FIELDS.items():
         value = getattr(event, attr)
         if value is not None and value != "":
             attributes[name] = value.isoformat() if hasattr(value, "isoformat") else str(value)

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from lxml import etree
-
 from soap_service.errors import RenderError
 from soap_service.render.compiler import compile_source
 from soap_service.render.syntax import (
@@ -39,6 +37,7 @@ from soap_service.render.syntax import (
     Path,
     Text,
 )
+from soap_service.xmlsafe import InvalidXml, local_name, parse_xml
 
 
 @dataclass(frozen=True)
@@ -71,29 +70,18 @@ class EventData:
 
 Value = str | int | float | bool | None | Nodes
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                          huge_tree=False, remove_comments=True, remove_pis=True)
-
-
 def parse_ctx(ctx_xml: str) -> Any:
     """The ``<ctx>`` element of an event (or ``None`` when there is none / it is empty)."""
     if not ctx_xml or not ctx_xml.strip():
         return None
     try:
-        root = etree.fromstring(ctx_xml.encode("utf-8"), _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise RenderError("event ctx is not well-formed XML", str(exc)) from exc
-    if _local(root) != "ctx":
-        found = [c for c in root if _local(c) == "ctx"]
+        root = parse_xml(ctx_xml)
+    except InvalidXml as exc:
+        raise RenderError("event ctx is not well-formed XML", exc.detail) from exc
+    if local_name(root) != "ctx":
+        found = [c for c in root if local_name(c) == "ctx"]
         return found[0] if found else root
     return root
-
-
-def _local(el: Any) -> str:
-    tag = el.tag
-    if not isinstance(tag, str):
-        return ""
-    return tag.rsplit("}", 1)[-1]
 
 
 @lru_cache(maxsize=1024)
@@ -238,12 +226,12 @@ class Interpreter:
 
 def step(nodes: Nodes, kind: str, key: str | int) -> Value:
     if kind == "child":
-        return Nodes(tuple(c for el in nodes.items for c in el if _local(c) == key))
+        return Nodes(tuple(c for el in nodes.items for c in el if local_name(c) == key))
     if kind == "attr":
         if not nodes.items:
             return None
         for name, value in nodes.items[0].attrib.items():
-            if name.rsplit("}", 1)[-1] == key:
+            if local_name(name) == key:
                 return str(value)
         return None
     assert isinstance(key, int)

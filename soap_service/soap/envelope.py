@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from soap_service.errors import ClientError
-from soap_service.soap.xml import InvalidXml, child_elements, local_name, namespace_of, text_of
+from soap_service.xmlsafe import InvalidXml, child_elements, local_name, namespace_of, text_of
 
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"

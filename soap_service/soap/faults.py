@@ -21,13 +21,10 @@ from soap_service.errors import (
     SessionExpired,
     ZoneDenied,
 )
-from soap_service.soap.xml import InvalidXml
+from soap_service.xmlsafe import InvalidXml
 
 log = logging.getLogger("soap_service.soap")
 
-BAD_LOGIN_DETAIL = "Invalid login or password. Connection denied."
-EXPIRED_CODE = "XSV-350008"
-ZONE_CODE = "XSV-350013"
 
 
 @dataclass(frozen=True)
@@ -56,13 +53,13 @@ def fault_for(
         return Fault(
             "Client",
             f"Error while reading parameters of method '{method}' of service '{service}'.",
-            BAD_LOGIN_DETAIL,  # the reason stays in our log, never tells a caller which part
+            InvalidCredentials.wording,  # the reason stays in our log, never says which part
         )
     if isinstance(exc, SessionExpired):
-        text = _with_code(EXPIRED_CODE, exc.message, "Session token expired")
+        text = _with_code(SessionExpired.code, exc.message, SessionExpired.wording)
         return Fault("Client", text, exc.detail or text)
     if isinstance(exc, ZoneDenied):
-        text = _with_code(ZONE_CODE, exc.message, "IP address not allowed")
+        text = _with_code(ZoneDenied.code, exc.message, ZoneDenied.wording)
         return Fault("Client", text, exc.detail or text)
     if isinstance(exc, InvalidXml):
         return Fault(

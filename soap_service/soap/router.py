@@ -36,8 +36,8 @@ from soap_service.soap.envelope import (
     split_token,
 )
 from soap_service.soap.response import Dom, Part, Scalar
-from soap_service.soap.xml import child_elements, text_of
 from soap_service.store import Database
+from soap_service.xmlsafe import child_elements, text_of
 
 log = logging.getLogger("soap_service.soap")
 

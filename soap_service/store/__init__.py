@@ -1,9 +1,12 @@
 """Storage: the only package that builds SQL or opens transactions.
 
-``connect(settings)`` gives a :class:`Database` (one SQLAlchemy engine per process);
-the query modules beside this one (``events``, ``auth``, ``catalog``, ``logs``...) take
-a connection or the database and return domain values, never rows.  SQLite vs
-PostgreSQL differences are decided here and in those modules, nowhere else.
+``connect(settings)`` gives a :class:`Database` (one SQLAlchemy engine per process).  The
+modules beside this one hold every query, one concept each -- ``events`` (ingest side),
+``queue`` (claims, leases, outcomes), ``catalog``, ``auth``, ``tracking``,
+``exclusions``, ``followups``, ``purge``, ``reports`` -- and every public function takes
+the :class:`Database`, runs in a transaction of its own and returns values from
+``soap_service.models``, never rows.  SQLite vs PostgreSQL differences are decided in
+``dialect``, nowhere else.
 """
 
 from __future__ import annotations
@@ -11,17 +14,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from soap_service.config import Settings
 from soap_service.errors import Unavailable
+from soap_service.store.dialect import autocommit_single_statement, make_engine
+
+__all__ = ["Database", "connect", "disconnect_all", "make_engine"]
 
 
 class Database:
-    """An engine plus the dialect facts the queries need."""
+    """An engine plus the facts about its database that the rest of the service needs."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
@@ -40,8 +45,44 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
+        """A connection for reads (no transaction is committed)."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
+
+    @contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        """A connection for a write that is a single statement: autocommit where the
+        database makes one statement atomic and durable on its own, else a transaction."""
+        if not autocommit_single_statement(self.engine):
+            with self.begin() as conn:
+                yield conn
+            return
+        try:
+            with self.engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        except OperationalError as exc:
+            raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
+
+    @property
+    def url(self) -> str:
+        """The database URL without its password (for display)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite database file, or None (in-memory SQLite, or a server database)."""
+        database = self.engine.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        return database
+
+    def libpq_conninfo(self) -> str:
+        """The PostgreSQL URL as psycopg takes it (for a LISTEN connection of its own)."""
+        url = self.engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
 
     def ping(self) -> bool:
         try:
@@ -51,53 +92,9 @@ class Database:
         except SQLAlchemyError:
             return False
 
-    def dispose(self) -> None:
-        self.engine.dispose()
-
-
-def _sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url == "sqlite:///:memory:":
-        return None
-    return Path(url[len(prefix):].split("?", 1)[0])
-
-
-def make_engine(settings: Settings) -> Engine:
-    url = settings.database_url
-    if url.startswith("sqlite"):
-        path = _sqlite_path(url)
-        if path is not None and path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None},
-            pool_size=8,
-            max_overflow=16,
-            hide_parameters=True,  # errors are logged: never an event's values (ctx, address)
-        )
-        synchronous = settings.sqlite_synchronous.upper()
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous}")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        # pysqlite's own transaction handling is off (isolation_level=None): we issue BEGIN
-        # IMMEDIATE ourselves so writers queue on the busy timeout instead of failing late.
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    # No pool_pre_ping: it costs a round trip per checkout on the ingest hot path. A
-    # connection broken by a server restart fails one transaction (answered as a Server
-    # fault / retried by the worker) and is then discarded by the pool.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800,
-                         hide_parameters=True)
+    def dispose(self, close: bool = True) -> None:
+        """Drop pooled connections (``close=False`` after a fork: leave the parent's)."""
+        self.engine.dispose(close=close)
 
 
 _databases: dict[tuple[str, int], Database] = {}
@@ -111,3 +108,11 @@ def connect(settings: Settings) -> Database:
         db = Database(make_engine(settings), settings)
         _databases[key] = db
     return db
+
+
+def disconnect_all() -> None:
+    """Close every :func:`connect` database of this process (the end of a CLI command
+    run in-process, e.g. by the tests)."""
+    while _databases:
+        _, db = _databases.popitem()
+        db.dispose()

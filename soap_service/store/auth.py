@@ -2,14 +2,13 @@
 
 Only hashes are stored here (password hashes, sha256 of session tokens and API keys);
 clear secrets never reach this module.  Functions take the :class:`Database`, open their
-own short transaction and return plain values (:class:`Operator`, :class:`Zone`,
-:class:`ApiKey`), never rows.  Policy (who may do what, caching) lives in ``auth.py``.
+own short transaction and return values from ``models`` (``Operator``, ``Zone``,
+``ApiKey``), never rows.  Policy (who may do what, caching) lives in ``auth.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,42 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from soap_service import clock
 from soap_service.errors import Conflict, NotFound, ServerError
+from soap_service.models import ApiKey, Operator, Zone
 from soap_service.store import Database
 from soap_service.tables import api_keys, operators, security_zones, sessions
-
-
-@dataclass(frozen=True)
-class Operator:
-    id: int
-    login: str
-    password_hash: str
-    rights: frozenset[str]
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Zone:
-    name: str
-    cidr: str
-    allow_user_password: bool = False
-    allow_empty_password: bool = False
-    session_token_only: bool = False
-    show_errors: bool = False
-    is_proxy: bool = False
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    id: int
-    name: str
-    prefix: str
-    operator_id: int | None
-    operator_login: str | None
-    created_at: datetime
-    revoked_at: datetime | None
-    scopes: frozenset[str] = frozenset({"push"})
 
 
 def _new_id(result: CursorResult[Any]) -> int:

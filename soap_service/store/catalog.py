@@ -1,9 +1,12 @@
-"""Catalog storage: event types, templates (drafts), published versions, seeds.
+"""Catalog storage: event types, templates (drafts), published versions, seeds, proofs.
 
-Every function takes a connection inside the caller's transaction and returns values.
-A published version row is written once and never updated, except for its
-``unpublished_at`` stamp.  Also here: releasing a template's ``paused`` events and
-recording proof sends in the delivery log (``is_proof``).
+Every function runs in a transaction of its own and returns values from ``models``.  A
+published version row is written once and never updated, except for its
+``unpublished_at`` stamp.  A function given a name raises :class:`NotFound` when there is
+no such event type or template, and :class:`Conflict` when a unique name or version
+number is taken (also by a concurrent writer); the rules of the lifecycle (what may be
+published, which address a seed may have) are the caller's, handed in as functions where
+they must hold inside the transaction.
 """
 
 from __future__ import annotations
@@ -11,24 +14,30 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from soap_service.errors import Conflict, NotFound
 from soap_service.models import (
-    WISHED_CHANNELS,
     Channel,
+    Delivery,
     EventStatus,
     EventType,
     Lane,
+    Seed,
+    Template,
     TemplateContent,
     TemplateVersion,
+    VersionInfo,
 )
+from soap_service.store import Database, dialect
+from soap_service.store.queue import release_paused_in
 from soap_service.tables import (
     delivery_log,
-    event_status_log,
     event_types,
     events,
     seeds,
@@ -37,36 +46,6 @@ from soap_service.tables import (
 )
 
 WAITING = (EventStatus.PENDING.value, EventStatus.PROCESSING.value, EventStatus.PAUSED.value)
-
-
-@dataclass(frozen=True)
-class Template:
-    """A template as stored: its draft and switches (versions are separate)."""
-
-    id: int
-    name: str
-    event_type: str
-    channel: Channel
-    draft: TemplateContent
-    paused: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: TemplateVersion
-    unpublished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Seed:
-    id: int
-    template: str
-    address: str
-    ctx_xml: str
-    external_id: str | None
-    created_at: datetime
 
 
 # ---------------------------------------------------------------- content encoding
@@ -95,41 +74,61 @@ def _event_type(row: Any) -> EventType:
                      retention_seconds=row.retention_seconds)
 
 
-def insert_event_type(conn: Connection, et: EventType, now: datetime) -> None:
-    conn.execute(insert(event_types).values(
-        name=et.name, label=et.label, lane=et.lane.value, max_attempts=et.max_attempts,
-        validity_seconds=et.validity_seconds, retention_seconds=et.retention_seconds,
-        created_at=now, updated_at=now))
-
-
-def update_event_type(conn: Connection, et: EventType, now: datetime) -> None:
-    conn.execute(update(event_types).where(event_types.c.name == et.name).values(
-        label=et.label, lane=et.lane.value, max_attempts=et.max_attempts,
-        validity_seconds=et.validity_seconds, retention_seconds=et.retention_seconds,
-        updated_at=now))
-
-
-def get_event_type(conn: Connection, name: str) -> EventType | None:
+def _event_type_in(conn: Connection, name: str) -> EventType | None:
     row = conn.execute(select(event_types).where(event_types.c.name == name)).first()
     return _event_type(row) if row else None
 
 
-def list_event_types(conn: Connection) -> list[EventType]:
-    rows = conn.execute(select(event_types).order_by(event_types.c.name))
-    return [_event_type(r) for r in rows]
+def insert_event_type(db: Database, et: EventType, now: datetime) -> None:
+    try:
+        with db.begin() as conn:
+            conn.execute(insert(event_types).values(
+                name=et.name, label=et.label, lane=et.lane.value, max_attempts=et.max_attempts,
+                validity_seconds=et.validity_seconds, retention_seconds=et.retention_seconds,
+                created_at=now, updated_at=now))
+    except IntegrityError as exc:
+        raise Conflict(f"event type {et.name!r} already exists") from exc
 
 
-def event_type_usage(conn: Connection, name: str) -> tuple[int, int]:
-    """(templates of this type, events of this type still waiting to be sent)."""
-    n_templates = conn.execute(select(func.count()).select_from(templates)
-                               .where(templates.c.event_type == name)).scalar_one()
-    n_events = conn.execute(select(func.count()).select_from(events).where(
-        events.c.event_type == name, events.c.status.in_(WAITING))).scalar_one()
-    return int(n_templates), int(n_events)
+def update_event_type(db: Database, name: str, change: Callable[[EventType], EventType],
+                      now: datetime) -> EventType:
+    """Replace the type by ``change(current)`` (which may raise to refuse)."""
+    with db.begin() as conn:
+        current = _event_type_in(conn, name)
+        if current is None:
+            raise NotFound(f"no event type {name!r}")
+        et = change(current)
+        conn.execute(update(event_types).where(event_types.c.name == name).values(
+            label=et.label, lane=et.lane.value, max_attempts=et.max_attempts,
+            validity_seconds=et.validity_seconds, retention_seconds=et.retention_seconds,
+            updated_at=now))
+    return et
 
 
-def delete_event_type(conn: Connection, name: str) -> bool:
-    return conn.execute(delete(event_types).where(event_types.c.name == name)).rowcount > 0
+def get_event_type(db: Database, name: str) -> EventType | None:
+    with db.connect() as conn:
+        return _event_type_in(conn, name)
+
+
+def list_event_types(db: Database) -> list[EventType]:
+    with db.connect() as conn:
+        rows = conn.execute(select(event_types).order_by(event_types.c.name))
+        return [_event_type(r) for r in rows]
+
+
+def delete_event_type(db: Database, name: str) -> None:
+    """Delete an event type; refused while templates or waiting events use it."""
+    with db.begin() as conn:
+        if _event_type_in(conn, name) is None:
+            raise NotFound(f"no event type {name!r}")
+        n_templates = conn.execute(select(func.count()).select_from(templates)
+                                   .where(templates.c.event_type == name)).scalar_one()
+        n_events = conn.execute(select(func.count()).select_from(events).where(
+            events.c.event_type == name, events.c.status.in_(WAITING))).scalar_one()
+        if n_templates or n_events:
+            raise Conflict(f"event type {name!r} is in use: {n_templates} template(s), "
+                           f"{n_events} event(s) waiting to be sent")
+        conn.execute(delete(event_types).where(event_types.c.name == name))
 
 
 # ---------------------------------------------------------------- templates
@@ -142,40 +141,98 @@ def _template(row: Any) -> Template:
                     updated_at=row.updated_at)
 
 
-def insert_template(conn: Connection, name: str, event_type: str, channel: Channel,
-                    draft: TemplateContent, now: datetime) -> None:
-    conn.execute(insert(templates).values(
-        name=name, event_type=event_type, channel=channel.value,
-        draft=content_to_json(draft), paused=False, created_at=now, updated_at=now))
-
-
-def get_template(conn: Connection, name: str, *, for_update: bool = False) -> Template | None:
+def _template_in(conn: Connection, name: str, *, for_update: bool = False) -> Template:
     query = select(templates).where(templates.c.name == name)
     if for_update:
         query = query.with_for_update()
     row = conn.execute(query).first()
-    return _template(row) if row else None
+    if row is None:
+        raise NotFound(f"no template {name!r}")
+    return _template(row)
 
 
-def list_templates(conn: Connection) -> list[Template]:
-    return [_template(r) for r in conn.execute(select(templates).order_by(templates.c.name))]
+def insert_template(db: Database, name: str, event_type: str, channel: Channel,
+                    draft: TemplateContent, now: datetime) -> Template:
+    try:
+        with db.begin() as conn:
+            if _event_type_in(conn, event_type) is None:
+                raise NotFound(f"no event type {event_type!r} (create it with: msgcenter "
+                               f"eventtype add {event_type})")
+            if conn.execute(select(templates.c.id).where(templates.c.name == name)).first():
+                raise Conflict(f"template {name!r} already exists")
+            conn.execute(insert(templates).values(
+                name=name, event_type=event_type, channel=channel.value,
+                draft=content_to_json(draft), paused=False, created_at=now, updated_at=now))
+            return _template_in(conn, name)
+    except IntegrityError as exc:  # created concurrently
+        raise Conflict(f"template {name!r} already exists") from exc
 
 
-def update_draft(conn: Connection, template_id: int, draft: TemplateContent,
-                 now: datetime) -> None:
-    conn.execute(update(templates).where(templates.c.id == template_id).values(
-        draft=content_to_json(draft), updated_at=now))
+def get_template(db: Database, name: str) -> Template | None:
+    try:
+        with db.connect() as conn:
+            return _template_in(conn, name)
+    except NotFound:
+        return None
 
 
-def set_paused(conn: Connection, template_id: int, paused: bool, now: datetime) -> None:
-    conn.execute(update(templates).where(templates.c.id == template_id).values(
-        paused=paused, updated_at=now))
+def template_with_latest(db: Database, name: str) -> tuple[Template, VersionInfo | None]:
+    """The template and its latest published version (if any)."""
+    with db.connect() as conn:
+        tpl = _template_in(conn, name)
+        return tpl, _version_in(conn, tpl)
 
 
-def delete_template(conn: Connection, template_id: int) -> None:
-    conn.execute(delete(template_versions).where(template_versions.c.template_id == template_id))
-    conn.execute(delete(seeds).where(seeds.c.template_id == template_id))
-    conn.execute(delete(templates).where(templates.c.id == template_id))
+def list_templates(db: Database) -> list[tuple[Template, VersionInfo | None]]:
+    """Every template with its latest published version, by name."""
+    with db.connect() as conn:
+        rows = list(conn.execute(select(templates).order_by(templates.c.name)))
+        return [(t, _version_in(conn, t)) for t in map(_template, rows)]
+
+
+def update_draft(db: Database, name: str, change: Callable[[Template], TemplateContent],
+                 now: datetime) -> Template:
+    """Replace the draft by ``change(template)`` (which may raise to refuse)."""
+    with db.begin() as conn:
+        tpl = _template_in(conn, name, for_update=True)
+        conn.execute(update(templates).where(templates.c.id == tpl.id).values(
+            draft=content_to_json(change(tpl)), updated_at=now))
+        return _template_in(conn, name)
+
+
+def set_paused(db: Database, name: str, paused: bool, now: datetime) -> bool:
+    """Pause or un-pause the template; False when it already was."""
+    with db.begin() as conn:
+        tpl = _template_in(conn, name, for_update=True)
+        if tpl.paused == paused:
+            return False
+        conn.execute(update(templates).where(templates.c.id == tpl.id).values(
+            paused=paused, updated_at=now))
+    return True
+
+
+def resume(db: Database, name: str, now: datetime, reason: str) -> int | None:
+    """Un-pause the template and release its held events in the same transaction
+    (``queue.release_paused_in``); None when it was not paused, else how many."""
+    with db.begin() as conn:
+        tpl = _template_in(conn, name, for_update=True)
+        if not tpl.paused:
+            return None
+        conn.execute(update(templates).where(templates.c.id == tpl.id).values(
+            paused=False, updated_at=now))
+        released = release_paused_in(conn, tpl.event_type, tpl.channel, now, reason)
+        if released:
+            dialect.wake_dispatcher(conn)
+    return released
+
+
+def delete_template(db: Database, name: str) -> None:
+    with db.begin() as conn:
+        template_id = _template_in(conn, name).id
+        conn.execute(delete(template_versions)
+                     .where(template_versions.c.template_id == template_id))
+        conn.execute(delete(seeds).where(seeds.c.template_id == template_id))
+        conn.execute(delete(templates).where(templates.c.id == template_id))
 
 
 # ---------------------------------------------------------------- versions
@@ -190,20 +247,8 @@ def _version(row: Any, tpl: Template) -> VersionInfo:
     return VersionInfo(version, row.unpublished_at)
 
 
-def insert_version(conn: Connection, tpl: Template, content: TemplateContent, operator: str,
-                   now: datetime) -> VersionInfo:
-    number = (conn.execute(select(func.max(template_versions.c.version))
-                           .where(template_versions.c.template_id == tpl.id)).scalar() or 0) + 1
-    conn.execute(insert(template_versions).values(
-        template_id=tpl.id, version=number, content=content_to_json(content),
-        content_hash=content_hash(content), published_at=now, published_by=operator))
-    info = get_version(conn, tpl, number)
-    assert info is not None
-    return info
-
-
-def get_version(conn: Connection, tpl: Template, number: int | None = None) -> VersionInfo | None:
-    """Version ``number`` of the template, or its latest version when ``number`` is None."""
+def _version_in(conn: Connection, tpl: Template, number: int | None = None
+                ) -> VersionInfo | None:
     query = select(template_versions).where(template_versions.c.template_id == tpl.id)
     if number is None:
         query = query.order_by(template_versions.c.version.desc()).limit(1)
@@ -213,20 +258,57 @@ def get_version(conn: Connection, tpl: Template, number: int | None = None) -> V
     return _version(row, tpl) if row else None
 
 
-def list_versions(conn: Connection, tpl: Template) -> list[VersionInfo]:
-    rows = conn.execute(select(template_versions).where(template_versions.c.template_id == tpl.id)
-                        .order_by(template_versions.c.version))
-    return [_version(r, tpl) for r in rows]
+def publish(db: Database, name: str, operator: str, now: datetime,
+            check: Callable[[Template, VersionInfo | None], None]) -> VersionInfo:
+    """Freeze the draft as the next version, once ``check(template, latest)`` accepts it
+    (with the template row locked, so two publishes cannot both pass it)."""
+    try:
+        with db.begin() as conn:
+            tpl = _template_in(conn, name, for_update=True)
+            check(tpl, _version_in(conn, tpl))
+            number = (conn.execute(select(func.max(template_versions.c.version))
+                                   .where(template_versions.c.template_id == tpl.id)
+                                   ).scalar() or 0) + 1
+            conn.execute(insert(template_versions).values(
+                template_id=tpl.id, version=number, content=content_to_json(tpl.draft),
+                content_hash=content_hash(tpl.draft), published_at=now, published_by=operator))
+            info = _version_in(conn, tpl, number)
+    except IntegrityError as exc:  # SQLite has no row lock: the unique version number
+        raise Conflict(f"template {name!r} was published concurrently; try again") from exc
+    assert info is not None
+    return info
 
 
-def unpublish(conn: Connection, version_id: int, now: datetime) -> int:
-    """Stamp one version (the live one) unpublished; superseded versions keep their history."""
-    return conn.execute(update(template_versions).where(
-        template_versions.c.id == version_id,
-        template_versions.c.unpublished_at.is_(None)).values(unpublished_at=now)).rowcount
+def unpublish(db: Database, name: str, now: datetime) -> VersionInfo | None:
+    """Stamp the live version unpublished (superseded versions keep their history);
+    None when the template is not published."""
+    with db.begin() as conn:
+        tpl = _template_in(conn, name, for_update=True)
+        latest = _version_in(conn, tpl)
+        if latest is None or latest.unpublished_at is not None:
+            return None
+        conn.execute(update(template_versions).where(
+            template_versions.c.id == latest.version.id,
+            template_versions.c.unpublished_at.is_(None)).values(unpublished_at=now))
+        return _version_in(conn, tpl)
 
 
-def route_candidates(conn: Connection, event_type: str, channel: Channel
+def get_version(db: Database, name: str, number: int | None = None) -> VersionInfo | None:
+    """Version ``number`` of the template, or its latest version when ``number`` is None."""
+    with db.connect() as conn:
+        return _version_in(conn, _template_in(conn, name), number)
+
+
+def list_versions(db: Database, name: str) -> list[VersionInfo]:
+    with db.connect() as conn:
+        tpl = _template_in(conn, name)
+        rows = conn.execute(select(template_versions)
+                            .where(template_versions.c.template_id == tpl.id)
+                            .order_by(template_versions.c.version))
+        return [_version(r, tpl) for r in rows]
+
+
+def route_candidates(db: Database, event_type: str, channel: Channel
                      ) -> list[tuple[Template, VersionInfo | None]]:
     """Templates of this type and channel, each with its latest version (if published)."""
     latest = (select(template_versions.c.template_id,
@@ -242,8 +324,10 @@ def route_candidates(conn: Connection, event_type: str, channel: Channel
                               template_versions.c.version == latest.c.version)))
              .where(templates.c.event_type == event_type,
                     templates.c.channel == channel.value))
+    with db.connect() as conn:
+        rows = list(conn.execute(query))
     out: list[tuple[Template, VersionInfo | None]] = []
-    for row in conn.execute(query):
+    for row in rows:
         tpl = _template(row)
         info = None
         if row.version_id is not None:
@@ -257,49 +341,10 @@ def route_candidates(conn: Connection, event_type: str, channel: Channel
     return out
 
 
-# ---------------------------------------------------------------- paused events
-
-
-def _channel_condition(channel: Channel) -> Any:
-    numbers = [n for n, c in WISHED_CHANNELS.items() if c is channel]
-    if channel is Channel.EMAIL:  # unknown wishedChannel values fall back to email
-        others = [n for n, c in WISHED_CHANNELS.items() if c is not Channel.EMAIL]
-        return events.c.wished_channel.notin_(others)
-    return events.c.wished_channel.in_(numbers)
-
-
-def release_paused(conn: Connection, event_type: str, channel: Channel, now: datetime,
-                   reason: str) -> int:
-    """Move this type and channel's ``paused`` events back to ``pending``, due now."""
-    where = (events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
-             _channel_condition(channel))
-    ids = [r.id for r in conn.execute(select(events.c.id).where(*where))]
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        conn.execute(update(events).where(events.c.id.in_(chunk), *where).values(
-            status=EventStatus.PENDING.value, process_at=now, claimed_by=None,
-            claimed_until=None, updated_at=now))
-        conn.execute(insert(event_status_log), [
-            {"event_id": i, "status": EventStatus.PENDING.value, "reason": reason,
-             "created_at": now} for i in chunk])
-    return len(ids)
-
-
 # ---------------------------------------------------------------- seeds
 
 
-def upsert_seed(conn: Connection, template_id: int, address: str, ctx_xml: str,
-                external_id: str | None, now: datetime) -> None:
-    where = (seeds.c.template_id == template_id, seeds.c.address == address)
-    if conn.execute(select(seeds.c.id).where(*where)).first():
-        conn.execute(update(seeds).where(*where).values(ctx_xml=ctx_xml, external_id=external_id))
-    else:
-        conn.execute(insert(seeds).values(template_id=template_id, address=address,
-                                          ctx_xml=ctx_xml, external_id=external_id,
-                                          created_at=now))
-
-
-def list_seeds(conn: Connection, template_id: int | None = None) -> list[Seed]:
+def _seeds_in(conn: Connection, template_id: int | None = None) -> list[Seed]:
     query = (select(seeds, templates.c.name.label("template_name"))
              .join(templates, templates.c.id == seeds.c.template_id)
              .order_by(templates.c.name, seeds.c.address))
@@ -309,18 +354,48 @@ def list_seeds(conn: Connection, template_id: int | None = None) -> list[Seed]:
             for r in conn.execute(query)]
 
 
-def delete_seed(conn: Connection, template_id: int, address: str) -> bool:
-    return conn.execute(delete(seeds).where(seeds.c.template_id == template_id,
-                                            seeds.c.address == address)).rowcount > 0
+def upsert_seed(db: Database, template: str, address: str, ctx_xml: str,
+                external_id: str | None, now: datetime) -> Seed:
+    """Add the template's seed for ``address``, or replace its data."""
+    with db.begin() as conn:
+        template_id = _template_in(conn, template, for_update=True).id
+        where = (seeds.c.template_id == template_id, seeds.c.address == address)
+        if conn.execute(select(seeds.c.id).where(*where)).first():
+            conn.execute(update(seeds).where(*where)
+                         .values(ctx_xml=ctx_xml, external_id=external_id))
+        else:
+            conn.execute(insert(seeds).values(template_id=template_id, address=address,
+                                              ctx_xml=ctx_xml, external_id=external_id,
+                                              created_at=now))
+        return next(s for s in _seeds_in(conn, template_id) if s.address == address)
+
+
+def list_seeds(db: Database, template: str | None = None) -> list[Seed]:
+    """Seeds of one template (or of every template), by template and address."""
+    with db.connect() as conn:
+        template_id = _template_in(conn, template).id if template else None
+        return _seeds_in(conn, template_id)
+
+
+def delete_seed(db: Database, template: str, address: str) -> bool:
+    with db.begin() as conn:
+        template_id = _template_in(conn, template).id
+        return conn.execute(delete(seeds).where(seeds.c.template_id == template_id,
+                                                seeds.c.address == address)).rowcount > 0
 
 
 # ---------------------------------------------------------------- proofs
 
 
-def record_proof(conn: Connection, *, version_id: int | None, channel: Channel, address: str,
-                 outcome: str, code: int | None, text: str, message_id: str | None,
-                 duration_ms: int, now: datetime) -> None:
-    conn.execute(insert(delivery_log).values(
-        event_id=None, template_version_id=version_id, channel=channel.value, address=address,
-        outcome=outcome, response_code=code, response_text=text[:1000], message_id=message_id,
-        duration_ms=duration_ms, is_proof=True, created_at=now))
+def record_proofs(db: Database, version_id: int | None, attempts: Sequence[Delivery],
+                  now: datetime) -> None:
+    """Proof sends in the delivery log (``is_proof``: no event, never counted as sent)."""
+    if not attempts:
+        return
+    with db.begin() as conn:
+        conn.execute(insert(delivery_log), [{
+            "event_id": None, "template_version_id": version_id, "channel": d.channel,
+            "address": d.address, "outcome": d.outcome, "response_code": d.response_code,
+            "response_text": d.response_text[:1000], "message_id": d.message_id,
+            "duration_ms": d.duration_ms, "is_proof": True, "created_at": now,
+        } for d in attempts])

@@ -58,7 +58,7 @@ def requeue(db: Database, pk: int, now: datetime, reason: str) -> Moved:
         conn.execute(insert(event_status_log).values(
             event_id=pk, status=EventStatus.PENDING.value, reason=reason, created_at=now))
         event = event_from_row(row)
-        webhook_store.enqueue(conn, db, [webhook_store.Notification(
+        webhook_store.enqueue(conn, [webhook_store.Notification(
             EventStatus.PENDING.value, pk, {"status": "pending", "reason": reason}, now)])
     return Moved(event, EventStatus.PENDING)
 
@@ -81,7 +81,7 @@ def cancel(db: Database, pk: int, now: datetime, reason: str) -> Moved:
             event_id=pk, status=EventStatus.IGNORED.value, reason=reason, created_at=now))
         conn.execute(insert(exclusion_log).values(
             event_id=pk, address=event.address, reason=reason, created_at=now))
-        webhook_store.enqueue(conn, db, [webhook_store.Notification(
+        webhook_store.enqueue(conn, [webhook_store.Notification(
             EventStatus.IGNORED.value, pk,
             {"status": "ignored", "reason": reason, "channel": event.channel.value,
              "address": event.address}, now)])

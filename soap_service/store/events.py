@@ -3,29 +3,28 @@
 Only SQLAlchemy Core here, and one transaction per call: the hot path of ``PushEvent``
 is one ``INSERT ... RETURNING`` plus a commit; ``PushEvents`` is one multi-row insert.
 Rows come in as plain column dicts (built and validated by ``soap_service.ingest``) and
-go out as :class:`soap_service.models.Event` values.  The dispatch side (claims, leases,
-outcomes) lives in ``store.queue``, not here.
+go out as :class:`soap_service.models.Event` values.  Every insert into ``events`` is
+here, a follow-up's child event too (:func:`insert_followup_child`, in the transaction of
+``store.followups``).  The dispatch side (claims, leases, outcomes) lives in
+``store.queue``, not here.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
-from soap_service import wakeup
-from soap_service.errors import Conflict, ServerError, Unavailable
-from soap_service.models import Event, EventStatus, Queue
-from soap_service.store import Database
-from soap_service.tables import event_status_log, event_types, events
+from soap_service.errors import Conflict, ServerError
+from soap_service.models import Event, EventStatus, FollowupRule, Queue, StatusChange
+from soap_service.store import Database, dialect
+from soap_service.tables import event_status_log, events
 
 # Every column an ingested row may set; rows are padded to this set so that one
 # executemany ("insertmanyvalues") statement carries the whole call.
@@ -42,7 +41,12 @@ _INSERT_DEFAULTS: dict[str, Any] = {c: None for c in INSERT_COLUMNS} | {
     "email_format": 0, "attributes": "{}", "error_count": 0,
 }
 _IDEMPOTENCY_RETRIES = 3
-LANE_CACHE_SECONDS = 5.0
+# the sizes of the text columns: ingest refuses a longer value (PostgreSQL would fail the
+# whole insert with an error no caller should see; SQLite would store it)
+TEXT_COLUMN_LENGTHS: dict[str, int] = {
+    column.name: getattr(column.type, "length", 0) for column in events.c
+    if isinstance(getattr(column.type, "length", None), int)
+}
 
 
 class IdempotencyConflict(Conflict):
@@ -65,7 +69,8 @@ class StoredIds:
 
 
 def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
-    """Insert ``rows`` in one transaction (all or none) and wake the dispatcher.
+    """Insert ``rows`` in one transaction (all or none); on PostgreSQL the insert also
+    wakes the dispatchers (``NOTIFY``), on SQLite the caller pokes ``wakeup``.
 
     A row with an ``idempotency_key`` already stored with the same ``payload_hash``
     yields the original id instead of a new row; with another hash the whole call
@@ -80,44 +85,33 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
             if attempt + 1 == _IDEMPOTENCY_RETRIES or not _has_keys(rows):
                 raise ServerError("could not store the events", str(exc.orig)[:200]) from exc
             continue
-        if not all(stored.replayed):
-            wakeup.notify_after_commit(db)
         return stored
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-@contextmanager
-def _writing(db: Database, *, many: bool) -> Iterator[Connection]:
+def _writing(db: Database, *, many: bool) -> AbstractContextManager[Connection]:
     """The connection a call's insert runs on.
 
-    SQLite: one ``BEGIN IMMEDIATE`` transaction.  PostgreSQL, one row (``PushEvent``):
-    autocommit, because the only write is one ``INSERT`` statement -- atomic and durable
-    on its own -- and that saves the ``BEGIN`` and ``COMMIT`` round trips.  Several rows
-    take a transaction: SQLAlchemy splits a large multi-row insert into several
-    statements (``insertmanyvalues`` pages), which autocommit would commit one by one.
-    The idempotency lookup before the insert is a read; a race between the lookup and
-    the insert ends on the unique index and is retried above.
+    One row (``PushEvent``): :meth:`Database.one_statement` -- autocommit on PostgreSQL,
+    because the only write is one ``INSERT`` statement, which saves the ``BEGIN`` and
+    ``COMMIT`` round trips.  Several rows take a transaction: SQLAlchemy splits a large
+    multi-row insert into several statements (``insertmanyvalues`` pages), which
+    autocommit would commit one by one.  The idempotency lookup before the insert is a
+    read; a race between the lookup and the insert ends on the unique index and is
+    retried above.
     """
-    if not db.is_postgres or many:
-        with db.begin() as conn:
-            yield conn
-        return
-    try:
-        with db.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
-    except OperationalError as exc:
-        raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
+    return db.begin() if many else db.one_statement()
 
 
 # Statements built once: building them per call costs more CPU than the insert itself.
-# On PostgreSQL the wake-up NOTIFY is folded into the insert (``pg_notify`` in RETURNING,
-# delivered at commit, de-duplicated per transaction), which saves the separate
-# ``NOTIFY`` round trip of ``wakeup.notify_in_transaction``.
-_PG_NOTIFY = func.pg_notify(wakeup.CHANNEL, "")
+# Where the dialect allows, the wake-up is folded into the insert (``pg_notify`` in
+# RETURNING, delivered at commit, de-duplicated per transaction), which saves the
+# separate NOTIFY round trip of ``dialect.wake_dispatcher``.
 _INSERT_ONE = insert(events).returning(events.c.id)
 _INSERT_MANY = insert(events).returning(events.c.id, sort_by_parameter_order=True)
-_INSERT_ONE_PG = insert(events).returning(events.c.id, _PG_NOTIFY)
-_INSERT_MANY_PG = insert(events).returning(events.c.id, _PG_NOTIFY, sort_by_parameter_order=True)
+_INSERT_ONE_WAKE = insert(events).returning(events.c.id, dialect.PG_NOTIFY)
+_INSERT_MANY_WAKE = insert(events).returning(events.c.id, dialect.PG_NOTIFY,
+                                             sort_by_parameter_order=True)
 
 
 def _has_keys(rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -130,13 +124,13 @@ def _insert_in(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> StoredIds
     if _has_keys(rows):
         _resolve_keys(conn, rows, ids, replayed)
     fresh = [i for i, pk in enumerate(ids) if pk is None and not replayed[i]]
-    postgres = conn.dialect.name == "postgresql"
+    wake = dialect.wake_in_returning(conn)
     if len(fresh) == 1:
         (i,) = fresh
-        one = _INSERT_ONE_PG if postgres else _INSERT_ONE
+        one = _INSERT_ONE_WAKE if wake else _INSERT_ONE
         ids[i] = conn.execute(one, _uniform([rows[i]])[0]).scalar()
     elif fresh:
-        many = _INSERT_MANY_PG if postgres else _INSERT_MANY
+        many = _INSERT_MANY_WAKE if wake else _INSERT_MANY
         result = conn.execute(many, _uniform([rows[i] for i in fresh]))
         for i, pk in zip(fresh, result.scalars(), strict=True):
             ids[i] = pk
@@ -203,30 +197,36 @@ def _uniform(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{k: row.get(k, _INSERT_DEFAULTS[k]) for k in keys} for row in rows]
 
 
-# ---------------------------------------------------------------- event types (cached)
-
-_lane_cache: weakref.WeakKeyDictionary[Database, tuple[float, dict[str, str]]] = (
-    weakref.WeakKeyDictionary()
-)
+# ---------------------------------------------------------------- follow-up children
 
 
-def event_type_lanes(db: Database) -> dict[str, str]:
-    """``{event type name: lane}``, re-read at most every few seconds (read-only cache)."""
-    cached = _lane_cache.get(db)
-    now = time.monotonic()
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    with db.connect() as conn:
-        lanes = {name: lane for name, lane in conn.execute(
-            select(event_types.c.name, event_types.c.lane)
-        )}
-    _lane_cache[db] = (now + LANE_CACHE_SECONDS, lanes)
-    return lanes
+_COPIED = ("queue", "priority", "email", "mobile_phone", "email_format", "external_id", "origin",
+           "language", "country", "registration_token", "mobile_app_uuid", "ctx_xml")
 
 
-def forget_event_types(db: Database) -> None:
-    """Drop the cached lanes (after a change to ``event_types`` in this process)."""
-    _lane_cache.pop(db, None)
+def insert_followup_child(conn: Connection, parent_id: int, rule: FollowupRule, event_type: str,
+                          wished_channel: int, at: datetime) -> int | None:
+    """Create the follow-up event of ``parent_id`` for ``rule`` in the caller's transaction;
+    None when one exists already (``uq_events_followup_once``) or the parent is gone."""
+    parent = conn.execute(select(events).where(events.c.id == parent_id)).first()
+    if parent is None:
+        return None
+    attributes = json.loads(parent.attributes or "{}")
+    attributes.update(type=event_type, followup=rule.name, template=rule.template)
+    values: dict[str, Any] = {name: getattr(parent, name) for name in _COPIED}
+    values.update(
+        event_type=event_type, status="pending", wished_channel=wished_channel,
+        attributes=json.dumps(attributes), error_count=0, process_at=at, parent_id=parent_id,
+        followup_rule_id=rule.id, created_at=at, updated_at=at,
+    )
+    stmt = dialect.insert_ignoring_conflict(events, conn, "uq_events_followup_once")
+    row = conn.execute(stmt.values(**values).returning(events.c.id)).first()
+    if row is None:
+        return None
+    conn.execute(insert(event_status_log).values(
+        event_id=row.id, status="pending", reason=f"follow-up {rule.name} of {parent_id}",
+        created_at=at))
+    return int(row.id)
 
 
 # ---------------------------------------------------------------- read
@@ -276,7 +276,7 @@ def list_events(
         return [event_from_row(row) for row in conn.execute(stmt)]
 
 
-def status_history(db: Database, pk: int) -> list[dict[str, Any]]:
+def status_history(db: Database, pk: int) -> list[StatusChange]:
     """Status changes of one event, oldest first (``event_status_log``)."""
     stmt = (
         select(event_status_log.c.status, event_status_log.c.reason,
@@ -285,7 +285,7 @@ def status_history(db: Database, pk: int) -> list[dict[str, Any]]:
         .order_by(event_status_log.c.id)
     )
     with db.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(stmt)]
+        return [StatusChange(**row._mapping) for row in conn.execute(stmt)]
 
 
 def count_events(db: Database) -> int:

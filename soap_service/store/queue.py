@@ -21,21 +21,28 @@ import math
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, insert, or_, select, update
 
-from soap_service.models import Event, EventStatus
-from soap_service.store import Database
+from soap_service.models import (
+    WISHED_CHANNELS,
+    Channel,
+    Delivery,
+    DeliveryAttempt,
+    Event,
+    EventStatus,
+    Outcome,
+)
+from soap_service.store import Database, dialect
 from soap_service.store import webhooks as webhook_store
 from soap_service.store.events import event_from_row
 from soap_service.tables import (
     delivery_log,
     event_status_log,
     events,
-    quarantine,
+    followup_rules,
     template_versions,
     templates,
     worker_heartbeats,
@@ -44,36 +51,10 @@ from soap_service.tables import (
 BATCH_PRIORITY = 10  # priorities below this are the real-time queue (queue rank 0)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One send attempt for the delivery log."""
-
-    channel: str
-    address: str | None
-    outcome: str  # sent | temporary | permanent
-    template_version_id: int | None = None
-    response_code: int | None = None
-    response_text: str = ""
-    message_id: str | None = None
-    duration_ms: int = 0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one claimed event: its next status, and the attempt if any."""
-
-    event_id: int
-    status: EventStatus
-    reason: str = ""
-    error_count: int = 0  # the event's error count after this outcome
-    process_at: datetime | None = None  # when due again (pending); None keeps "now"
-    delivery: Delivery | None = None
-
-
 # ---------------------------------------------------------------- claims
 
 
-def _claim_stmt(db: Database, worker_id: str, now: datetime, until: datetime, limit: int,
+def _claim_stmt(conn: Connection, worker_id: str, now: datetime, until: datetime, limit: int,
                 realtime: bool) -> Any:
     due = and_(events.c.status == EventStatus.PENDING.value, events.c.process_at <= now)
     queue_filter = (events.c.priority < BATCH_PRIORITY) if realtime else (
@@ -84,8 +65,7 @@ def _claim_stmt(db: Database, worker_id: str, now: datetime, until: datetime, li
         .order_by(events.c.priority, events.c.process_at, events.c.id)
         .limit(limit)
     )
-    if db.is_postgres:
-        ids = ids.with_for_update(skip_locked=True)
+    ids = dialect.skip_locked(ids, conn)
     # A CTE, not "IN (subquery)": PostgreSQL may re-run a plain subquery per outer row,
     # and with SKIP LOCKED each run picks other rows, so LIMIT would not hold.
     picked = ids.cte("picked")
@@ -111,7 +91,7 @@ def claim_events(db: Database, worker_id: str, *, limit: int, now: datetime,
     until = now + timedelta(seconds=lease_seconds)
 
     def claim(conn: Connection, n: int, realtime: bool) -> list[Any]:
-        return list(conn.execute(_claim_stmt(db, worker_id, now, until, n, realtime)))
+        return list(conn.execute(_claim_stmt(conn, worker_id, now, until, n, realtime)))
 
     with db.begin() as conn:
         if realtime_only:
@@ -148,32 +128,63 @@ def reap_expired_leases(db: Database, now: datetime) -> int:
     return len(ids)
 
 
-def paused_groups(db: Database) -> list[tuple[str, int]]:
-    """``(event type, wishedChannel)`` pairs that have events held as ``paused``."""
+def paused_groups(db: Database) -> list[tuple[str, Channel]]:
+    """``(event type, channel)`` pairs that have events held as ``paused``."""
     stmt = (select(events.c.event_type, events.c.wished_channel).distinct()
             .where(events.c.status == EventStatus.PAUSED.value))
     with db.connect() as conn:
-        return [(r.event_type, r.wished_channel) for r in conn.execute(stmt)]
+        pairs = {(r.event_type, WISHED_CHANNELS.get(r.wished_channel, Channel.EMAIL))
+                 for r in conn.execute(stmt)}
+    return sorted(pairs)
 
 
-def release_paused(db: Database, event_type: str, wished_channel: int, now: datetime,
-                   reason: str) -> int:
-    """This type and ``wishedChannel``'s held events back to ``pending``, due now.
+def _channel_condition(channel: Channel) -> Any:
+    """The ``wishedChannel`` values meaning ``channel`` (unknown values mean email)."""
+    if channel is Channel.EMAIL:
+        others = [n for n, c in WISHED_CHANNELS.items() if c is not Channel.EMAIL]
+        return events.c.wished_channel.notin_(others)
+    return events.c.wished_channel.in_([n for n, c in WISHED_CHANNELS.items() if c is channel])
 
-    Follow-ups (``parent_id`` set) are left alone: they are pinned to their rule's
-    template, which may still be paused while the type's own template is not.
-    """
+
+def _followup_template_live() -> Any:
+    """A follow-up whose rule's template is not paused (or no longer exists): follow-ups
+    are routed to their rule's template only, whatever the rest of their type does."""
+    paused = (select(followup_rules.c.id)
+              .join(templates, templates.c.name == followup_rules.c.template)
+              .where(followup_rules.c.id == events.c.followup_rule_id,
+                     templates.c.paused.is_(True)))
+    return and_(events.c.followup_rule_id.is_not(None), ~exists(paused))
+
+
+def release_paused_in(conn: Connection, event_type: str, channel: Channel, now: datetime,
+                      reason: str, *, plain: bool = True) -> int:
+    """Held events of this type and channel back to ``pending``, due now (the one rule,
+    for a resume and for the reaper): follow-ups whose rule's template is not paused,
+    and -- when ``plain`` (the caller found the type's routing no longer paused) -- the
+    events that are not follow-ups.  Runs in the caller's transaction."""
+    which = (or_(events.c.parent_id.is_(None), _followup_template_live()) if plain
+             else _followup_template_live())
     cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
-                events.c.wished_channel == wished_channel, events.c.parent_id.is_(None))
-    with db.begin() as conn:
-        ids = list(conn.execute(select(events.c.id).where(cond)).scalars())
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            conn.execute(update(events).where(events.c.id.in_(chunk), cond).values(
-                status=EventStatus.PENDING.value, process_at=now, updated_at=now))
-            _log_status(conn, [(i, EventStatus.PENDING.value, reason) for i in chunk], now)
-            _notify_moved(conn, db, chunk, EventStatus.PENDING, reason, now)
+                _channel_condition(channel), which)
+    ids = list(conn.execute(select(events.c.id).where(cond)).scalars())
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        conn.execute(update(events).where(events.c.id.in_(chunk), cond).values(
+            status=EventStatus.PENDING.value, process_at=now, claimed_by=None,
+            claimed_until=None, updated_at=now))
+        _log_status(conn, [(i, EventStatus.PENDING.value, reason) for i in chunk], now)
+        webhook_store.enqueue_moves(conn, chunk, EventStatus.PENDING.value, reason, now)
     return len(ids)
+
+
+def release_paused(db: Database, event_type: str, channel: Channel, now: datetime,
+                   reason: str, *, plain: bool = True) -> int:
+    """:func:`release_paused_in` in a transaction of its own, waking the dispatchers."""
+    with db.begin() as conn:
+        released = release_paused_in(conn, event_type, channel, now, reason, plain=plain)
+        if released:
+            dialect.wake_dispatcher(conn)
+    return released
 
 
 def expire_paused(db: Database, event_type: str, created_before: datetime,
@@ -192,22 +203,30 @@ def expire_paused(db: Database, event_type: str, created_before: datetime,
             conn.execute(update(events).where(events.c.id.in_(ids), cond).values(
                 status=EventStatus.TOO_OLD.value, last_error=reason, updated_at=now))
             _log_status(conn, [(i, EventStatus.TOO_OLD.value, reason) for i in ids], now)
-            _notify_moved(conn, db, ids, EventStatus.TOO_OLD, reason, now)
+            webhook_store.enqueue_moves(conn, ids, EventStatus.TOO_OLD.value, reason, now)
     return len(ids)
 
 
-def release_claims(db: Database, worker_id: str, event_ids: Sequence[int], now: datetime) -> None:
-    """Hand back events claimed but not attempted (the tests' lease fixtures use it)."""
+def release_claims(db: Database, worker_id: str, event_ids: Sequence[int], now: datetime,
+                   reason: str | None = None) -> int:
+    """Hand back events claimed but not attempted (a round that failed), due at once;
+    only those ``worker_id`` still holds.  With a ``reason``, each gets a status-log row.
+    Returns how many were released."""
     if not event_ids:
-        return
+        return 0
+    held = and_(events.c.id.in_(list(event_ids)), events.c.claimed_by == worker_id,
+                events.c.status == EventStatus.PROCESSING.value)
     with db.begin() as conn:
-        conn.execute(
-            update(events)
-            .where(events.c.id.in_(list(event_ids)), events.c.claimed_by == worker_id,
-                   events.c.status == EventStatus.PROCESSING.value)
-            .values(status=EventStatus.PENDING.value, claimed_by=None, claimed_until=None,
-                    updated_at=now)
-        )
+        ids = list(conn.execute(select(events.c.id).where(held)).scalars())
+        if not ids:
+            return 0
+        conn.execute(update(events).where(events.c.id.in_(ids), held).values(
+            status=EventStatus.PENDING.value, claimed_by=None, claimed_until=None,
+            updated_at=now))
+        if reason:
+            _log_status(conn, [(i, EventStatus.PENDING.value, reason) for i in ids], now)
+        dialect.wake_dispatcher(conn)
+    return len(ids)
 
 
 # ---------------------------------------------------------------- outcomes
@@ -229,13 +248,13 @@ def record_outcomes(db: Database, worker_id: str, outcomes: Sequence[Outcome],
         rows = [_delivery_row(o.event_id, o.delivery, now) for o in outcomes if o.delivery]
         if rows:
             conn.execute(insert(delivery_log), rows)
-        if webhook_store.wanted_kinds(db, conn):
-            _notify_outcomes(conn, db, outcomes, changed, now)
+        if webhook_store.wanted_kinds(conn):
+            _notify_outcomes(conn, outcomes, changed, now)
     return changed
 
 
-def _notify_outcomes(conn: Connection, db: Database, outcomes: Sequence[Outcome],
-                     changed: int, now: datetime) -> None:
+def _notify_outcomes(conn: Connection, outcomes: Sequence[Outcome], changed: int,
+                     now: datetime) -> None:
     """The webhook outbox rows of a round, in its transaction (events whose lease this
     worker lost changed nothing, so they tell nothing)."""
     if changed < len(outcomes):
@@ -254,14 +273,7 @@ def _notify_outcomes(conn: Connection, db: Database, outcomes: Sequence[Outcome]
             data.update(channel=d.channel, address=d.address, providerResponse=response[:500],
                         templateVersionId=d.template_version_id)
         notes.append(webhook_store.Notification(o.status.value, o.event_id, data, now))
-    webhook_store.enqueue(conn, db, notes)
-
-
-def _notify_moved(conn: Connection, db: Database, ids: Sequence[int], status: EventStatus,
-                  reason: str, now: datetime) -> None:
-    if ids and webhook_store.wanted_kinds(db, conn):
-        webhook_store.enqueue(conn, db, [webhook_store.Notification(
-            status.value, i, {"status": status.value, "reason": reason}, now) for i in ids])
+    webhook_store.enqueue(conn, notes)
 
 
 def _update_events(conn: Connection, worker_id: str, outcomes: Sequence[Outcome],
@@ -307,17 +319,7 @@ def _log_status(conn: Connection, entries: Sequence[tuple[int, str, str | None]]
 # ---------------------------------------------------------------- reads and heartbeats
 
 
-def listed_addresses(db: Database, addresses: set[str]) -> set[str]:
-    """Which of these (normalised) addresses are in the quarantine / denylist table."""
-    if not addresses:
-        return set()
-    with db.connect() as conn:
-        rows = conn.execute(select(quarantine.c.address)
-                            .where(quarantine.c.address.in_(sorted(addresses))))
-        return {r.address for r in rows}
-
-
-def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:
+def delivery_attempts(db: Database, event_id: int) -> list[DeliveryAttempt]:
     """Delivery-log rows of one event, oldest first, with the template name and version
     number of the version used (``template`` / ``version``; None when none was)."""
     c, v = delivery_log.c, template_versions.c
@@ -331,7 +333,7 @@ def delivery_attempts(db: Database, event_id: int) -> list[dict[str, Any]]:
         .order_by(c.id)
     )
     with db.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+        return [DeliveryAttempt(**r._mapping) for r in conn.execute(stmt)]
 
 
 def heartbeat(db: Database, worker_id: str, started_at: datetime, now: datetime) -> None:

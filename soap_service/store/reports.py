@@ -1,8 +1,8 @@
 """SQL for ``msgcenter status`` and ``history`` (``report.py``): queue depth, recent
 statuses, worker heartbeats, incoming and outgoing volumes and times.
 
-Functions take an open connection and return plain values.  SQLite / PostgreSQL
-differences (date arithmetic, hour buckets) are decided here.
+Each function reads on a connection of its own and returns plain values; date
+arithmetic and hour buckets come from ``dialect``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, literal_column, select
 
+from soap_service.store import Database, dialect
 from soap_service.tables import delivery_log, events, worker_heartbeats
 
 _ACTIVE = ("pending", "processing", "paused")
 
 
-def queue_depth(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+def queue_depth(db: Database, now: datetime) -> list[dict[str, Any]]:
     """Per queue and priority: pending / due / processing / paused counts, oldest due time."""
     is_due = and_(events.c.status == "pending", events.c.process_at <= now)
-    rows = conn.execute(
+    query = (
         select(
             events.c.queue, events.c.priority,
             func.sum(case((events.c.status == "pending", 1), else_=0)).label("pending"),
@@ -33,31 +34,22 @@ def queue_depth(conn: Connection, now: datetime) -> list[dict[str, Any]]:
         .group_by(events.c.queue, events.c.priority)
         .order_by(events.c.priority)
     )
-    return [dict(row._mapping) for row in rows]
+    with db.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def status_counts(conn: Connection, since: datetime) -> dict[str, int]:
+def status_counts(db: Database, since: datetime) -> dict[str, int]:
     """Events received since ``since``, by their current status."""
-    rows = conn.execute(select(events.c.status, func.count()).where(events.c.created_at >= since)
-                        .group_by(events.c.status))
-    return {status: int(count) for status, count in rows}
+    with db.connect() as conn:
+        rows = conn.execute(select(events.c.status, func.count())
+                            .where(events.c.created_at >= since).group_by(events.c.status))
+        return {status: int(count) for status, count in rows}
 
 
-def heartbeats(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(select(worker_heartbeats).order_by(worker_heartbeats.c.worker_id))
-    return [dict(row._mapping) for row in rows]
-
-
-def _seconds_between(conn: Connection, later: Any, earlier: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.extract("epoch", later - earlier)
-    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-
-
-def _hour(conn: Connection, column: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.to_char(func.date_trunc("hour", column), "YYYY-MM-DD HH24:00")
-    return func.strftime("%Y-%m-%d %H:00", column)
+def heartbeats(db: Database) -> list[dict[str, Any]]:
+    with db.connect() as conn:
+        rows = conn.execute(select(worker_heartbeats).order_by(worker_heartbeats.c.worker_id))
+        return [dict(row._mapping) for row in rows]
 
 
 def _group_column(conn: Connection, by: str, time_column: Any) -> Any:
@@ -66,24 +58,31 @@ def _group_column(conn: Connection, by: str, time_column: Any) -> Any:
     if by == "status":
         return events.c.status
     if by == "hour":
-        return _hour(conn, time_column)
+        return dialect.hour_of(conn, time_column)
     return literal_column("'all'")
 
 
-def history_incoming(conn: Connection, since: datetime, by: str) -> list[tuple[str, str, int]]:
+def history_incoming(db: Database, since: datetime, by: str) -> list[tuple[str, str, int]]:
     """``(group, status, count)`` of the events received since ``since``."""
-    group = _group_column(conn, by, events.c.created_at).label("grp")
-    rows = conn.execute(select(group, events.c.status, func.count())
-                        .where(events.c.created_at >= since)
-                        .group_by(group, events.c.status))
-    return [(str(g), str(status), int(count)) for g, status, count in rows]
+    with db.connect() as conn:
+        group = _group_column(conn, by, events.c.created_at).label("grp")
+        rows = conn.execute(select(group, events.c.status, func.count())
+                            .where(events.c.created_at >= since)
+                            .group_by(group, events.c.status))
+        return [(str(g), str(status), int(count)) for g, status, count in rows]
 
 
-def history_sent(conn: Connection, since: datetime, by: str
+def history_sent(db: Database, since: datetime, by: str
                  ) -> list[tuple[str, int, float | None, float | None]]:
     """``(group, sent, avg queue seconds, avg send ms)`` of accepted sends since ``since``."""
+    with db.connect() as conn:
+        return _history_sent(conn, since, by)
+
+
+def _history_sent(conn: Connection, since: datetime, by: str
+                  ) -> list[tuple[str, int, float | None, float | None]]:
     group = _group_column(conn, by, delivery_log.c.created_at).label("grp")
-    queued = _seconds_between(conn, delivery_log.c.created_at, events.c.created_at)
+    queued = dialect.seconds_between(conn, delivery_log.c.created_at, events.c.created_at)
     rows = conn.execute(
         select(group, func.count(), func.avg(queued), func.avg(delivery_log.c.duration_ms))
         .select_from(delivery_log.join(events, events.c.id == delivery_log.c.event_id))

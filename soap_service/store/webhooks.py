@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 
 from soap_service.errors import Conflict, NotFound
@@ -212,36 +212,32 @@ def set_enabled(db: Database, endpoint_id: int, enabled: bool, now: datetime,
 
 # ---------------------------------------------------------------- the outbox (hot path)
 
-_wanted: weakref.WeakKeyDictionary[Database, tuple[float, frozenset[str]]] = (
+# keyed by engine: the status-change functions that call enqueue() hold a connection only
+_wanted: weakref.WeakKeyDictionary[Engine, tuple[float, frozenset[str]]] = (
     weakref.WeakKeyDictionary())
 
 
-def wanted_kinds(db: Database, conn: Connection | None = None) -> frozenset[str]:
+def wanted_kinds(conn: Connection) -> frozenset[str]:
     """Kinds some enabled endpoint wants (empty when there is no subscription), re-read
-    at most every :data:`WANTED_CACHE_SECONDS`; read on ``conn`` when given."""
-    cached = _wanted.get(db)
+    on ``conn`` at most every :data:`WANTED_CACHE_SECONDS`."""
+    cached = _wanted.get(conn.engine)
     now = time.monotonic()
     if cached is not None and cached[0] > now:
         return cached[1]
     stmt = select(webhook_endpoints.c.kinds).where(webhook_endpoints.c.enabled.is_(True))
-    if conn is not None:
-        rows = list(conn.execute(stmt).scalars())
-    else:
-        with db.connect() as own:
-            rows = list(own.execute(stmt).scalars())
     kinds: set[str] = set()
-    for raw in rows:
+    for raw in conn.execute(stmt).scalars():
         kinds |= _split(raw) or DEFAULT_WEBHOOK_KINDS
     wanted = frozenset(kinds)
-    _wanted[db] = (now + WANTED_CACHE_SECONDS, wanted)
+    _wanted[conn.engine] = (now + WANTED_CACHE_SECONDS, wanted)
     return wanted
 
 
 def forget_wanted(db: Database) -> None:
-    _wanted.pop(db, None)
+    _wanted.pop(db.engine, None)
 
 
-def enqueue(conn: Connection, db: Database, notifications: Sequence[Notification]) -> int:
+def enqueue(conn: Connection, notifications: Sequence[Notification]) -> int:
     """Write the notifications some subscription wants, on the caller's transaction.
 
     No statement at all when nothing is wanted (the cache answers); one multi-row insert
@@ -249,13 +245,21 @@ def enqueue(conn: Connection, db: Database, notifications: Sequence[Notification
     """
     if not notifications:
         return 0
-    wanted = wanted_kinds(db, conn)
+    wanted = wanted_kinds(conn)
     rows = [{"kind": n.kind, "event_id": n.event_id,
              "data": json.dumps(n.data, ensure_ascii=False, default=str), "created_at": n.at}
             for n in notifications if n.kind in wanted]
     if rows:
         conn.execute(insert(webhook_outbox), rows)
     return len(rows)
+
+
+def enqueue_moves(conn: Connection, ids: Sequence[int], status: str, reason: str,
+                  now: datetime) -> None:
+    """The notifications of events moved together to ``status`` (nothing when unwanted)."""
+    if ids and status in wanted_kinds(conn):
+        enqueue(conn, [Notification(status, i, {"status": status, "reason": reason}, now)
+                       for i in ids])
 
 
 def outbox_size(db: Database) -> int:

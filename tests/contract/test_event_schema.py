@@ -9,7 +9,7 @@ from lxml import etree
 
 from soap_service.soap.envelope import HttpFacts, event_list, normalise, single_event
 from soap_service.soap.router import METHODS
-from soap_service.soap.xml import parse_document
+from soap_service.xmlsafe import parse_document
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "soap"

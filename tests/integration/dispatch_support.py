@@ -1,18 +1,18 @@
-"""Helpers for the dispatch tests: event rows, a stand-in route/render pair, sink settings.
+"""Helpers for the dispatch tests: event rows, a stand-in router/renderer pair, sink settings.
 
 The stand-ins are used only where a test is about the queue and the channel, not about
-templates; the end-to-end tests use the real catalog and renderer.
+templates; the end-to-end tests use the real catalog and renderer.  The stand-in router
+answers with real :class:`~soap_service.route.Route` values.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from soap_service import clock
+from soap_service import clock, wakeup
 from soap_service.config import Settings
 from soap_service.devsmtp import MailSink
 from soap_service.errors import RenderError
@@ -24,6 +24,7 @@ from soap_service.models import (
     TemplateContent,
     TemplateVersion,
 )
+from soap_service.route import Route
 from soap_service.store import Database
 from soap_service.store.events import insert_events
 
@@ -35,20 +36,13 @@ VERSION = TemplateVersion(
 )
 
 
-@dataclass(frozen=True)
-class StandInRoute:
-    version: TemplateVersion | None
-    status: EventStatus = EventStatus.PROCESSING
-    reason: str = ""
-
-
-def stand_in_router(db: Database, event: Event) -> StandInRoute:
+def stand_in_router(db: Database, event: Event) -> Route:
     """Routes every type to VERSION, except 'unrouted' (routingFailed) and 'held' (paused)."""
     if event.event_type == "unrouted":
-        return StandInRoute(None, EventStatus.ROUTING_FAILED, "no published template")
+        return Route(None, EventStatus.ROUTING_FAILED, "no published template")
     if event.event_type == "held":
-        return StandInRoute(None, EventStatus.PAUSED, "template paused")
-    return StandInRoute(VERSION)
+        return Route(None, EventStatus.PAUSED, "template paused")
+    return Route(VERSION, None, "template order version 1")
 
 
 def stand_in_renderer(version: TemplateVersion, event: Event) -> RenderedMessage:
@@ -76,7 +70,10 @@ def event_row(n: int = 0, *, queue: str = "rt", lane: int = 1, event_type: str =
 
 
 def add_events(db: Database, rows: list[dict[str, Any]]) -> list[int]:
-    return insert_events(db, rows).ids
+    """Store event rows as ingest does, waking a listening worker (SQLite's socket)."""
+    ids = insert_events(db, rows).ids
+    wakeup.notify_after_commit(db)
+    return ids
 
 
 def sink_settings(settings: Settings, sink: MailSink, **kw: Any) -> Settings:

@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy import insert, select
 
 from soap_service import catalog, clock
+from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import Conflict, NotFound, TemplateSyntaxError, ValidationFailed
 from soap_service.models import Channel, Event, EventStatus, EventType, Lane, Queue
 from soap_service.models import TemplateContent as C
 from soap_service.store import Database
-from soap_service.tables import event_status_log, events
+from soap_service.tables import event_status_log, event_types, events
 
 T0 = datetime(2026, 3, 1, 9, 0, 0)
 GOOD = C(from_addr="shop@example.com", subject="Order {{ rtEvent.ctx.id }}",
@@ -95,13 +96,13 @@ def test_remove_refused_while_in_use(db: Database) -> None:
 
 def test_durations() -> None:
     """Durations parse from the documented forms and print back compactly."""
-    assert [catalog.parse_duration(s) for s in ("90", "15m", "36h", "1d", "1h30m", "2w")] == \
+    assert [parse_duration(s) for s in ("90", "15m", "36h", "1d", "1h30m", "2w")] == \
         [90, 900, 129600, 86400, 5400, 1209600]
-    assert catalog.format_duration(86400 * 30) == "30d"
-    assert catalog.format_duration(5400) == "1h30m"
+    assert format_duration(86400 * 30) == "30d"
+    assert format_duration(5400) == "1h30m"
     for bad in ("soon", "²", "1d²", ""):
         with pytest.raises(ValidationFailed):
-            catalog.parse_duration(bad)
+            parse_duration(bad)
 
 
 def test_template_needs_event_type_and_valid_syntax(db: Database) -> None:
@@ -247,8 +248,8 @@ def test_find_route_is_cached_briefly(db: Database) -> None:
     assert catalog.find_route(db, ev()).status is EventStatus.ROUTING_FAILED
     from soap_service.store import catalog as store
 
-    with db.begin() as conn:  # as another process would: no cache invalidation here
-        store.insert_version(conn, store.get_template(conn, "t"), GOOD, "other", clock.utcnow())
+    # as another process would: no cache invalidation here
+    store.publish(db, "t", "other", clock.utcnow(), lambda tpl, latest: None)
     assert catalog.find_route(db, ev()).status is EventStatus.ROUTING_FAILED
     catalog.clear_cache()
     assert catalog.find_route(db, ev()).ok
@@ -298,6 +299,30 @@ def test_seeds(db: Database) -> None:
     assert catalog.add_seed(db, "s", "+33600000000", "<ctx/>").address == "+33600000000"
 
 
+@pytest.mark.parametrize("address", ["root@localhost", "a@b", "<qa@example.com>",
+                                     "qa@example..com"])
+def test_seed_addresses_are_checked_as_events_are(db: Database, settings,
+                                                  address: str) -> None:
+    """An email seed is refused exactly when ingest would refuse an event to that address
+    (one email check: ``addresses.is_email_address``, see docs/templates.md)."""
+    from lxml import etree
+
+    from soap_service import ingest
+
+    setup_type(db)
+    catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
+    with pytest.raises(ValidationFailed, match="not an email address"):
+        catalog.add_seed(db, "t", address, "<ctx/>")
+    event = etree.Element("rtEvent", type="order", email=address)
+    etree.SubElement(event, "ctx")
+    with pytest.raises(ValidationFailed, match="malformed attribute 'email'"):
+        ingest.store_event(db, settings, event, Queue.RT)
+    if not address.startswith("<"):  # a From may carry a display name and brackets
+        with pytest.raises(ValidationFailed, match=r"--from .* is not an email address"):
+            catalog.create_template(db, "u", "order", Channel.EMAIL,
+                                    C(from_addr=f"Shop <{address}>", subject="s", text="t"))
+
+
 def test_publish_checks_syntax_again(db: Database) -> None:
     """A draft that reached the database with broken syntax is refused at publish."""
     from soap_service.store import catalog as store
@@ -305,16 +330,36 @@ def test_publish_checks_syntax_again(db: Database) -> None:
     setup_type(db)
     tpl = catalog.create_template(db, "t", "order", Channel.EMAIL, GOOD)
     broken = C(from_addr="a@example.com", subject="s", text="ok\n<% for each (x in y) { %>")
-    with db.begin() as conn:  # bypassing the save-time check, as an older release might have
-        store.update_draft(conn, tpl.id, broken, clock.utcnow())
+    # bypassing the save-time check, as an older release might have
+    store.update_draft(db, tpl.name, lambda current: broken, clock.utcnow())
     with pytest.raises(TemplateSyntaxError, match="text line 2, column 19: unknown name"):
         catalog.publish(db, "t", "alice")
     assert catalog.versions(db, "t") == []
 
 
-def test_cache_stays_bounded(db: Database) -> None:
-    """Looking up many unknown event types does not grow the cache without limit."""
-    for n in range(catalog.CACHE_MAX_ENTRIES + 10):
-        catalog._cache[("x", n)] = (0.0, None)
-    assert catalog.get_event_type(db, "never_defined") is None
-    assert len(catalog._cache) <= catalog.CACHE_MAX_ENTRIES
+def test_unknown_event_types_do_not_grow_the_cache(db: Database) -> None:
+    """Looking up many unknown event types (names from the outside) reads the types once
+    and keeps one cached answer, whatever the names."""
+    setup_type(db)
+    for n in range(1000):
+        assert catalog.get_event_type(db, f"never_defined_{n}") is None
+    assert catalog.get_event_type(db, "order") is not None
+    assert len(catalog._cache) == 1
+
+
+def test_event_types_are_cached_once_for_routing_and_ingest(db: Database) -> None:
+    """The worker's event type lookups and ingest's lanes come from one cached read: a type
+    added by another process shows in both at once when the cache is cleared, in neither
+    before."""
+    assert catalog.get_event_type(db, "late") is None
+    assert "late" not in catalog.event_type_lanes(db)
+    with db.begin() as conn:  # as another process would: no cache invalidation here
+        now = clock.utcnow()
+        conn.execute(insert(event_types), {"name": "late", "lane": "bulk", "created_at": now,
+                                           "updated_at": now})
+    assert catalog.get_event_type(db, "late") is None
+    assert "late" not in catalog.event_type_lanes(db)
+    catalog.clear_cache()
+    assert catalog.event_type_lanes(db)["late"] == "bulk"
+    found = catalog.get_event_type(db, "late")
+    assert found is not None and found.lane is Lane.BULK

@@ -1,5 +1,6 @@
-"""``msgcenter operator|zone|apikey`` in subprocesses, as an admin would run them,
-on SQLite and PostgreSQL; results checked through the Authenticator on the same database."""
+"""``msgcenter operator|zone|apikey`` as an admin would run them (in process through
+``cli.main(argv)``), on SQLite and PostgreSQL; results checked through the Authenticator
+on the same database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``msgcenter eventtype|template|seed`` round trips in subprocesses through a real database."""
+"""``msgcenter eventtype|template|seed`` round trips through a real database, each command
+run in process through ``cli.main(argv)``."""
 
 from __future__ import annotations
 
@@ -23,13 +24,7 @@ def _init(url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def env(sqlite_url: str) -> dict[str, str]:
-    """A migrated SQLite database (each CLI call is a subprocess: keep these to one backend)."""
-    return _init(sqlite_url)
-
-
-@pytest.fixture
-def any_env(database_url: str) -> dict[str, str]:
+def env(database_url: str) -> dict[str, str]:
     """A migrated database on SQLite and on PostgreSQL."""
     return _init(database_url)
 
@@ -63,10 +58,10 @@ def test_eventtype_commands(env: dict[str, str]) -> None:
     assert gone.returncode == 1 and "no event type 'reset'" in gone.stderr
 
 
-def test_template_lifecycle_round_trip(any_env: dict[str, str], tmp_path: Path) -> None:
+def test_template_lifecycle_round_trip(env: dict[str, str], tmp_path: Path) -> None:
     """create -> seed -> preview -> publish -> edit -> diff -> versions -> pause -> resume
     -> unpublish, all through the command line; routing sees each state."""
-    env = any_env
+    env = env
     run_cli(env, "eventtype", "add", "order_confirmation")
     run_cli(env, "template", "create", "order", "--event-type", "order_confirmation",
             "--from", "shop@example.com", "--subject", "Order <%= rtEvent.ctx.order.@id %>",

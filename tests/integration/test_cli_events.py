@@ -1,4 +1,5 @@
-"""``msgcenter events list|show`` and ``push`` argument handling, run as subprocesses."""
+"""``msgcenter events list|show`` and ``push`` argument handling, run in process through
+``cli.main(argv)``; one test runs the real command as a process (exit codes, output)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 
 import pytest
-from conftest import make_settings, run_cli
+from conftest import make_settings, run_cli, run_cli_process
 from lxml import etree
 
 from soap_service import ingest
@@ -103,6 +104,28 @@ def test_events_show_unknown_id_fails_cleanly(cli_env: dict[str, str]):
         proc = run_cli(cli_env, "events", "show", bad, check=False)
         assert proc.returncode == 1
         assert proc.stderr.startswith("msgcenter: error: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_the_command_as_a_process_exits_with_the_documented_codes(cli_env: dict[str, str]):
+    """``python -m soap_service.cli`` as a user runs it: output on stdout and exit 0, a
+    caller's mistake as one line on stderr and exit 1, no command at all exits 64."""
+    pk = push_direct(cli_env, '<e type="welcome" email="a@example.com"><ctx/></e>')
+    listed = run_cli_process(cli_env, "--json", "events", "list")
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["plId"] == str(pk)
+    missing = run_cli_process(cli_env, "events", "show", "999999", check=False)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.startswith("msgcenter: error: ")
+    assert len(missing.stderr.splitlines()) == 1
+    assert run_cli_process(cli_env, check=False).returncode == 64
+
+
+def test_reads_from_an_unreachable_database_fail_in_one_line():
+    """A read (``events list``) from a database nobody answers for: "database unavailable"
+    on one line and exit code 2 (ours), no traceback."""
+    env = {"MC_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none"}
+    proc = run_cli(env, "events", "list", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == "msgcenter: error: database unavailable\n"
 
 
 def test_push_without_a_server_fails_cleanly(tmp_path):

@@ -108,8 +108,8 @@ def test_real_catalog_routing_pause_resume_and_render_failure(settings, demo_db)
     assert failed.status is EventStatus.DELIVERY_FAILED
     assert "firstname" in (failed.last_error or "")
     [attempt] = queue.delivery_attempts(db, held)
-    assert (attempt["template"], attempt["version"]) == ("order_confirmation_email", 2)
-    assert attempt["template_version_id"] == 3  # the log keeps the version row's id
+    assert (attempt.template, attempt.version) == ("order_confirmation_email", 2)
+    assert attempt.template_version_id == 3  # the log keeps the version row's id
 
 
 def _held_event(db, s, d: Dispatcher, address: str) -> int:
@@ -164,9 +164,8 @@ def test_reap_releases_events_held_by_a_template_no_longer_paused(settings, demo
             [reminder] = add_events(db, [event_row(
                 9, event_type="order_confirmation", status="paused", parent_id=raced,
                 attributes=json.dumps({"template": "reminder_email"}))])
-            template_id = catalog.get_template(db, name).template.id
-            with db.begin() as conn:  # the template un-paused, its event not released
-                catalog_store.set_paused(conn, template_id, False, clock.utcnow())
+            # the template un-paused, its event not released
+            catalog_store.set_paused(db, name, False, clock.utcnow())
             d.reap()
             assert get_event(db, raced).status is EventStatus.PENDING
             assert get_event(db, reminder).status is EventStatus.PAUSED

@@ -60,10 +60,10 @@ def test_tick_sends_and_records(db, make_dispatcher):
                                                        for pk in ids)
     assert all(_status(db, pk) is EventStatus.PROCESSED for pk in ids)
     [attempt] = queue.delivery_attempts(db, ids[0])
-    assert attempt["outcome"] == "sent" and attempt["response_code"] == 250
-    assert attempt["template_version_id"] == VERSION.id
-    assert attempt["address"] == "user0@example.com"
-    assert [h["status"] for h in status_history(db, ids[0])][-1] == "processed"
+    assert attempt.outcome == "sent" and attempt.response_code == 250
+    assert attempt.template_version_id == VERSION.id
+    assert attempt.address == "user0@example.com"
+    assert [h.status for h in status_history(db, ids[0])][-1] == "processed"
     assert d.tick().claimed == 0
 
 
@@ -86,7 +86,7 @@ def test_temporary_failure_is_retried_with_backoff_then_sent_once(db, make_dispa
         sink.wait_for(1)
     assert len(sink.messages) == 1
     assert _status(db, pk) is EventStatus.PROCESSED
-    outcomes = [a["outcome"] for a in queue.delivery_attempts(db, pk)]
+    outcomes = [a.outcome for a in queue.delivery_attempts(db, pk)]
     assert outcomes == ["temporary", "sent"]
 
 
@@ -109,7 +109,7 @@ def test_relay_answers_map_to_statuses(db, make_dispatcher, fault, status):
     if status is EventStatus.DELIVERY_FAILED:
         assert fault.reply.split(" ")[0] in (ev.last_error or "")
     [attempt] = queue.delivery_attempts(db, pk)
-    assert attempt["outcome"] == ("permanent" if status is EventStatus.DELIVERY_FAILED
+    assert attempt.outcome == ("permanent" if status is EventStatus.DELIVERY_FAILED
                                   else "temporary")
 
 
@@ -247,7 +247,7 @@ def test_paused_events_expire_while_held(db, make_dispatcher):
             advance(timedelta(hours=1))
             d.reap()
     assert _status(db, lasting) is EventStatus.TOO_OLD
-    assert status_history(db, lasting)[-1]["reason"] == "expired while its template was paused"
+    assert status_history(db, lasting)[-1].reason == "expired while its template was paused"
 
 
 def test_express_sends_real_time_events_only(db, make_dispatcher):

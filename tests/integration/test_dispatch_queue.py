@@ -8,7 +8,7 @@ from dispatch_support import add_events, event_row, past
 from sqlalchemy import select
 
 from soap_service import clock
-from soap_service.models import EventStatus
+from soap_service.models import Delivery, EventStatus, Outcome
 from soap_service.store import queue
 from soap_service.store.events import get_event, status_history
 from soap_service.tables import events, worker_heartbeats
@@ -71,7 +71,7 @@ def test_expired_lease_is_reaped_and_reclaimed(db):
         advance(timedelta(seconds=61))
         assert queue.reap_expired_leases(db, clock.utcnow()) == 1
         assert [e.id for e in _claim(db, "alive")] == [pk]
-    assert any(h["reason"] == "lease expired" for h in status_history(db, pk))
+    assert any(h.reason == "lease expired" for h in status_history(db, pk))
 
 
 def test_outcome_is_recorded_only_by_the_lease_holder(db):
@@ -83,9 +83,9 @@ def test_outcome_is_recorded_only_by_the_lease_holder(db):
         advance(timedelta(seconds=11))
         queue.reap_expired_leases(db, clock.utcnow())
         _claim(db, "fresh")
-        delivery = queue.Delivery(channel="email", address=ev.email, outcome="sent")
+        delivery = Delivery(channel="email", address=ev.email, outcome="sent")
         changed = queue.record_outcomes(
-            db, "slow", [queue.Outcome(pk, EventStatus.PROCESSED, delivery=delivery)],
+            db, "slow", [Outcome(pk, EventStatus.PROCESSED, delivery=delivery)],
             clock.utcnow())
     assert changed == 0
     stored = get_event(db, pk)
@@ -98,10 +98,10 @@ def test_record_outcome_writes_event_status_and_logs(db):
     [pk] = add_events(db, [event_row(1)])
     [ev] = _claim(db)
     retry_at = clock.utcnow() + timedelta(minutes=5)
-    delivery = queue.Delivery(channel="email", address=ev.email, outcome="temporary",
+    delivery = Delivery(channel="email", address=ev.email, outcome="temporary",
                               template_version_id=3, response_code=451, response_text="later",
                               message_id="<mc.1.1@x>", duration_ms=12)
-    queue.record_outcomes(db, "w1", [queue.Outcome(pk, EventStatus.PENDING, "451 later", 1,
+    queue.record_outcomes(db, "w1", [Outcome(pk, EventStatus.PENDING, "451 later", 1,
                                                    retry_at, delivery)], clock.utcnow())
     with db.connect() as conn:
         row = conn.execute(select(events).where(events.c.id == pk)).one()
@@ -109,9 +109,9 @@ def test_record_outcome_writes_event_status_and_logs(db):
         "pending", 1, None, "451 later")
     assert row.process_at == retry_at.replace(microsecond=row.process_at.microsecond)
     [attempt] = queue.delivery_attempts(db, pk)
-    assert (attempt["outcome"], attempt["response_code"], attempt["template_version_id"]) == (
+    assert (attempt.outcome, attempt.response_code, attempt.template_version_id) == (
         "temporary", 451, 3)
-    assert status_history(db, pk)[-1]["status"] == "pending"
+    assert status_history(db, pk)[-1].status == "pending"
 
 
 def test_heartbeat_upserts_one_row(db):

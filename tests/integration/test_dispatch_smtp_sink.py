@@ -92,7 +92,7 @@ def test_450_then_success_is_retried_and_sent_once(settings, db):
     files = list(dump.glob("msg.*"))
     assert len(files) == 1
     assert f"<mc.1.{pk}@msgcenter.local>".encode() in files[0].read_bytes()
-    assert [a["outcome"] for a in queue.delivery_attempts(db, pk)] == ["temporary", "sent"]
+    assert [a.outcome for a in queue.delivery_attempts(db, pk)] == ["temporary", "sent"]
     shutil.rmtree(dump, ignore_errors=True)
 
 
@@ -105,7 +105,7 @@ def test_550_is_delivery_failed(settings, db):
     assert ev.status is EventStatus.DELIVERY_FAILED
     assert (ev.last_error or "").startswith("5")
     [attempt] = queue.delivery_attempts(db, pk)
-    assert attempt["outcome"] == "permanent" and 500 <= attempt["response_code"] < 600
+    assert attempt.outcome == "permanent" and 500 <= attempt.response_code < 600
 
 
 def test_disconnect_at_data_is_retried(settings, db):

@@ -52,7 +52,7 @@ def test_550_at_rcpt_quarantines_then_ignores(db: Database, dispatch) -> None:
     event = get_event(db, second)
     assert event.status is EventStatus.IGNORED
     assert "quarantined: 550" in (event.last_error or "")
-    assert status_history(db, second)[-1]["status"] == "ignored"
+    assert status_history(db, second)[-1].status == "ignored"
     [row] = exclusions.list_exclusions(db, event_id=second)
     assert (row.address, row.reason) == (BOUNCING, event.last_error)
     assert [m.rcpt_tos for m in sink.messages] == [("user3@example.com",)]

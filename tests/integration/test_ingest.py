@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import insert, select
 
-from soap_service import clock, ingest
+from soap_service import catalog, clock, ingest
 from soap_service.config import Settings
 from soap_service.errors import ServerError, ValidationFailed
 from soap_service.models import PLID_SHIFT, EventStatus, Queue, split_plid
@@ -48,7 +48,7 @@ def add_event_type(db: Database, name: str, lane: str) -> None:
     with db.begin() as conn:
         conn.execute(insert(event_types), {"name": name, "lane": lane, "created_at": now,
                                            "updated_at": now})
-    event_store.forget_event_types(db)
+    catalog.clear_cache()
 
 
 def test_event_is_stored_with_every_attribute_and_raw_ctx(db: Database, settings: Settings):

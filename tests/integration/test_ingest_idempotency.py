@@ -19,6 +19,7 @@ from soap_service.errors import Conflict
 from soap_service.models import Queue, split_plid
 from soap_service.store import Database, make_engine, schema
 from soap_service.store import events as event_store
+from soap_service.store.dialect import WAKE_CHANNEL
 from soap_service.tables import events
 
 
@@ -175,11 +176,11 @@ def test_a_stored_event_wakes_the_dispatcher(db: Database, settings: Settings):
         return
     dsn = make_url(settings.database_url).set(drivername="postgresql")
     with psycopg.connect(dsn.render_as_string(hide_password=False), autocommit=True) as listen:
-        listen.execute(f"LISTEN {wakeup.CHANNEL}")
+        listen.execute(f"LISTEN {WAKE_CHANNEL}")
 
         def received_before_sentinel() -> list[str]:
             # notifications arrive in commit order: all earlier ones precede the sentinel
-            listen.execute(f"NOTIFY {wakeup.CHANNEL}, 'sentinel'")
+            listen.execute(f"NOTIFY {WAKE_CHANNEL}, 'sentinel'")
             got = []
             for note in listen.notifies(timeout=30):
                 if note.payload == "sentinel":
@@ -188,8 +189,8 @@ def test_a_stored_event_wakes_the_dispatcher(db: Database, settings: Settings):
             raise AssertionError("sentinel notification never arrived")
 
         ingest.store_events(db, settings, [keyed(None), keyed(None)], Queue.RT)
-        assert received_before_sentinel() == [wakeup.CHANNEL]
+        assert received_before_sentinel() == [WAKE_CHANNEL]
         ingest.store_event(db, settings, keyed("wake"), Queue.RT)
-        assert received_before_sentinel() == [wakeup.CHANNEL]
+        assert received_before_sentinel() == [WAKE_CHANNEL]
         ingest.store_event(db, settings, keyed("wake"), Queue.RT)
         assert received_before_sentinel() == []

@@ -123,10 +123,13 @@ def test_render_failures_and_relay_refusals_are_reported(db: Database, settings:
 
 
 def test_proof_needs_targets_and_email_channel(db: Database, settings: Settings) -> None:
-    """Proofs need --to or seeds, and an email template."""
+    """Proofs need --to or seeds (a --to that is not an email address is refused before
+    anything is sent), and an email template."""
     setup_template(db)
     with pytest.raises(ValidationFailed, match="--to"):
         proof.send_proofs(db, settings, "order")
+    with pytest.raises(ValidationFailed, match="--to 'boss' is not an email address"):
+        proof.send_proofs(db, settings, "order", to=["a@example.com", "boss"])
     catalog.create_template(db, "sms", "order_confirmation", Channel.SMS,
                             TemplateContent(sms="Hi"))
     with pytest.raises(ValidationFailed, match="preview"):
@@ -135,6 +138,25 @@ def test_proof_needs_targets_and_email_channel(db: Database, settings: Settings)
                             TemplateContent(from_addr="a@example.com", subject="s", text="t"))
     with pytest.raises(ValidationFailed, match="no seeds"):
         proof.send_proofs(db, settings, "bare", seeds=True)
+
+
+def test_proof_is_built_as_a_send_is(db: Database, settings: Settings,
+                                     sink: MailSink) -> None:
+    """A proof goes through the same builder as a send: a personalised From that renders
+    empty for a seed is reported (``template has no From address``) and not sent, as the
+    event would fail; the other seed's proof is sent."""
+    catalog.add_event_type(db, EventType(name="order_confirmation"))
+    catalog.create_template(db, "order", "order_confirmation", Channel.EMAIL, TemplateContent(
+        from_addr="{{ rtEvent.ctx.sender }}", subject="s", text="t"))
+    catalog.add_seed(db, "order", "a@example.com", "<ctx><sender>shop@example.com</sender></ctx>")
+    catalog.add_seed(db, "order", "b@example.com", "<ctx/>")
+    results = {r.address: r for r in
+               proof.send_proofs(db, smtp(settings, sink), "order", seeds=True)}
+    assert (results["b@example.com"].outcome, results["b@example.com"].text) == \
+        ("renderFailed", "template has no From address")
+    assert results["a@example.com"].outcome == "sent"
+    [mail] = sink.wait_for(1)
+    assert mail.message["From"] == "shop@example.com"
 
 
 def test_preview_sources(db: Database) -> None:

@@ -15,7 +15,8 @@ from tracking_support import add_events, event_row
 
 from soap_service import clock
 from soap_service.devsmtp import MailSink
-from soap_service.store import Database, logs
+from soap_service.store import Database
+from soap_service.store import tracking as tracking_store
 from soap_service.tables import delivery_log
 
 SECRET = "serve-test-secret"
@@ -38,8 +39,7 @@ def wait_for_hits(db: Database, event_id: int, count: int, timeout: float = 30.0
     """Poll the tracking log (the server records in its own process)."""
     deadline = time.monotonic() + timeout
     while True:
-        with db.connect() as conn:
-            found = logs.list_tracking(conn, event_id)
+        found = tracking_store.list_tracking(db, event_id)
         if len(found) >= count or time.monotonic() > deadline:
             return list(reversed(found))
         time.sleep(0.05)

@@ -13,7 +13,9 @@ import pytest
 from tracking_support import add_events, event_row, sent_events, wsgi_server
 
 from soap_service import clock, track
-from soap_service.store import Database, logs
+from soap_service.models import TrackingHit
+from soap_service.store import Database
+from soap_service.store import tracking as tracking_store
 from soap_service.tracking_web import PIXEL, TrackingApp
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
@@ -40,9 +42,8 @@ def get(base: str, path: str, agent: str = PERSON, method: str = "GET",
         conn.close()
 
 
-def hits(db: Database, event_id: int) -> list[logs.TrackingHit]:
-    with db.connect() as conn:
-        return list(reversed(logs.list_tracking(conn, event_id)))
+def hits(db: Database, event_id: int) -> list[TrackingHit]:
+    return list(reversed(tracking_store.list_tracking(db, event_id)))
 
 
 def path_of(url: str) -> str:
@@ -255,6 +256,5 @@ def test_recorder_writes_a_burst_in_batches(db: Database) -> None:
     recorder.submit(Hit(track.TrackingToken("open", pk + 99), PERSON, "", clock.utcnow()))
     recorder.flush()
     recorder.close()
-    with db.connect() as conn:
-        stored = logs.list_tracking(conn, None, limit=10 * BATCH)
+    stored = tracking_store.list_tracking(db, None, limit=10 * BATCH)
     assert len(stored) == burst and {h.event_id for h in stored} == {pk}

@@ -22,7 +22,7 @@ from webhook_support import Receiver
 
 from soap_service import clock, eventstatus, outbox, track, webhooks
 from soap_service.config import Settings
-from soap_service.models import EventStatus, make_plid
+from soap_service.models import EventStatus, Outcome, make_plid
 from soap_service.store import Database
 from soap_service.store import queue as queue_store
 from soap_service.store import webhooks as store
@@ -203,7 +203,8 @@ def test_no_subscription_costs_no_statement(db, settings):
     now = clock.utcnow()
     claimed = queue_store.claim_events(db, "w1", limit=5, now=now, lease_seconds=60)
     assert len(claimed) == 5
-    store.wanted_kinds(db)  # warm the cache, as the first round of a worker does
+    with db.connect() as conn:  # warm the cache, as the first round of a worker does
+        store.wanted_kinds(conn)
     seen: list[str] = []
 
     def spy(conn, cursor, statement, *args):
@@ -212,7 +213,7 @@ def test_no_subscription_costs_no_statement(db, settings):
 
     sa_event.listen(db.engine, "before_cursor_execute", spy)
     try:
-        outcomes = [queue_store.Outcome(pk, EventStatus.ROUTING_FAILED, "no template")
+        outcomes = [Outcome(pk, EventStatus.ROUTING_FAILED, "no template")
                     for pk in rows]
         queue_store.record_outcomes(db, "w1", outcomes[:2], now)
         assert seen == []
@@ -237,7 +238,7 @@ def test_lost_lease_tells_nothing(db, settings, receiver):
     queue_store.claim_events(db, "w2", limit=1, now=now + timedelta(seconds=121),
                              lease_seconds=60)
     changed = queue_store.record_outcomes(
-        db, "w1", [queue_store.Outcome(pk, EventStatus.PROCESSED)], now + timedelta(seconds=122))
+        db, "w1", [Outcome(pk, EventStatus.PROCESSED)], now + timedelta(seconds=122))
     assert changed == 0 and store.outbox_size(db) == 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from soap_service import clock
-from soap_service.models import EventStatus
+from soap_service.models import Delivery, EventStatus, Outcome
 from soap_service.store import Database
 from soap_service.store import queue as store_queue
 from soap_service.store.events import insert_events
@@ -53,11 +53,11 @@ def finish(db: Database, ids: list[int], status: EventStatus = EventStatus.PROCE
     for pk, event in wanted.items():
         delivery = None
         if outcome:
-            delivery = store_queue.Delivery(
+            delivery = Delivery(
                 channel="email", address=event.email, outcome=outcome, template_version_id=1,
                 response_code=250 if outcome == "sent" else 550, response_text="ok",
                 message_id=f"<mc.1.{pk}@test>", duration_ms=duration_ms)
-        outcomes.append(store_queue.Outcome(pk, status, reason, 0, None, delivery))
+        outcomes.append(Outcome(pk, status, reason, 0, None, delivery))
     others = [e.id for e in claimed if e.id not in wanted]
     store_queue.release_claims(db, WORKER, others, now)
     store_queue.record_outcomes(db, WORKER, outcomes, now)

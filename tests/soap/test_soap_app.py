@@ -11,9 +11,9 @@ import pytest
 
 from soap_service.config import load_settings
 from soap_service.soap import router
-from soap_service.soap.xml import BodyTooLarge
 from soap_service.store import schema
 from soap_service.web import Request, Response, Route, WebApp, create_app, read_body
+from soap_service.xmlsafe import BodyTooLarge
 
 
 @pytest.fixture
@@ -59,8 +59,8 @@ def test_internal_error_is_a_server_fault_with_a_logged_id(app: WebApp, caplog) 
 
 def test_show_errors_zone_gets_the_internal_message(app: WebApp) -> None:
     """A caller in a zone flagged showErrors sees the internal message in the detail."""
+    from soap_service.models import Zone
     from soap_service.store import auth as store_auth
-    from soap_service.store.auth import Zone
 
     def explode(call: router.Call) -> list:
         raise RuntimeError("visible to developers")
@@ -125,8 +125,8 @@ def test_push_events_limit_counts_events_not_their_children(
 ) -> None:
     """With MC_MAX_EVENTS_PER_CALL=1, one event sent without a wrapper is accepted
     whatever its children (mobileApp, ctx); two events, wrapped or not, are refused."""
+    from soap_service.models import Zone
     from soap_service.store import auth as store_auth
-    from soap_service.store.auth import Zone
 
     settings = load_settings({"MC_DATABASE_URL": f"sqlite:///{tmp_path}/mc.db",
                               "MC_MAX_EVENTS_PER_CALL": "1", "MC_AUTH_CACHE_TTL": "0"})

@@ -18,7 +18,7 @@ from soap_service.soap.envelope import (
     split_token,
 )
 from soap_service.soap.router import METHODS
-from soap_service.soap.xml import InvalidXml, parse_document
+from soap_service.xmlsafe import InvalidXml, parse_document
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "soap"
 

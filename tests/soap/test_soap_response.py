@@ -16,7 +16,7 @@ from soap_service.errors import (
 from soap_service.soap.envelope import VersionMismatch
 from soap_service.soap.faults import fault_for
 from soap_service.soap.response import Dom, Scalar, fault_envelope, ids_markup, result_envelope
-from soap_service.soap.xml import InvalidXml
+from soap_service.xmlsafe import InvalidXml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "soap"
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from soap_service.soap.xml import InvalidXml, parse_document
+from soap_service.xmlsafe import InvalidXml, parse_document
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "soap"
 

@@ -9,7 +9,7 @@ import pytest
 
 from soap_service import auth
 from soap_service.errors import ValidationFailed
-from soap_service.store.auth import Zone
+from soap_service.models import Zone
 
 
 def test_hash_password_is_salted_scrypt_and_verifies():

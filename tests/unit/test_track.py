@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from soap_service import track
-from soap_service.catalog import parse_duration
+from soap_service.durations import parse_duration
 from soap_service.errors import ValidationFailed
 
 SECRET = "s3cret"

@@ -1,11 +1,14 @@
-"""Hardened XML parsing for everything that arrives over HTTP.
+"""The one hardened XML parser, for every XML that does not come from us.
 
-One parser configuration for the whole edge: no DTD loading, no entity expansion, no
-network, no huge trees (libxml2's own depth and size caps stay on), comments and
-processing instructions dropped.  On top of that, any document carrying a DOCTYPE is
-refused (billion laughs, external entities) and nesting deeper than
-``settings.max_xml_depth`` is refused.  Parser messages are kept short for the fault
-``detail``; the body itself is never logged or echoed.
+SOAP requests, event ``<ctx>`` data (at ingest, from the CLI, seeds and files, and again
+at render time) all go through :func:`parse_xml`: no DTD loading, no entity expansion,
+no network, no huge trees (libxml2's own depth and size caps stay on), comments and
+processing instructions dropped, one parser per thread (lxml parsers are not
+thread-safe).  Any document carrying a DOCTYPE is refused (billion laughs, external
+entities); :func:`parse_document` (the HTTP edge) also refuses nesting deeper than
+``settings.max_xml_depth``.  Parser messages are kept short for a fault's ``detail``;
+the document itself is never logged or echoed.  :func:`local_name` is the one way to
+take a tag's namespace off.
 """
 
 from __future__ import annotations
@@ -60,15 +63,15 @@ def _short(message: str, limit: int = 300) -> str:
     return message if len(message) <= limit else message[:limit] + "..."
 
 
-def parse_document(body: bytes, max_depth: int) -> etree._Element:
-    """Parse ``body`` safely and return its root element, or raise :class:`InvalidXml`."""
-    body = body.lstrip(b" \t\r\n")  # some clients send a newline before <?xml ...?>
-    if not body:
-        raise InvalidXml("empty body", "The request body is empty.")
-    if _has_doctype(body):  # refused before libxml2 reads a single declaration
+def parse_xml(data: bytes | str) -> etree._Element:
+    """Parse ``data`` with the hardened parser; its root element, or :class:`InvalidXml`
+    (``detail``: the parser's message, kept short)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if _has_doctype(data):  # refused before libxml2 reads a single declaration
         raise InvalidXml("DTD not allowed", _DTD_REFUSED)
     try:
-        root = etree.fromstring(body, _parser())
+        root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise InvalidXml("not well-formed", _short(str(exc))) from exc
     except ValueError as exc:  # e.g. an unsupported encoding declaration
@@ -76,6 +79,17 @@ def parse_document(body: bytes, max_depth: int) -> etree._Element:
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
         raise InvalidXml("DTD not allowed", _DTD_REFUSED)
+    return root
+
+
+def parse_document(body: bytes, max_depth: int) -> etree._Element:
+    """Parse a request body safely and return its root element, or raise
+    :class:`InvalidXml` (also for an empty body, or one nested deeper than ``max_depth``)."""
+    body = body.lstrip(b" \t\r\n")  # some clients send a newline before <?xml ...?>
+    if not body:
+        raise InvalidXml("empty body", "The request body is empty.")
+    root = parse_xml(body)
+    tree = root.getroottree()
     if _too_deep(max_depth)(tree):
         raise InvalidXml(
             "nesting too deep", f"Elements are nested deeper than the limit of {max_depth}."
@@ -90,9 +104,10 @@ def _has_doctype(body: bytes) -> bool:
     return index >= 0 and _ELEMENT_START.search(body, 0, index) is None
 
 
-def local_name(element: etree._Element) -> str:
-    """The tag without its namespace."""
-    tag = element.tag
+def local_name(node: etree._Element | str) -> str:
+    """An element's tag, or a tag or attribute name, without its namespace (``""`` for a
+    comment or processing instruction)."""
+    tag = node if isinstance(node, str) else node.tag
     if not isinstance(tag, str):
         return ""
     return tag.rpartition("}")[2]

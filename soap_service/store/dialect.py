@@ -1,0 +1,173 @@
+"""Every difference between SQLite and PostgreSQL, decided here and nowhere else.
+
+The queries in the modules beside this one are written once, in SQLAlchemy Core, and ask
+this module whenever the two databases need different SQL or a different connection:
+
+- the engine: SQLite's pragmas (WAL, busy timeout, foreign keys) and ``BEGIN IMMEDIATE``
+  so writers queue on the lock instead of failing late; PostgreSQL's pool;
+- claims: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite serialises claims by the
+  write lock, one worker process being the supported SQLite setup);
+- wake-ups: ``NOTIFY`` (or ``pg_notify`` folded into an insert's ``RETURNING``) and a
+  ``LISTEN`` loop on PostgreSQL; SQLite has none (``soap_service.wakeup`` pokes and
+  listens on a local socket instead);
+- one-statement writes in autocommit on PostgreSQL (no ``BEGIN``/``COMMIT`` round trips);
+- ``INSERT ... ON CONFLICT DO NOTHING`` and date arithmetic for the reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, func, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from soap_service.config import Settings
+
+WAKE_CHANNEL = "mc_events"  # PostgreSQL LISTEN/NOTIFY channel of the dispatcher's wake-ups
+POSTGRES = "postgresql"
+log = logging.getLogger("soap_service.wakeup")
+
+
+def _postgres(conn: Connection) -> bool:
+    return conn.dialect.name == POSTGRES
+
+
+# ---------------------------------------------------------------- engines
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        return None
+    return Path(url[len(prefix):].split("?", 1)[0])
+
+
+def make_engine(settings: Settings) -> Engine:
+    """The engine for ``settings.database_url``, configured for its database."""
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, settings.sqlite_synchronous.upper())
+    # No pool_pre_ping: it costs a round trip per checkout on the ingest hot path. A
+    # connection broken by a server restart fails one transaction (answered as a Server
+    # fault / retried by the worker) and is then discarded by the pool.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800,
+                         hide_parameters=True)
+
+
+def _sqlite_engine(url: str, synchronous: str) -> Engine:
+    path = _sqlite_path(url)
+    if path is not None and path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None},
+        pool_size=8,
+        max_overflow=16,
+        hide_parameters=True,  # errors are logged: never an event's values (ctx, address)
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    # pysqlite's own transaction handling is off (isolation_level=None): we issue BEGIN
+    # IMMEDIATE ourselves so writers queue on the busy timeout instead of failing late.
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def autocommit_single_statement(engine: Engine) -> bool:
+    """Whether a write that is one statement may skip ``BEGIN``/``COMMIT`` (PostgreSQL:
+    one statement is atomic and durable on its own; SQLite writers need BEGIN IMMEDIATE)."""
+    return engine.dialect.name == POSTGRES
+
+
+# ---------------------------------------------------------------- queries
+
+
+def skip_locked(query: Select[Any], conn: Connection) -> Select[Any]:
+    """Rows other workers are claiming right now are passed over (PostgreSQL)."""
+    return query.with_for_update(skip_locked=True) if _postgres(conn) else query
+
+
+def insert_ignoring_conflict(table: Table, conn: Connection, constraint: str) -> Any:
+    """``INSERT ... ON CONFLICT (constraint) DO NOTHING`` for this database."""
+    if _postgres(conn):
+        return pg_insert(table).on_conflict_do_nothing(constraint=constraint)
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def seconds_between(conn: Connection, later: Any, earlier: Any) -> Any:
+    """SQL for ``later - earlier`` in seconds (a float)."""
+    if _postgres(conn):
+        return func.extract("epoch", later - earlier)
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def hour_of(conn: Connection, column: Any) -> Any:
+    """SQL for a time column's hour as text, ``YYYY-MM-DD HH:00``."""
+    if _postgres(conn):
+        return func.to_char(func.date_trunc("hour", column), "YYYY-MM-DD HH24:00")
+    return func.strftime("%Y-%m-%d %H:00", column)
+
+
+# ---------------------------------------------------------------- wake-ups
+
+
+def wake_dispatcher(conn: Connection) -> None:
+    """PostgreSQL: a NOTIFY delivered to every listening worker when ``conn`` commits
+    (de-duplicated per transaction).  SQLite: nothing (the caller pokes the socket)."""
+    if _postgres(conn):
+        conn.execute(text(f"NOTIFY {WAKE_CHANNEL}"))
+
+
+def wake_in_returning(conn: Connection) -> bool:
+    """Whether an insert may carry the wake-up in its ``RETURNING`` (:data:`PG_NOTIFY`),
+    which saves the separate NOTIFY round trip of :func:`wake_dispatcher`."""
+    return _postgres(conn)
+
+
+PG_NOTIFY = func.pg_notify(WAKE_CHANNEL, "")
+
+
+def listen_for_wakeups(conninfo: str, stop: threading.Event, ready: threading.Event,
+                       on_wake: Callable[[], None]) -> None:
+    """PostgreSQL: ``LISTEN`` on a connection of its own until ``stop`` is set, calling
+    ``on_wake()`` once per burst of notifications.  Connection problems are logged and
+    retried every 2 s (the worker keeps polling meanwhile)."""
+    while not stop.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                ready.set()
+                _pump_notifies(conn, stop, on_wake)
+        except psycopg.Error as exc:
+            log.warning("wakeup.listen_failed error=%s", type(exc).__name__)
+            stop.wait(2.0)
+
+
+def _pump_notifies(conn: psycopg.Connection, stop: threading.Event,
+                   on_wake: Callable[[], None]) -> None:
+    while not stop.is_set():
+        got = False
+        for _ in conn.notifies(timeout=0.5, stop_after=1):
+            got = True
+        if got:
+            # swallow the rest of a burst before waking once
+            for _ in conn.notifies(timeout=0.0):
+                pass
+            on_wake()

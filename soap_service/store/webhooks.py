@@ -13,16 +13,15 @@ LOCKED`` on PostgreSQL) and :func:`record_attempts` stores what the sends did.
 from __future__ import annotations
 
 import json
-import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 
+from soap_service.cache import TtlCache
 from soap_service.errors import Conflict, NotFound
 from soap_service.models import DEFAULT_WEBHOOK_KINDS
 from soap_service.store import Database
@@ -213,28 +212,25 @@ def set_enabled(db: Database, endpoint_id: int, enabled: bool, now: datetime,
 # ---------------------------------------------------------------- the outbox (hot path)
 
 # keyed by engine: the status-change functions that call enqueue() hold a connection only
-_wanted: weakref.WeakKeyDictionary[Engine, tuple[float, frozenset[str]]] = (
-    weakref.WeakKeyDictionary())
+_wanted: TtlCache[frozenset[str]] = TtlCache(WANTED_CACHE_SECONDS)
 
 
 def wanted_kinds(conn: Connection) -> frozenset[str]:
     """Kinds some enabled endpoint wants (empty when there is no subscription), re-read
     on ``conn`` at most every :data:`WANTED_CACHE_SECONDS`."""
-    cached = _wanted.get(conn.engine)
-    now = time.monotonic()
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    stmt = select(webhook_endpoints.c.kinds).where(webhook_endpoints.c.enabled.is_(True))
-    kinds: set[str] = set()
-    for raw in conn.execute(stmt).scalars():
-        kinds |= _split(raw) or DEFAULT_WEBHOOK_KINDS
-    wanted = frozenset(kinds)
-    _wanted[conn.engine] = (now + WANTED_CACHE_SECONDS, wanted)
-    return wanted
+
+    def load() -> frozenset[str]:
+        stmt = select(webhook_endpoints.c.kinds).where(webhook_endpoints.c.enabled.is_(True))
+        kinds: set[str] = set()
+        for raw in conn.execute(stmt).scalars():
+            kinds |= _split(raw) or DEFAULT_WEBHOOK_KINDS
+        return frozenset(kinds)
+
+    return _wanted.get_or_load(conn.engine, load)
 
 
 def forget_wanted(db: Database) -> None:
-    _wanted.pop(db.engine, None)
+    _wanted.pop(db.engine)
 
 
 def enqueue(conn: Connection, notifications: Sequence[Notification]) -> int:

@@ -51,6 +51,7 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/deliver.py
+	$(BIN)/python bench/deliver_push.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

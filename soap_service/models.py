@@ -244,6 +244,38 @@ class SendResult:
     part_ids: tuple[str, ...] = ()
 
 
+class CircuitState(enum.StrEnum):
+    """A connector's circuit breaker (SPEC §7): closed sends, open skips, half-open probes."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass(frozen=True)
+class ConnectorHealth:
+    """One connector's health as its channel's failover sees it, since the process started."""
+
+    name: str
+    channel: Channel
+    kind: str
+    priority: int
+    state: CircuitState
+    consecutive_failures: int = 0
+    sent: int = 0
+    temporary: int = 0  # temporary failures
+    permanent: int = 0  # permanent failures
+    in_flight: int = 0
+    last_error: str = ""  # short: the provider's code and reason, never an address or body
+    probe_in: float | None = None  # open circuit: seconds until a probe is let through
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["channel"] = self.channel.value
+        out["state"] = self.state.value
+        return out
+
+
 class ReceiptState(enum.StrEnum):
     DELIVERED = "delivered"  # the handset / mailbox has it (SMPP DELIVRD, provider "delivered")
     FAILED = "failed"  # it never will (UNDELIV, REJECTD, EXPIRED, provider "undelivered"...)

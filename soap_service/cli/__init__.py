@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "soap_service.cli.base",  # init
     "soap_service.cli.serve",  # serve
     "soap_service.cli.worker",  # worker, devsmtp, devsmsc
+    "soap_service.cli.devpush",  # devpush
     "soap_service.cli.admin",  # operator, zone, apikey
     "soap_service.cli.events",  # events, push
     "soap_service.cli.eventtype",  # eventtype

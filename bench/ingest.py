@@ -5,7 +5,8 @@ Measures, in one run and side by side:
   * ``msgcenter serve`` on SQLite (WAL, synchronous=FULL unless --sqlite-sync) and PostgreSQL.
 For each: sustained PushEvent req/s (closed loop, ``wrk`` when installed, else a Python client),
 PushEvents with 100 events per call (events/s), the same event as JSON through
-``POST /api/v1/events`` one at a time and 100 per batch (events/s), and ack latency p50 /
+``POST /api/v1/events`` one at a time and 100 per batch (events/s) -- SOAP and JSON
+alternating, two rounds of half the duration, the better one kept -- and ack latency p50 /
 p99 of PushEvent at a fixed open-loop rate (default 500 events/s, latency counted from the
 scheduled send time).
 
@@ -292,14 +293,19 @@ def measure(server: Server, args: argparse.Namespace) -> Row:
     print(f"-- {server.name}", flush=True)
     conns, batch_conns = args.connections, max(2, args.connections // 2)
     throughput(server, soap_load(server, "PushEvent", 1), 1, 2, conns)  # warm-up
-    row.results["PushEvent"] = throughput(server, soap_load(server, "PushEvent", 1), 1,
-                                          args.duration, conns)
-    row.results["PushEvents"] = throughput(server, soap_load(server, "PushEvents", 100), 100,
-                                           args.duration, batch_conns)
+    # SOAP and JSON alternate, twice, half the duration each, and the better round counts:
+    # other work on a shared machine drifts over minutes, and must not decide which of
+    # the two looks faster
+    half = max(1, args.duration // 2)
+    pairs = [("PushEvent", soap_load(server, "PushEvent", 1), 1, conns),
+             ("PushEvents", soap_load(server, "PushEvents", 100), 100, batch_conns)]
     if server.api_key:
-        row.results["REST"] = throughput(server, rest_load(server, 1), 1, args.duration, conns)
-        row.results["REST batch"] = throughput(server, rest_load(server, 100), 100,
-                                               args.duration, batch_conns)
+        pairs = [pairs[0], ("REST", rest_load(server, 1), 1, conns),
+                 pairs[1], ("REST batch", rest_load(server, 100), 100, batch_conns)]
+    for _ in range(2):
+        for name, load, events, n in pairs:
+            got = throughput(server, load, events, half, n)
+            row.results[name] = max(row.results.get(name, 0.0), got)
     p50, p99, errors = open_loop_latency(server, args.rate, args.duration)
     row.results["p50_ms"], row.results["p99_ms"] = p50, p99
     if errors:

@@ -103,10 +103,14 @@ _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&qu
                                "\r": "&#13;", "\n": "&#10;", "\t": "&#9;"})
 
 
-@functools.lru_cache(maxsize=4096)
-def _lxml_accepts(name: str) -> bool:
+@functools.lru_cache(maxsize=4096)  # a few names, met again and again (every event's ctx)
+def _is_name(name: str) -> bool:
+    if _ASCII_NAME.fullmatch(name):
+        return True
+    if not name or ":" in name:
+        return False
     try:
-        etree.Element(name)
+        etree.Element(name)  # libxml2's own judgement for the rest
     except ValueError:
         return False
     return True
@@ -115,7 +119,7 @@ def _lxml_accepts(name: str) -> bool:
 def xml_name(name: str) -> str:
     """``name`` if it is an XML name without a namespace prefix, else ``ValueError``
     (ASCII names by a pattern; others as libxml2 judges them)."""
-    if _ASCII_NAME.fullmatch(name) or (name and ":" not in name and _lxml_accepts(name)):
+    if _is_name(name):
         return name
     raise ValueError(f"{name[:64]!r} is not a valid XML name")
 

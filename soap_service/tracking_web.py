@@ -109,11 +109,22 @@ class Recorder:
         """Block until every submitted hit has been written (tests, shutdown)."""
         self._queue.join()
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, then stop the thread (graceful stop); False if it did not
+        finish within ``timeout`` seconds (what is left is lost with the process)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._queue.unfinished_tasks == 0
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("tracking.unflushed hits=%d", self._queue.qsize())
+            return False
+        self._thread = None
+        return True
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -11,6 +11,7 @@ WSGI application of its own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -115,10 +116,8 @@ class Recorder:
         thread = self._thread
         if thread is None or not thread.is_alive():
             return self._queue.unfinished_tasks == 0
-        try:
+        with contextlib.suppress(queue.Full):  # full and not draining: the join says so
             self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
         thread.join(timeout)
         if thread.is_alive():
             log.warning("tracking.unflushed hits=%d", self._queue.qsize())

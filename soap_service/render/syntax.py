@@ -24,7 +24,7 @@ MAX_SOURCE_CHARS = 512 * 1024
 MAX_NESTING = 32
 MAX_EXPR_DEPTH = 40
 MAX_EXPR_OPERATORS = 100  # operators and filters in one tag (chains evaluate recursively)
-MAX_NUMBER_DIGITS = 30  # digits in a number literal (Python's int() stops at 4,300)
+MAX_NUMBER_DIGITS = 1000  # digits in a number literal (Python's int() stops at 4,300)
 ROOT_NAME = "rtEvent"
 
 # name -> (minimum, maximum) number of arguments, the value itself included

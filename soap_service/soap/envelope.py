@@ -247,12 +247,17 @@ def event_list(param: etree._Element | None, namespace: str) -> list[etree._Elem
 
 
 def canonical_event(el: etree._Element, namespace: str) -> etree._Element:
-    """A detached copy with the method's namespace (default or prefixed) removed."""
+    """A detached copy with the method's namespace (default or prefixed) removed from the
+    elements that are not inside another namespace.  Inside one it stays: an element
+    without a namespace under ``<a xmlns="urn:x">`` would need ``xmlns=""``, which lxml
+    does not write, so the stored ctx would put it in ``urn:x``."""
     event = copy.deepcopy(el)
     prefix = "{" + namespace + "}"
-    for node in event.iter():
+    for node in event.iter():  # document order: a parent is settled before its children
         tag = node.tag
         if isinstance(tag, str) and tag.startswith(prefix):
-            node.tag = tag[len(prefix) :]
+            parent = node.getparent()
+            if parent is None or not str(parent.tag).startswith("{"):
+                node.tag = tag[len(prefix) :]
     etree.cleanup_namespaces(event)
     return event

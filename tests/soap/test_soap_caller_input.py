@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from edge_support import TOKEN, call, count_events, make_app, push_envelope
+from lxml import etree
 from sqlalchemy import select
 
 from soap_service.config import Settings
@@ -91,3 +92,15 @@ def test_overflowing_numbers_and_dates_are_client_faults(app: WebApp, attrs: str
                                      "</rtEvent>"))
     assert answer.fault is not None and answer.fault[0] == "SOAP-ENV:Client", answer.body
     assert attrs.split("=")[0] in answer.fault[1]
+
+
+def test_method_namespace_inside_another_namespace_is_kept(app: WebApp) -> None:
+    """An element of the method's namespace inside an element of another default namespace
+    keeps its namespace in the stored ctx (stripping it made it read as part of the other
+    namespace: the data changed meaning).  Found by the property-based suite."""
+    event = ('<rtEvent type="t" email="a@b.co"><ctx><urn:top/><a xmlns="urn:x"><urn:b/></a>'
+             "</ctx></rtEvent>")
+    answer = call(app, push_envelope(event))
+    assert answer.status == 200, answer.body
+    ctx = etree.fromstring(stored_ctx(app, answer.plids[0]).encode())
+    assert [el.tag for el in ctx.iter()] == ["ctx", "top", "{urn:x}a", "{urn:nms:rtEvent}b"]

@@ -51,21 +51,30 @@ def path() -> st.SearchStrategy[str]:
     return st.builds(lambda r, s: r + "".join(s), root, st.lists(step, max_size=4))
 
 
-expressions = st.recursive(
-    st.one_of(literals, path()),
-    lambda inner: st.one_of(
-        st.builds(lambda a, op, b: f"{a} {op} {b}", inner,
-                  st.sampled_from(["==", "!=", "<", ">=", "&&", "||", "and", "or", "+", "*",
-                                   "."]), inner),
-        st.builds(lambda a: f"!{a}", inner),
-        st.builds(lambda a: f"({a})", inner),
-        st.builds(lambda a, f, args: f"{a} | {f}" + (f"({', '.join(args)})" if args else ""),
-                  inner, st.sampled_from(FUNCS), st.lists(inner, max_size=3)),
-        st.builds(lambda f, args: f"{f}({', '.join(args)})", st.sampled_from(FUNCS),
-                  st.lists(inner, max_size=3)),
-    ),
-    max_leaves=8,
-)
+@st.composite
+def expression(draw: st.DrawFn, depth: int = 0) -> str:
+    """An expression of the grammar (and beyond it), at most 3 levels deep."""
+    kind = draw(st.integers(0, 2 if depth >= 3 else 6))
+    if kind == 0:
+        return draw(literals)
+    if kind in (1, 2):
+        return draw(path())
+    inner = expression(depth + 1)
+    if kind == 3:
+        op = draw(st.sampled_from(["==", "!=", "<", ">=", "&&", "||", "and", "or", "+", "*",
+                                   "."]))
+        return f"{draw(inner)} {op} {draw(inner)}"
+    if kind == 4:
+        return draw(st.sampled_from(["!", "not ", "("])) + draw(inner) + (
+            ")" if draw(st.booleans()) else "")
+    args = draw(st.lists(inner, max_size=3))
+    func = draw(st.sampled_from(FUNCS))
+    if kind == 5:
+        return f"{draw(inner)} | {func}" + (f"({', '.join(args)})" if args else "")
+    return f"{func}({', '.join(args)})"
+
+
+expressions = expression()
 pieces = st.one_of(
     st.text(st.sampled_from("abc <>&\n{}%#'\""), max_size=12),
     expressions.map(lambda e: "{{ " + e + " }}"),

@@ -12,7 +12,9 @@ Usage: ``python bench/ingest.py [--duration 10] [--workers 2] [--rate 500] [--qu
 A/B: ``--compare DIR`` also runs ``msgcenter serve`` from another source tree (e.g. an
 earlier commit: ``git archive COMMIT | tar -x -C DIR``), alternating the two ``--rounds``
 times per database so that both see the same noise on a shared machine; every round's
-rows are printed, labelled ``[A]`` (DIR) and ``[B]`` (this tree).
+rows are printed, labelled ``[A]`` (DIR) and ``[B]`` (this tree).  ``--a-env`` /
+``--b-env NAME=VALUE`` set the environment of one side only (without ``--compare`` both
+sides run this tree: e.g. ``--a-env MC_HTTP_THREADS=1 --b-env MC_HTTP_THREADS=4``).
 This is a script, not a test: numbers vary ±30 % with what else runs on the machine.
 """
 
@@ -100,10 +102,11 @@ def msgcenter(env: dict[str, str], *args: str, tree: Path = ROOT) -> None:
                    cwd=tree, stdout=subprocess.DEVNULL)
 
 
-def start_msgcenter(name: str, url: str, workers: int, tree: Path = ROOT) -> Server:
+def start_msgcenter(name: str, url: str, workers: int, tree: Path = ROOT,
+                    extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
     env = {**os.environ, "MC_DATABASE_URL": url, "MC_PUBLIC_URL": f"http://127.0.0.1:{port}",
-           "PYTHONPATH": str(tree)}  # the tree's soap_service before the installed one
+           "PYTHONPATH": str(tree), **(extra_env or {})}  # the tree's soap_service first
     if url.startswith("postgresql"):
         from sqlalchemy import create_engine, text
 
@@ -301,6 +304,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s per measurement")
     parser.add_argument("--compare", type=Path, help="A/B: also serve from this source tree")
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per database")
+    parser.add_argument("--a-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of the [A] servers only (repeatable)")
+    parser.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of the [B] servers only (repeatable)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the trivial Spyne run")
     args = parser.parse_args()
     if args.quick:
@@ -316,14 +323,18 @@ def main() -> None:
         databases.append((f"SQLite ({args.sqlite_sync})", f"sqlite:///{tmp}/bench-{{n}}.db"))
     if "postgres" in args.databases:
         databases.append(("PostgreSQL", PG_URL))
-    trees = [("", ROOT)] if args.compare is None else [
-        ("[A] ", args.compare.resolve()), ("[B] ", ROOT)]
+    a_env = dict(kv.split("=", 1) for kv in args.a_env)
+    b_env = dict(kv.split("=", 1) for kv in args.b_env)
+    ab = args.compare is not None or bool(a_env or b_env)
+    trees = [("", ROOT, {})] if not ab else [
+        ("[A] ", (args.compare or ROOT).resolve(), a_env), ("[B] ", ROOT, b_env)]
     for label, url in databases:
-        for _ in range(args.rounds if args.compare else 1):
-            for tag, tree in trees:
+        for _ in range(args.rounds if ab else 1):
+            for tag, tree, extra in trees:
                 fresh = url.replace("{n}", str(len(servers)))  # a new SQLite file each run
-                servers.append(lambda label=label, url=fresh, tag=tag, tree=tree: start_msgcenter(
-                    f"{tag}msgcenter {label}", url, args.workers, tree))
+                servers.append(lambda label=label, url=fresh, tag=tag, tree=tree, extra=extra:
+                               start_msgcenter(f"{tag}msgcenter {label}", url, args.workers,
+                                               tree, extra))
     try:
         for start in servers:
             server = start()

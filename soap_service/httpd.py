@@ -283,9 +283,13 @@ class HttpProtocol(asyncio.Protocol):
         if self.busy or not self.ready or self.transport is None or self.transport.is_closing():
             return
         request = self.ready.popleft()
+        try:
+            environ = self._environ(request)
+        except httptools.HttpParserError:  # a target llhttp let through but cannot split
+            self._fail(BAD_REQUEST)
+            return
         self.busy = True
         self.transport.pause_reading()
-        environ = self._environ(request)
         if self.front.executor is None:
             self._answer(request, self._run_app(environ))
             return

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import queue
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +37,9 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
             ("Pragma", "no-cache")]
 StartResponse = Callable[..., Any]
+# control characters in a User-Agent (NUL cannot be stored by PostgreSQL: one such hit
+# failed its whole batch); our HTTP front refuses them, other WSGI servers may not
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,8 @@ class TrackingApp:
             return NOT_FOUND
         if method == "GET":
             self.recorder.submit(Hit(
-                token=verified, user_agent=str(environ.get("HTTP_USER_AGENT") or ""),
+                token=verified, user_agent=_CONTROL.sub("", str(environ.get("HTTP_USER_AGENT")
+                                                                 or "")),
                 ip=str(environ.get("REMOTE_ADDR") or ""), at=clock.utcnow(),
                 forwarded_for=str(environ.get("HTTP_X_FORWARDED_FOR") or "") or None,
             ))

@@ -293,7 +293,8 @@ def run_soak(args: argparse.Namespace, port: int, server: subprocess.Popen,
                                   .where(events.c.status.notin_(("processed",)))).scalar_one())
     print(f"\nSoak: {args.minutes:g} min at {rate:,.0f} events/s, {args.workers} HTTP "
           f"processes + 1 dispatch worker: {total_ok:,} pushes acknowledged, {total_errors} "
-          f"errors; after the drain {sent:,} sent, {waiting} waiting, {failed} not processed.")
+          f"errors; after the drain {sent:,} sent in all (warm-up and probe included), "
+          f"{waiting} waiting, {failed} not processed.")
     print("RSS first sample -> last: " + ", ".join(
         f"{n} {first.get(n, 0):.0f} -> {last.get(n, 0):.0f} MiB" for n in names))
 

@@ -175,8 +175,11 @@ class HttpProtocol(asyncio.Protocol):
         self.timer = None
         if self.busy or self.ready:
             return
-        log.info("http.read_timeout peer=%s started=%s", self.peer[0], self.request is not None)
-        self._fail(TIMEOUT if self.request is not None else None)
+        if self.request is None:  # an idle keep-alive connection: nothing worth a line
+            self._fail(None)
+            return
+        log.info("http.read_timeout peer=%s body_bytes=%d", self.peer[0], self.request.size)
+        self._fail(TIMEOUT)
 
     def _fail(self, answer: bytes | None) -> None:
         """Answer (if given) and close; the rest of the input is ignored."""

@@ -134,7 +134,7 @@ class Settings:
     # and body, from the connection's start or the previous answer), and request threads
     # per HTTP process
     http_read_timeout: float = 30.0
-    http_threads: int = 4
+    http_threads: int = 1
     # Where HTTP worker processes share their /metrics counters (set by `msgcenter serve`)
     metrics_dir: str = ""
     # Email relay

@@ -47,6 +47,10 @@ access_log = logging.getLogger("soap_service.access")
 
 STOP_TIMEOUT = 20.0  # seconds each child gets to stop after SIGTERM before SIGKILL
 WORKER_RESTART_DELAY = 2.0
+# Within gunicorn's graceful timeout (STOP_TIMEOUT / 2 = 10 s, then SIGKILL) an HTTP
+# process first finishes its requests, then writes its queued tracking hits.
+FLUSH_TIMEOUT = 3.0
+REQUESTS_TIMEOUT = STOP_TIMEOUT / 2 - FLUSH_TIMEOUT - 1.0
 
 
 def default_workers() -> int:
@@ -141,7 +145,7 @@ class BufferingWorker(GunicornWorker):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
         for server in servers:
             server.close()
-        cut = await front.shutdown(self.cfg.graceful_timeout if self.graceful else 0.0)
+        cut = await front.shutdown(REQUESTS_TIMEOUT if self.graceful else 0.0)
         if cut:
             log.warning("serve.connections_cut count=%d", cut)
         executor.shutdown(wait=True)
@@ -151,7 +155,7 @@ def flush_on_exit(app: WebApp) -> None:
     """What an HTTP process writes before it exits: queued tracking hits, its counters."""
     tracker = tracking_web.tracker_for(app)
     if tracker is not None:
-        tracker.recorder.close(timeout=STOP_TIMEOUT / 4)
+        tracker.recorder.close(timeout=FLUSH_TIMEOUT)
     with contextlib.suppress(OSError):
         app.metrics.flush()
 

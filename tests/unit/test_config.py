@@ -118,3 +118,14 @@ def test_duplicate_connector_names_are_refused(tmp_path: Path) -> None:
                     encoding="utf-8")
     with pytest.raises(ConfigError, match="unique: a"):
         load_settings({"MC_CONFIG": str(toml)})
+
+
+@pytest.mark.parametrize(("name", "value"), [("MC_HTTP_READ_TIMEOUT", "0"),
+                                             ("MC_HTTP_READ_TIMEOUT", "-1"),
+                                             ("MC_HTTP_THREADS", "0")])
+def test_http_front_settings_are_checked(name: str, value: str) -> None:
+    """A read timeout that would close every connection at once, or no request thread,
+    is refused with a one-line configuration error."""
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+    assert load_settings({}).http_threads == 1 and load_settings({}).http_read_timeout == 30

@@ -11,6 +11,13 @@ p99 of PushEvent at a fixed open-loop rate (default 500 events/s, latency counte
 scheduled send time).
 
 Usage: ``python bench/ingest.py [--duration 10] [--workers 2] [--rate 500] [--quick]``
+
+A/B: ``--compare DIR`` also runs ``msgcenter serve`` from another source tree (e.g. an
+earlier commit: ``git archive COMMIT | tar -x -C DIR``), alternating the two ``--rounds``
+times per database so that both see the same noise on a shared machine; every round's
+rows are printed, labelled ``[A]`` (DIR) and ``[B]`` (this tree).  ``--a-env`` /
+``--b-env NAME=VALUE`` set the environment of one side only (without ``--compare`` both
+sides run this tree: e.g. ``--a-env MC_HTTP_THREADS=1 --b-env MC_HTTP_THREADS=4``).
 This is a script, not a test: numbers vary ±30 % with what else runs on the machine.
 """
 
@@ -30,6 +37,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,14 +116,16 @@ class Server:
             self.proc.kill()
 
 
-def msgcenter(env: dict[str, str], *args: str) -> str:
+def msgcenter(env: dict[str, str], *args: str, tree: Path = ROOT) -> str:
     return subprocess.run([sys.executable, "-m", "soap_service.cli", *args], env=env,
-                          check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True).stdout
+                          check=True, cwd=tree, stdout=subprocess.PIPE, text=True).stdout
 
 
-def start_msgcenter(name: str, url: str, workers: int) -> Server:
+def start_msgcenter(name: str, url: str, workers: int, tree: Path = ROOT,
+                    extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
-    env = {**os.environ, "MC_DATABASE_URL": url, "MC_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    env = {**os.environ, "MC_DATABASE_URL": url, "MC_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "PYTHONPATH": str(tree), **(extra_env or {})}  # the tree's soap_service first
     if url.startswith("postgresql"):
         from sqlalchemy import create_engine, text
 
@@ -124,14 +134,17 @@ def start_msgcenter(name: str, url: str, workers: int) -> Server:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
         engine.dispose()
-    msgcenter(env, "init")
-    msgcenter(env, "operator", "add", "bench", "--password", "bench-password", "--right", "mc")
-    msgcenter(env, "zone", "add", "loopback", "127.0.0.0/8", "--allow-user-password")
-    key = json.loads(msgcenter(env, "--json", "apikey", "create", "bench"))["key"]
+    msgcenter(env, "init", tree=tree)
+    msgcenter(env, "operator", "add", "bench", "--password", "bench-password", "--right", "mc",
+              tree=tree)
+    msgcenter(env, "zone", "add", "loopback", "127.0.0.0/8", "--allow-user-password", tree=tree)
+    key = ""  # a tree from before the JSON API (--compare) is measured on SOAP only
+    if (tree / "soap_service" / "http" / "ingest_api.py").is_file():
+        key = json.loads(msgcenter(env, "--json", "apikey", "create", "bench", tree=tree))["key"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "soap_service.cli", "serve", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--no-worker"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
     return Server(name, port, proc, api_key=key)
@@ -314,7 +327,7 @@ def measure(server: Server, args: argparse.Namespace) -> Row:
 
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
-    ceiling = rows[0].results
+    ceiling = rows[0].results if not args.no_ceiling else {"PushEvent": 0.0}
     print()
     print(f"Ingest, {args.workers} server processes, {args.connections} connections, "
           f"{args.duration}s per measurement, latency at {args.rate:.0f} events/s "
@@ -345,18 +358,39 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--sqlite-sync", default="full", help="MC_SQLITE_SYNCHRONOUS")
     parser.add_argument("--quick", action="store_true", help="3 s per measurement")
+    parser.add_argument("--compare", type=Path, help="A/B: also serve from this source tree")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per database")
+    parser.add_argument("--a-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of the [A] servers only (repeatable)")
+    parser.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of the [B] servers only (repeatable)")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the trivial Spyne run")
     args = parser.parse_args()
     if args.quick:
         args.duration = 3
     os.environ["MC_SQLITE_SYNCHRONOUS"] = args.sqlite_sync
     rows: list[Row] = []
-    servers = [lambda: start_trivial(args.workers)]
+    servers: list[Callable[[], Server]] = []
+    if not args.no_ceiling:
+        servers.append(lambda: start_trivial(args.workers))
     tmp = tempfile.mkdtemp(prefix="mc-bench-")
+    databases = []
     if "sqlite" in args.databases:
-        servers.append(lambda: start_msgcenter(
-            f"msgcenter SQLite ({args.sqlite_sync})", f"sqlite:///{tmp}/bench.db", args.workers))
+        databases.append((f"SQLite ({args.sqlite_sync})", f"sqlite:///{tmp}/bench-{{n}}.db"))
     if "postgres" in args.databases:
-        servers.append(lambda: start_msgcenter("msgcenter PostgreSQL", PG_URL, args.workers))
+        databases.append(("PostgreSQL", PG_URL))
+    a_env = dict(kv.split("=", 1) for kv in args.a_env)
+    b_env = dict(kv.split("=", 1) for kv in args.b_env)
+    ab = args.compare is not None or bool(a_env or b_env)
+    trees = [("", ROOT, {})] if not ab else [
+        ("[A] ", (args.compare or ROOT).resolve(), a_env), ("[B] ", ROOT, b_env)]
+    for label, url in databases:
+        for _ in range(args.rounds if ab else 1):
+            for tag, tree, extra in trees:
+                fresh = url.replace("{n}", str(len(servers)))  # a new SQLite file each run
+                servers.append(lambda label=label, url=fresh, tag=tag, tree=tree, extra=extra:
+                               start_msgcenter(f"{tag}msgcenter {label}", url, args.workers,
+                                               tree, extra))
     try:
         for start in servers:
             server = start()

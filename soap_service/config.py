@@ -134,6 +134,11 @@ class Settings:
     max_xml_depth: int = 64
     max_json_bytes: int = 4 * 1024 * 1024  # a REST body (1,000 events with their ctx)
     max_json_depth: int = 32  # nesting of objects and arrays in a REST body
+    # HTTP front (`msgcenter serve`): seconds a whole request may take to arrive (headers
+    # and body, from the connection's start or the previous answer), and request threads
+    # per HTTP process
+    http_read_timeout: float = 30.0
+    http_threads: int = 1
     # Where HTTP worker processes share their /metrics counters (set by `msgcenter serve`)
     metrics_dir: str = ""
     # Email relay
@@ -278,8 +283,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         raise ConfigError("MC_INSTANCE_ID must be between 0 and 127 (plId is a signed xsd:long)")
     if settings.smtp_tls not in {"none", "starttls", "tls"}:
         raise ConfigError("MC_SMTP_TLS must be one of none, starttls, tls")
-    for name in ("smtp_concurrency", "worker_batch_size", "lease_seconds", "max_json_depth",
-                 "webhook_concurrency"):
+    if settings.http_read_timeout <= 0:
+        raise ConfigError("MC_HTTP_READ_TIMEOUT must be more than 0 seconds")
+    for name in ("smtp_concurrency", "worker_batch_size", "lease_seconds", "http_threads",
+                 "max_json_depth", "webhook_concurrency"):
         if getattr(settings, name) < 1:  # 0 would claim nothing, ever; SQLite reads LIMIT -1 as all
             raise ConfigError(f"MC_{name.upper()} must be at least 1")
     if not 0 <= settings.batch_min_share <= 1:

@@ -124,8 +124,9 @@ class TemplateSyntaxError(ClientError):
         self.part = part
 
 
-class RenderError(MessageCenterError):
-    """Rendering failed at send time (required field missing, limit exceeded)."""
+class RenderError(ClientError):
+    """Rendering failed (required field missing, limit exceeded): the template's or the
+    event's fault, never ours, so the CLI exits 1 and a preview says what to fix."""
 
 
 class UnreadableReport(ClientError):

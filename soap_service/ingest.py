@@ -209,9 +209,12 @@ def priority(queue: Queue, lane: str | None) -> int:
 
 
 def payload_hash(element: etree._Element) -> str:
-    """SHA-256 of the event's exclusive C14N form: equal for equal events, whatever the
-    prefixes, attribute order or in-scope namespaces of the envelope around it."""
-    return hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).hexdigest()
+    """SHA-256 of the event's C14N 2.0 form with prefixes rewritten: equal for equal
+    events, whatever the prefixes, attribute order or in-scope namespaces of the envelope
+    around it.  (C14N 1.0, exclusive or not, refuses relative namespace URIs such as
+    ``xmlns="rel/ative"``, which XML namespaces only deprecate: a caller may send them.)"""
+    canonical = etree.canonicalize(element, rewrite_prefixes=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _attributes(element: etree._Element) -> dict[str, str]:

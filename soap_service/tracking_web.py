@@ -11,9 +11,11 @@ WSGI application of its own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import queue
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +39,9 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
             ("Pragma", "no-cache")]
 StartResponse = Callable[..., Any]
+# control characters in a User-Agent (NUL cannot be stored by PostgreSQL: one such hit
+# failed its whole batch); our HTTP front refuses them, other WSGI servers may not
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -109,11 +114,20 @@ class Recorder:
         """Block until every submitted hit has been written (tests, shutdown)."""
         self._queue.join()
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, then stop the thread (graceful stop); False if it did not
+        finish within ``timeout`` seconds (what is left is lost with the process)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._queue.unfinished_tasks == 0
+        with contextlib.suppress(queue.Full):  # full and not draining: the join says so
+            self._queue.put(None, timeout=timeout)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("tracking.unflushed hits=%d", self._queue.qsize())
+            return False
+        self._thread = None
+        return True
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -198,7 +212,8 @@ class TrackingApp:
             return NOT_FOUND
         if method == "GET":
             self.recorder.submit(Hit(
-                token=verified, user_agent=str(environ.get("HTTP_USER_AGENT") or ""),
+                token=verified, user_agent=_CONTROL.sub("", str(environ.get("HTTP_USER_AGENT")
+                                                                 or "")),
                 ip=str(environ.get("REMOTE_ADDR") or ""), at=clock.utcnow(),
                 forwarded_for=str(environ.get("HTTP_X_FORWARDED_FOR") or "") or None,
             ))

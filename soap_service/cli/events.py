@@ -19,6 +19,7 @@ from typing import Any
 from lxml import etree
 
 from soap_service import ctxdata, eventstatus
+from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.clock import parse_iso_utc
 from soap_service.errors import ClientError, NotFound, ServerError, ValidationFailed
@@ -232,7 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lst.add_argument("--external-id", help="the caller's externalId")
     lst.add_argument("--since", help="received at or after (ISO 8601, UTC)")
     lst.add_argument("--until", help="received before (ISO 8601, UTC)")
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--limit", type=whole_number(), default=50)
     lst.set_defaults(func=cmd_list)
     show = esub.add_parser("show", help="one event (by plId or primary key) and its history")
     show.add_argument("id", help="plId or primary key")

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from soap_service import exclusions, followup, housekeeping, track, tracking_web
+from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
 from soap_service.durations import format_duration, parse_duration
@@ -130,7 +131,7 @@ def _register_quarantine(sub: argparse._SubParsersAction) -> None:
     cmds = group.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
     p = cmds.add_parser("list", help="list entries")
     p.add_argument("--source", choices=[exclusions.SOURCE_BOUNCE, exclusions.SOURCE_MANUAL])
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=whole_number(), default=1000)
     p.set_defaults(func=cmd_quarantine_list)
     p = cmds.add_parser("add", help="denylist an address (never sent to)")
     p.add_argument("address")
@@ -148,7 +149,7 @@ def _register_tracking(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--event", help="only this event (plId or primary key)")
     p.add_argument("--kind", choices=[track.OPEN, track.CLICK])
     p.add_argument("--human", action="store_true", help="leave out machine hits")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=whole_number(), default=100)
     p.set_defaults(func=cmd_tracking_list)
 
 
@@ -161,10 +162,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("list", help="list exclusion-log rows, newest first")
     p.add_argument("--since", help="only this recent, e.g. 24h")
     p.add_argument("--event", help="only this event (plId or primary key)")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=whole_number(), default=100)
     p.set_defaults(func=cmd_exclusions_list)
     p = sub.add_parser("purge", help="delete events and logs past their retention")
     p.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
-    p.add_argument("--batch-size", type=int, default=housekeeping.DEFAULT_BATCH,
+    p.add_argument("--batch-size", type=whole_number(), default=housekeeping.DEFAULT_BATCH,
                    help="rows per transaction")
     p.set_defaults(func=cmd_purge)

@@ -143,3 +143,14 @@ def test_webhook_settings_are_checked() -> None:
                 {"MC_MAX_JSON_DEPTH": "5000"}):
         with pytest.raises(ConfigError):
             load_settings(env)
+
+
+@pytest.mark.parametrize(("name", "value"), [("MC_HTTP_READ_TIMEOUT", "0"),
+                                             ("MC_HTTP_READ_TIMEOUT", "-1"),
+                                             ("MC_HTTP_THREADS", "0")])
+def test_http_front_settings_are_checked(name: str, value: str) -> None:
+    """A read timeout that would close every connection at once, or no request thread,
+    is refused with a one-line configuration error."""
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+    assert load_settings({}).http_threads == 1 and load_settings({}).http_read_timeout == 30

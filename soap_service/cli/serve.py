@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn.workers.base import Worker as GunicornWorker
 
-from soap_service import httpd, tracking_web
+from soap_service import httpd
 from soap_service.cli.context import CliContext
 from soap_service.config import Settings
 from soap_service.errors import ServerError, ValidationFailed
+from soap_service.http.tracking import warn_if_default_secret
 
 if TYPE_CHECKING:
-    from soap_service.web import WebApp
+    from soap_service.http.app import WebApp
 
 log = logging.getLogger("soap_service.serve")
 access_log = logging.getLogger("soap_service.access")
@@ -154,9 +155,7 @@ class BufferingWorker(GunicornWorker):
 
 def flush_on_exit(app: WebApp) -> None:
     """What an HTTP process writes before it exits: queued tracking hits, its counters."""
-    tracker = tracking_web.tracker_for(app)
-    if tracker is not None:
-        tracker.recorder.close(timeout=FLUSH_TIMEOUT)
+    app.close_tracking(timeout=FLUSH_TIMEOUT)
     with contextlib.suppress(OSError):
         app.metrics.flush()
 
@@ -165,8 +164,8 @@ def run_gunicorn(bind: str, workers: int, log_level: str) -> None:
     """Run the gunicorn master in this process (blocks until it stops)."""
     from gunicorn.app.base import BaseApplication
 
-    from soap_service import web
     from soap_service.config import load_settings
+    from soap_service.http import app as web
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -297,7 +296,7 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     # gunicorn and the worker read it from the environment: WSDL address, tracking links
     os.environ["MC_PUBLIC_URL"] = advertised_url(ctx.settings.public_url, args.host, args.port)
     logging.getLogger("soap_service").setLevel(args.log_level.upper())
-    tracking_web.warn_if_default_secret(ctx.settings)
+    warn_if_default_secret(ctx.settings)
     worker_cmd = None
     if not args.no_worker:
         worker_cmd = worker_command()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from soap_service import exclusions, followup, housekeeping, track, tracking_web
+from soap_service import exclusions, followup, housekeeping, track
 from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
 from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import ValidationFailed
+from soap_service.http.tracking import list_hits
 from soap_service.models import Channel, FollowupRule, make_plid
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
@@ -82,7 +83,7 @@ def _with_plid(row: dict, ctx: CliContext) -> dict:
 
 
 def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
-    hits = tracking_web.list_hits(ctx.db, _event_pk(args, ctx), args.kind, args.human,
+    hits = list_hits(ctx.db, _event_pk(args, ctx), args.kind, args.human,
                                   _limit(args))
     ctx.emit([_with_plid(dataclasses.asdict(h), ctx) for h in hits],
              ["created_at", "plId", "kind", "machine", "url", "ip", "user_agent"])

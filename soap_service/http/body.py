@@ -1,12 +1,13 @@
 """Request bodies with limits: read (size checked before and while reading), drain, parse.
 
-Shared by every edge that takes a body.  A declared ``Content-Length`` over the limit is
-refused before reading; a chunked body is read up to the limit + 1 byte, never silently
-truncated.  An oversized body is read and discarded up to :data:`DRAIN_CAP` before the
-answer, so clients that send the whole body before reading (urllib, many SOAP and HTTP
-stacks) see the error instead of a reset connection; the answer then carries
-``Connection: close``.  JSON is parsed by the standard library and refused when nested
-deeper than a limit (the C parser would otherwise recurse until ``RecursionError``).
+Shared by every edge that takes a body (SOAP and JSON).  A declared ``Content-Length``
+over the limit is refused before reading; a chunked body is read up to the limit + 1
+byte, never silently truncated.  An oversized body is read and discarded up to
+:data:`DRAIN_CAP` before the answer, so clients that send the whole body before reading
+(urllib, many SOAP and HTTP stacks) see the error instead of a reset connection; the
+answer then carries ``Connection: close``.  JSON is parsed by the standard library and
+refused when nested deeper than a limit (the C parser would otherwise recurse until
+``RecursionError``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import json
 from typing import Any
 
 from soap_service.errors import ClientError, ValidationFailed
+from soap_service.xmlsafe import BodyTooLarge  # the one "too large" error, SOAP's and ours
+
+__all__ = ["BodyTooLarge", "InvalidJson", "JsonTooDeep", "parse_json", "read_body"]
 
 DRAIN_CAP = 64 * 1024 * 1024  # bytes of an oversized body read and discarded before answering
 _READ_CHUNK = 64 * 1024
-
-
-class BodyTooLarge(ClientError):
-    """The request body exceeds the configured limit (HTTP 413 / a Client fault)."""
 
 
 class InvalidJson(ClientError):
@@ -40,12 +40,11 @@ def _drain(stream: Any, budget: int) -> None:
         budget -= len(chunk)
 
 
-def read_body(environ: dict[str, Any], limit: int,
-              too_large: type[ClientError] = BodyTooLarge) -> bytes:
-    """The whole body, or raise ``too_large`` after draining up to the cap."""
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The whole body, or raise :class:`BodyTooLarge` after draining up to the cap."""
     stream = environ["wsgi.input"]
-    error = too_large("Request body too large.",
-                      f"The request body exceeds the limit of {limit} bytes.")
+    error = BodyTooLarge("Request body too large.",
+                         f"The request body exceeds the limit of {limit} bytes.")
     declared = str(environ.get("CONTENT_LENGTH", "") or "").strip()
     if declared:
         try:

@@ -39,7 +39,7 @@ class VersionMismatch(ClientError):
 
 @dataclass(frozen=True)
 class HttpFacts:
-    """What the SOAP layer needs from the HTTP request (built by ``web.py``)."""
+    """What the SOAP layer needs from the HTTP request (built by ``http/soap.py``)."""
 
     soap_action: str = ""
     query_action: str = ""

@@ -1,7 +1,7 @@
 """Tracking storage: the tracking log (opens and clicks) and what a hit is matched to.
 
 A hit is recorded against its event and the event's latest accepted send (the delivery
-whose message carried the link).  Written in batches by ``tracking_web``'s recorder,
+whose message carried the link).  Written in batches by ``http/tracking.py``'s recorder,
 with the webhook outbox rows (``opened`` / ``clicked``) in the same transaction.
 """
 

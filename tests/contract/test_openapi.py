@@ -20,7 +20,7 @@ from openapi_spec_validator import validate
 from werkzeug.test import Client
 
 from soap_service.config import Settings, load_settings
-from soap_service.web import create_app
+from soap_service.http.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "schema" / "openapi.json"

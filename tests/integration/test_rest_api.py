@@ -251,8 +251,8 @@ def test_control_characters_in_the_idempotency_header(db, settings):
     from werkzeug.test import Client
 
     from soap_service import auth
+    from soap_service.http.app import create_app
     from soap_service.store import events as event_store
-    from soap_service.web import create_app
 
     auth.create_zone(db, "lo", "127.0.0.0/8")
     key, _ = auth.create_api_key(db, "k")

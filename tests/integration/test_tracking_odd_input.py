@@ -11,8 +11,8 @@ from test_tracking_web import hits
 from tracking_support import sent_events, wsgi_server
 
 from soap_service import track
+from soap_service.http.tracking import TrackingApp
 from soap_service.store import Database
-from soap_service.tracking_web import TrackingApp
 
 
 def raw_get(base: str, path: str, agent: bytes) -> bytes:

@@ -22,11 +22,11 @@ from webhook_support import Receiver
 
 from soap_service import clock, eventstatus, outbox, track, webhooks
 from soap_service.config import Settings
+from soap_service.http.tracking import Hit, record_hits
 from soap_service.models import EventStatus, Outcome, make_plid
 from soap_service.store import Database
 from soap_service.store import queue as queue_store
 from soap_service.store import webhooks as store
-from soap_service.tracking_web import Hit, record_hits
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from soap_service import auth
 from soap_service.config import Settings
+from soap_service.http.app import WebApp, create_app
 from soap_service.store import Database, schema
-from soap_service.web import WebApp, create_app
 
 TOKEN = "pusher/s3cret"
 SOAP_PATH = "/nl/jsp/soaprouter.jsp"

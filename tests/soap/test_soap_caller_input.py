@@ -12,9 +12,9 @@ from lxml import etree
 from sqlalchemy import select
 
 from soap_service.config import Settings
+from soap_service.http.app import WebApp
 from soap_service.models import split_plid
 from soap_service.tables import events
-from soap_service.web import WebApp
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ A request is answered at once — the pixel, or a 302 to the link's target — a
 handed to a :class:`Recorder` thread that writes it to the tracking log, so a slow or
 unavailable database never delays a reader's click.  A token that does not verify
 records nothing and gets a plain 404 (no redirect: the target of a forged click cannot be
-trusted).  ``web.py`` routes ``/r/`` to :func:`route`; :class:`TrackingApp` is also a
-WSGI application of its own.
+trusted).  ``app.py`` routes ``/r/`` to the application's :class:`TrackingApp` (one per
+process, with its recorder); a :class:`TrackingApp` is also a WSGI application of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 import queue
 import re
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +24,7 @@ from typing import Any
 
 from soap_service import clock, track
 from soap_service.config import Settings
+from soap_service.http.wsgi import StartResponse, status_line
 from soap_service.models import TrackingHit
 from soap_service.store import Database
 from soap_service.store import tracking as store
@@ -38,7 +38,6 @@ DEFAULT_SECRET = Settings().secret
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
             ("Pragma", "no-cache")]
-StartResponse = Callable[..., Any]
 # control characters in a User-Agent (NUL cannot be stored by PostgreSQL: one such hit
 # failed its whole batch); our HTTP front refuses them, other WSGI servers may not
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -176,7 +175,6 @@ class Recorder:
 
 Answer = tuple[int, str, list[tuple[str, str]], bytes]  # status, content type, headers, body
 NOT_FOUND: Answer = (404, "text/plain; charset=utf-8", NO_CACHE, b"not found\n")
-_STATUS_LINES = {200: "200 OK", 302: "302 Found", 404: "404 Not Found"}
 
 
 def warn_if_default_secret(settings: Settings) -> bool:
@@ -189,7 +187,7 @@ def warn_if_default_secret(settings: Settings) -> bool:
 
 
 class TrackingApp:
-    """``/r/o/<token>`` and ``/r/c/<token>``: a WSGI app of its own, or behind ``web.py``."""
+    """``/r/o/<token>`` and ``/r/c/<token>``: a WSGI app of its own, or behind ``app.py``."""
 
     def __init__(self, db: Database, settings: Settings, recorder: Recorder | None = None
                  ) -> None:
@@ -224,35 +222,6 @@ class TrackingApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         status, content_type, headers, body = self.answer(environ)
-        start_response(_STATUS_LINES[status], [
+        start_response(status_line(status), [
             ("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
         return [b""] if str(environ.get("REQUEST_METHOD")).upper() == "HEAD" else [body]
-
-
-_mounted: weakref.WeakKeyDictionary[Any, TrackingApp] = weakref.WeakKeyDictionary()
-_mount_lock = threading.Lock()
-
-
-def route(app: Any, request: Any) -> Any:
-    """``web.py`` handler for ``GET /r/...`` (one TrackingApp and recorder per WebApp)."""
-    from soap_service.web import Response  # web.py imports this module for its route table
-
-    tracker = _mounted.get(app)
-    if tracker is None:
-        with _mount_lock:
-            tracker = _mounted.get(app) or TrackingApp(
-                app.db, app.settings, Recorder(app.db, client_ip=_zone_resolver(app)))
-            _mounted[app] = tracker
-    status, content_type, headers, body = tracker.answer(request.environ)
-    return Response(status, body, content_type, list(headers))
-
-
-def _zone_resolver(app: Any) -> IpResolver | None:
-    services = getattr(app, "soap_services", None)
-    authenticator = getattr(services, "authenticator", None)
-    return getattr(authenticator, "client_ip", None)
-
-
-def tracker_for(app: Any) -> TrackingApp | None:
-    """The TrackingApp mounted on a ``web.py`` app, if a tracking request reached it."""
-    return _mounted.get(app)

@@ -12,7 +12,8 @@ from test_tracking_serve import PERSON, SECRET, fetch
 from tracking_support import sent_events
 
 from soap_service import track
-from soap_service.store import Database, logs, make_engine, schema
+from soap_service.store import Database, make_engine, schema
+from soap_service.store import tracking as store_tracking
 
 
 def test_sigterm_flushes_queued_tracking_hits(sqlite_url: str, start_server) -> None:
@@ -38,8 +39,7 @@ def test_sigterm_flushes_queued_tracking_hits(sqlite_url: str, start_server) -> 
         lock.execute("ROLLBACK")
         lock.close()
     assert server.process.wait(timeout=60) == 0
-    with db.connect() as conn:
-        hits = logs.list_tracking(conn, pk)
+    hits = store_tracking.list_tracking(db, pk)
     assert sorted(h.url for h in hits) == [f"https://shop.example/{n}" for n in range(5)]
     assert all(h.user_agent == PERSON for h in hits)
     db.dispose()

@@ -13,7 +13,7 @@ from tracking_support import sent_events
 
 from soap_service import track
 from soap_service.store import Database, make_engine, schema
-from soap_service.store import tracking as tracking_store
+from soap_service.store import tracking as store_tracking
 
 
 def test_sigterm_flushes_queued_tracking_hits(sqlite_url: str, start_server) -> None:
@@ -39,7 +39,7 @@ def test_sigterm_flushes_queued_tracking_hits(sqlite_url: str, start_server) -> 
         lock.execute("ROLLBACK")
         lock.close()
     assert server.process.wait(timeout=60) == 0
-    hits = tracking_store.list_tracking(db, pk)
+    hits = store_tracking.list_tracking(db, pk)
     assert sorted(h.url for h in hits) == [f"https://shop.example/{n}" for n in range(5)]
     assert all(h.user_agent == PERSON for h in hits)
     db.dispose()

@@ -159,6 +159,7 @@ def test_parse_json_refuses(raw, error):
 
 
 def test_json_depth_counts_containers():
+    """Depth counts objects and arrays only, and the walk stops once past the limit."""
     assert body.json_depth(1, 9) == 0 and body.json_depth([], 9) == 1
     assert body.json_depth({"a": [{"b": [1]}]}, 9) == 4
     assert body.json_depth([[[[[[]]]]]], 2) == 3  # stops once past the limit
@@ -219,6 +220,7 @@ def test_unexpected_error_is_a_500_with_an_id_in_the_log(caplog):
 
 
 def test_cursor_round_trip_and_refusals():
+    """A cursor names the last id of a page; anything else is refused, not guessed."""
     assert eventstatus.decode_cursor(eventstatus.encode_cursor(12345)) == 12345
     for bad in ("!!", "YWJj", ""):
         with pytest.raises(errors.ValidationFailed):

@@ -75,7 +75,9 @@ def detail(view: eventstatus.EventView) -> dict[str, Any]:
                     for h in view.history],
         "attempts": [{
             "at": iso(a.created_at), "outcome": a.outcome, "channel": a.channel,
-            "connector": getattr(a, "connector", None), "address": a.address,
+            # null until the delivery log names the connector (the channel-agnostic
+            # pipeline of SPEC §7 records SendResult.connector there)
+            "connector": None, "address": a.address,
             "code": a.response_code, "response": a.response_text or "",
             "template": a.template, "templateVersion": a.version,
             "messageId": a.message_id, "durationMs": a.duration_ms,

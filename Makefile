@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv run test interop lint migration wsdl bench clean
+.PHONY: help venv run test interop lint migration wsdl openapi bench clean
 
 help:
 	@echo "make run        set up and run the service on embedded defaults (SQLite, SMTP sink, demo)"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make migration  regenerate the initial migration from soap_service/tables.py"
 	@echo "make wsdl       regenerate the committed WSDLs under wsdl/ (default public URL)"
+	@echo "make openapi    regenerate the committed schema/openapi.json (default public URL)"
 
 venv: $(STAMP)
 
@@ -43,6 +44,9 @@ migration: $(STAMP)
 
 wsdl: $(STAMP)
 	$(BIN)/python scripts/write_wsdl.py
+
+openapi: $(STAMP)
+	$(BIN)/python scripts/write_openapi.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

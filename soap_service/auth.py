@@ -32,7 +32,13 @@ from typing import Any
 from soap_service import clock
 from soap_service.cache import TtlCache
 from soap_service.config import Settings
-from soap_service.errors import InvalidCredentials, SessionExpired, ValidationFailed, ZoneDenied
+from soap_service.errors import (
+    Forbidden,
+    InvalidCredentials,
+    SessionExpired,
+    ValidationFailed,
+    ZoneDenied,
+)
 from soap_service.models import ApiKey, Operator, Zone
 from soap_service.store import Database
 from soap_service.store import auth as store
@@ -40,6 +46,12 @@ from soap_service.store import auth as store
 log = logging.getLogger(__name__)
 
 RIGHTS = frozenset({"mc", "admin"})
+# API key scopes (SPEC §8) and the right each one grants: ``push`` may push events (SOAP
+# and REST), ``read`` may read events and their status, ``admin`` may do anything
+# (retry, cancel, webhooks).  A key bound to an operator never exceeds the operator.
+SCOPES = ("push", "read", "admin")
+SCOPE_RIGHTS = {"push": "mc", "read": "read", "admin": "admin"}
+DEFAULT_SCOPES = frozenset({"push"})
 SESSION_PREFIX = "___"
 API_KEY_PREFIX = "mc_"
 TRUSTED_LOGIN = "mc"
@@ -144,6 +156,26 @@ def parse_rights(rights: Iterable[str]) -> frozenset[str]:
         raise ValidationFailed(f"unknown right(s): {', '.join(sorted(unknown))} "
                                f"(known: {', '.join(sorted(RIGHTS))})")
     return result or frozenset({"mc"})
+
+
+def parse_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """``["push", "read"]`` or ``["push,read"]`` -> scopes; unknown ones are refused."""
+    result = frozenset(s.strip() for item in scopes for s in item.split(",") if s.strip())
+    unknown = result - set(SCOPES)
+    if unknown:
+        raise ValidationFailed(f"unknown scope(s): {', '.join(sorted(unknown))} "
+                               f"(known: {', '.join(SCOPES)})")
+    return result or DEFAULT_SCOPES
+
+
+def key_rights(scopes: frozenset[str], operator: Operator | None) -> frozenset[str]:
+    """The rights an API key grants: its scopes, within what its operator (if any) holds
+    (an operator with ``mc`` may push and read; ``admin`` may do everything)."""
+    granted = {SCOPE_RIGHTS[s] for s in scopes if s in SCOPE_RIGHTS}
+    if operator is None or "admin" in operator.rights:
+        return frozenset(granted)
+    allowed = {"mc", "read"} if "mc" in operator.rights else set()
+    return frozenset(granted & allowed)
 
 
 # ---------------------------------------------------------------- zones and client address
@@ -352,9 +384,27 @@ class Authenticator:
         record, op = found
         if record.revoked_at is not None:
             raise InvalidCredentials(detail="API key revoked")
+        rights = key_rights(record.scopes, op)
         if op is not None:
-            return Principal(op.id, op.login, op.rights, "apikey")
-        return Principal(None, f"apikey:{record.name}", frozenset({"mc"}), "apikey")
+            return Principal(op.id, op.login, rights, "apikey")
+        return Principal(None, f"apikey:{record.name}", rights, "apikey")
+
+    def authenticate_key(self, api_key: str, remote_addr: str, forwarded_for: str | None,
+                         scope: str) -> Principal:
+        """The REST API's check: the caller's zone, then the key, then its ``scope``.
+
+        ``InvalidCredentials`` for a missing, unknown, malformed or revoked key (401),
+        ``Forbidden`` for a key without the scope (403), ``ZoneDenied`` outside every
+        zone (403).  Zones apply as for SOAP; no password or session token here.
+        """
+        self._zone_or_deny(remote_addr, forwarded_for)
+        if not api_key.strip():
+            raise InvalidCredentials(detail="no API key")
+        principal = self._by_api_key(api_key.strip())
+        if not principal.has_right(SCOPE_RIGHTS[scope]):
+            log.info("auth.scope_missing login=%s scope=%s", principal.login, scope)
+            raise Forbidden(f"the API key lacks the scope {scope!r}")
+        return principal
 
     # -- xtk:session
     def logon(self, login: str, password: str, remote_addr: str,
@@ -427,12 +477,15 @@ def create_zone(db: Database, name: str, cidr: str, *, allow_user_password: bool
     return store.add_zone(db, zone)
 
 
-def create_api_key(db: Database, name: str,
-                   operator_login: str | None = None) -> tuple[str, ApiKey]:
-    """A new key ``mc_...``: returned in clear once, stored as sha256."""
+def create_api_key(db: Database, name: str, operator_login: str | None = None,
+                   scopes: Iterable[str] = ("push",)) -> tuple[str, ApiKey]:
+    """A new key ``mc_...`` with ``scopes`` (push, read, admin): returned in clear once,
+    stored as sha256."""
     if not name.strip():
         raise ValidationFailed("an API key needs a name")
+    granted = parse_scopes(scopes)
     key = new_api_key()
-    record = store.add_api_key(db, name.strip(), sha256_hex(key), key[:8], operator_login)
-    log.info("auth.apikey_created name=%s", record.name)
+    record = store.add_api_key(db, name.strip(), sha256_hex(key), key[:8], operator_login,
+                               granted)
+    log.info("auth.apikey_created name=%s scopes=%s", record.name, ",".join(sorted(granted)))
     return key, record

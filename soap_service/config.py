@@ -19,6 +19,7 @@ from typing import Any
 
 from soap_service.errors import ConfigError
 from soap_service.models import Channel, MobileApp, PushPlatform
+from soap_service.retry import webhook_schedule
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/msgcenter.db"
 _SECRET_WORDS = ("password", "token", "secret", "key")  # option names never shown
@@ -159,6 +160,13 @@ class Settings:
     max_body_bytes: int = 2 * 1024 * 1024
     max_events_per_call: int = 1000
     max_xml_depth: int = 64
+    max_json_bytes: int = 4 * 1024 * 1024  # a REST body (1,000 events with their ctx)
+    max_json_depth: int = 32  # nesting of objects and arrays in a REST body
+    # HTTP front (`msgcenter serve`): seconds a whole request may take to arrive (headers
+    # and body, from the connection's start or the previous answer), and request threads
+    # per HTTP process
+    http_read_timeout: float = 30.0
+    http_threads: int = 1
     # Where HTTP worker processes share their /metrics counters (set by `msgcenter serve`)
     metrics_dir: str = ""
     # Email relay
@@ -205,6 +213,15 @@ class Settings:
     # Push: the platform of wishedChannel 40 events ([[apps]] by <mobileApp uuid> first)
     push_default_platform: str = ""  # ios | android | "" (none: such events fail)
     apps: tuple[MobileApp, ...] = ()
+    # Suite-compatible REST: eventID (EVT...) -> event type ([event_ids] table in the TOML
+    # file, or MC_EVENT_IDS="EVTcart=cart_abandoned,EVTorder=order_confirmation"); an
+    # eventID not in the map is taken as the event type's own name
+    event_ids: tuple[tuple[str, str], ...] = ()
+    # Webhooks (SPEC §8)
+    webhook_timeout: float = 10.0  # seconds for one delivery attempt, connect to last byte
+    webhook_concurrency: int = 8  # attempts in flight at once per worker
+    webhook_poll_interval: float = 1.0  # seconds; 0: this worker delivers no webhooks
+    webhook_retry_schedule: str = "5s,5m,30m,2h,5h,10h,14h,20h,24h"  # then failed
 
     @property
     def is_sqlite(self) -> bool:
@@ -253,12 +270,36 @@ class Settings:
                 return app.platform
         return PushPlatform(self.push_default_platform) if self.push_default_platform else None
 
+    def event_type_for(self, event_id: str) -> str:
+        """The event type a suite ``eventID`` names (itself when not mapped)."""
+        return dict(self.event_ids).get(event_id, event_id)
+
     @property
     def effective_tracking_url(self) -> str:
         return (self.tracking_url or self.public_url).rstrip("/")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def parse_event_ids(raw: Any) -> tuple[tuple[str, str], ...]:
+    """``{EVTid: type}`` (TOML table) or ``"EVTa=type_a,EVTb=type_b"`` (environment)."""
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, tuple):
+        return raw
+    if isinstance(raw, str):
+        pairs = []
+        for item in raw.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ConfigError(f"MC_EVENT_IDS wants EVTid=type pairs separated by commas, "
+                                  f"got {item.strip()!r}")
+            pairs.append((key.strip(), value.strip()))
+        return tuple(pairs)
+    if isinstance(raw, Mapping) and all(isinstance(v, str) and v for v in raw.values()):
+        return tuple((str(k), str(v)) for k, v in raw.items())
+    raise ConfigError("event_ids must be a table of eventID = \"event type\"")
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -297,6 +338,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         if f.name == "apps":
             result[f.name] = parse_apps(overrides.get("apps", values.get(f.name)))
             continue
+        if f.name == "event_ids":  # a TOML table, or pairs in MC_EVENT_IDS
+            raw_ids = env.get("MC_EVENT_IDS", values.get(f.name))
+            result[f.name] = parse_event_ids(overrides.get(f.name, raw_ids))
+            continue
         default = getattr(defaults, f.name)
         raw = env.get(f"MC_{f.name.upper()}", values.get(f.name))
         if f.name in overrides:
@@ -309,11 +354,23 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         raise ConfigError("MC_INSTANCE_ID must be between 0 and 127 (plId is a signed xsd:long)")
     if settings.smtp_tls not in {"none", "starttls", "tls"}:
         raise ConfigError("MC_SMTP_TLS must be one of none, starttls, tls")
-    for name in ("smtp_concurrency", "worker_batch_size", "lease_seconds"):
+    if settings.http_read_timeout <= 0:
+        raise ConfigError("MC_HTTP_READ_TIMEOUT must be more than 0 seconds")
+    for name in ("smtp_concurrency", "worker_batch_size", "lease_seconds", "http_threads",
+                 "max_json_depth", "webhook_concurrency"):
         if getattr(settings, name) < 1:  # 0 would claim nothing, ever; SQLite reads LIMIT -1 as all
             raise ConfigError(f"MC_{name.upper()} must be at least 1")
     if not 0 <= settings.batch_min_share <= 1:
         raise ConfigError("MC_BATCH_MIN_SHARE must be between 0 and 1")
+    try:
+        webhook_schedule(settings.webhook_retry_schedule)
+    except ValueError as exc:
+        raise ConfigError(f"MC_WEBHOOK_RETRY_SCHEDULE: {exc}") from exc
+    if settings.max_json_depth > 256:  # the depth check recurses: stay far from the limit
+        raise ConfigError("MC_MAX_JSON_DEPTH must be at most 256")
+    if settings.webhook_timeout <= 0 or settings.webhook_poll_interval < 0:
+        raise ConfigError("MC_WEBHOOK_TIMEOUT must be positive and MC_WEBHOOK_POLL_INTERVAL "
+                          "at least 0")
     if "@" in settings.bounce_domain or settings.bounce_max_bytes < 1024:
         raise ConfigError("MC_BOUNCE_DOMAIN must be a domain name and MC_BOUNCE_MAX_BYTES "
                           "at least 1024")

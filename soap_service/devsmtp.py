@@ -11,6 +11,7 @@ with scripted faults (``450`` / ``550`` at RCPT or DATA, or drop the connection)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import itertools
@@ -185,9 +186,14 @@ def _free_port(host: str) -> int:
 
 def start_sink(host: str, port: int, directory: Path | str) -> MailSink:
     """Start the sink of ``msgcenter devsmtp``; a port in use is a one-line error."""
+    sink = MailSink(host, port, directory, keep=False)
     try:
-        return MailSink(host, port, directory, keep=False).start()
+        return sink.start()
     except OSError as exc:  # port in use, unknown host, directory not writable
+        # the controller leaves its event loop open: closed now, not by the garbage
+        # collector at exit (which prints "Exception ignored ... Invalid file descriptor")
+        with contextlib.suppress(Exception):
+            sink.controller.loop.close()
         raise ConfigError(f"devsmtp cannot start on {host}:{port}: "
                           f"{exc.strerror or exc}") from exc
 

@@ -31,6 +31,10 @@ class ServerError(MessageCenterError):
     fault_code = "Server"
 
 
+class Unavailable(ServerError):
+    """A dependency (the database) cannot be reached right now; trying later may work."""
+
+
 class ConfigError(ServerError):
     """Invalid configuration (environment or TOML)."""
 
@@ -43,8 +47,32 @@ class Conflict(ClientError):
     """The request contradicts the current state (duplicate name, idempotency mismatch...)."""
 
 
+class InvalidState(Conflict):
+    """The object's state does not allow the operation (retry a processed event...)."""
+
+
 class ValidationFailed(ClientError):
     """Input that is well-formed but not acceptable (missing type, bad email...)."""
+
+
+class TooManyEvents(ValidationFailed):
+    """More events in one call than ``max_events_per_call``."""
+
+
+class InvalidBatchItem(ValidationFailed):
+    """One event of a multi-event call is invalid; ``index`` is its place (0-based)."""
+
+    def __init__(self, index: int, message: str, detail: str = "") -> None:
+        super().__init__(message, detail)
+        self.index = index
+
+
+class BatchItemConflict(Conflict):
+    """One event of a multi-event call reuses an idempotency key; ``index`` is 0-based."""
+
+    def __init__(self, index: int, message: str, detail: str = "") -> None:
+        super().__init__(message, detail)
+        self.index = index
 
 
 class AuthError(ClientError):
@@ -74,6 +102,10 @@ class SessionExpired(AuthError):
     wording = "XSV-350008 Session token expired"
 
 
+class Forbidden(AuthError):
+    """Authenticated, but the credentials do not carry the right or scope the call needs."""
+
+
 class ZoneDenied(AuthError):
     """Caller outside every security zone, or the zone forbids the method: ``XSV-350013``."""
 
@@ -92,8 +124,9 @@ class TemplateSyntaxError(ClientError):
         self.part = part
 
 
-class RenderError(MessageCenterError):
-    """Rendering failed at send time (required field missing, limit exceeded)."""
+class RenderError(ClientError):
+    """Rendering failed (required field missing, limit exceeded): the template's or the
+    event's fault, never ours, so the CLI exits 1 and a preview says what to fix."""
 
 
 class UnreadableReport(ClientError):

@@ -1,11 +1,12 @@
-"""Ingest: a wire event (lxml element) -> validated column values -> stored, with its plId.
+"""Ingest: a wire event -> validated column values -> stored, with its plId.
 
-The SOAP edge hands us the event root (any local name, the method namespace already
-stripped) and the queue taken from the service namespace.  We validate what SPEC §2.4
-requires, keep every attribute as sent (unknown ones too) and the raw ``<ctx>``, compute
-the dispatch priority, and store the call's events in one transaction: a caller that got
-a plId never loses its event.  No SQL here (``store.events`` does it), no faults (we
-raise ``errors.*``; the edge maps them).
+One path for every API.  An event arrives as a :class:`WireEvent` -- its attributes as
+sent (unknown ones too), its ``<ctx>`` as XML text -- built by the REST edge from JSON,
+or here from the lxml element the SOAP edge hands us (any local name, the method
+namespace already stripped; :func:`wire_event`).  We validate what SPEC §2.4 requires,
+compute the dispatch priority, and store the call's events in one transaction: a caller
+that got a plId never loses its event.  No SQL here (``store.events`` does it), no faults
+(we raise ``errors.*``; the edges map them).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from lxml import etree
 
@@ -24,7 +26,13 @@ from soap_service.addresses import is_email_address
 from soap_service.clock import parse_iso_utc
 from soap_service.config import Settings
 from soap_service.ctxdata import ctx_text
-from soap_service.errors import Conflict, ValidationFailed
+from soap_service.errors import (
+    BatchItemConflict,
+    Conflict,
+    InvalidBatchItem,
+    TooManyEvents,
+    ValidationFailed,
+)
 from soap_service.models import (
     TEXT_ATTRIBUTE_FIELDS,
     WISHED_CHANNELS,
@@ -48,8 +56,24 @@ EMAIL_FORMATS = frozenset({0, 1, 2})  # unknown, text, html
 # ---------------------------------------------------------------- public interface
 
 
+@dataclass(frozen=True)
+class WireEvent:
+    """One event as received, from any API, before validation."""
+
+    attributes: dict[str, str]  # every attribute as sent
+    ctx_xml: str | None  # the <ctx> element as text; None when there is none
+    mobile_app_uuid: str | None = None  # <mobileApp uuid>
+    # set when the event carries an idempotency key (or a header key applies to it): a
+    # digest of the event, equal for equal events, to tell a replay from a reuse
+    payload_hash: str | None = None
+    ctx_json: str | None = None  # the ctx as a JSON caller sent it (REST returns it)
+
+
+Incoming: TypeAlias = WireEvent | etree._Element
+
+
 def store_event(
-    db: Database, settings: Settings, element: etree._Element, queue: Queue | str,
+    db: Database, settings: Settings, event: Incoming, queue: Queue | str,
     *, idempotency_key: str | None = None,
 ) -> int:
     """Validate and store one event; returns its plId once it is committed.
@@ -57,7 +81,7 @@ def store_event(
     ``idempotency_key`` (the HTTP ``Idempotency-Key`` header) applies when the event has
     no ``idempotencyKey`` attribute of its own.
     """
-    row = build_row(element, Queue(queue), catalog.event_type_lanes(db), clock.utcnow(),
+    row = build_row(event, Queue(queue), catalog.event_type_lanes(db), clock.utcnow(),
                     header_key=idempotency_key,
                     default_country_code=settings.default_country_code)
     try:
@@ -73,35 +97,37 @@ def store_event(
 
 
 def store_events(
-    db: Database, settings: Settings, elements: Sequence[etree._Element], queue: Queue | str,
+    db: Database, settings: Settings, events: Sequence[Incoming], queue: Queue | str,
 ) -> list[tuple[int, str | None]]:
-    """Validate and store a whole ``PushEvents`` call, all or nothing.
+    """Validate and store a whole ``PushEvents`` call (or REST batch), all or nothing.
 
     Returns ``(plId, externalId)`` per event, in order.  A bad event fails the call with
-    its 1-based index in the message (``"event #3: missing attribute 'type'"``).
+    its 1-based index in the message (``"event #3: missing attribute 'type'"``) and its
+    0-based ``index`` on the exception (``InvalidBatchItem`` / ``BatchItemConflict``).
     """
-    if len(elements) > settings.max_events_per_call:
-        raise ValidationFailed(
-            f"too many events in one call: {len(elements)} "
+    if len(events) > settings.max_events_per_call:
+        raise TooManyEvents(
+            f"too many events in one call: {len(events)} "
             f"(at most {settings.max_events_per_call})"
         )
     lanes = catalog.event_type_lanes(db)
     now = clock.utcnow()
     q = Queue(queue)
     rows = []
-    for index, element in enumerate(elements, start=1):
+    for index, event in enumerate(events, start=1):
         try:
-            rows.append(build_row(element, q, lanes, now,
+            rows.append(build_row(event, q, lanes, now,
                                   default_country_code=settings.default_country_code))
         except ValidationFailed as exc:
-            raise ValidationFailed(f"event #{index}: {exc.message}", exc.detail) from exc
+            raise InvalidBatchItem(index - 1, f"event #{index}: {exc.message}",
+                                   exc.detail) from exc
     if not rows:
         return []
     try:
         stored = event_store.insert_events(db, rows)
     except event_store.IdempotencyConflict as exc:
         log.info("event.idempotency_conflict index=%s", exc.index + 1)
-        raise Conflict(f"event #{exc.index + 1}: {exc.message}") from exc
+        raise BatchItemConflict(exc.index, f"event #{exc.index + 1}: {exc.message}") from exc
     if not all(stored.replayed):
         wakeup.notify_after_commit(db)
     log.debug("events.received count=%s queue=%s", len(rows), q)
@@ -111,24 +137,38 @@ def store_events(
     ]
 
 
+def wire_event(element: etree._Element, header_key: str | None = None) -> WireEvent:
+    """The SOAP edge's event element as plain values (the C14N digest only when a key
+    makes it needed: it costs as much as the rest)."""
+    attrs = _attributes(element)
+    ctx = _child(element, "ctx")
+    app = _child(element, "mobileApp")
+    keyed = bool((attrs.get("idempotencyKey") or header_key or "").strip())
+    return WireEvent(
+        attributes=attrs, ctx_xml=None if ctx is None else ctx_text(ctx),
+        mobile_app_uuid=None if app is None else (app.get("uuid") or "").strip() or None,
+        payload_hash=payload_hash(element) if keyed else None,
+    )
+
+
 # ---------------------------------------------------------------- validation
 
 
 def build_row(
-    element: etree._Element, queue: Queue, lanes: dict[str, str], now: datetime,
+    incoming: Incoming, queue: Queue, lanes: dict[str, str], now: datetime,
     *, header_key: str | None = None, default_country_code: str = "",
 ) -> dict[str, Any]:
-    """Validate one event element and return the ``events`` column values to insert.
+    """Validate one event and return the ``events`` column values to insert.
 
     ``mobilePhone`` is stored in E.164 (read in ``default_country_code`` when written
     without its country code); see :func:`_check_address` for when it may not be."""
-    attrs = _attributes(element)
+    event = incoming if isinstance(incoming, WireEvent) else wire_event(incoming, header_key)
+    attrs = event.attributes
     event_type = attrs.get("type", "").strip()
     if not event_type:
         raise ValidationFailed("missing attribute 'type'")
     _check_length("type", event_type, "event_type")
-    ctx = _child(element, "ctx")
-    if ctx is None:
+    if event.ctx_xml is None:
         raise ValidationFailed("missing element <ctx>")
     row: dict[str, Any] = {"queue": queue.value, "event_type": event_type}
     for attr, column in TEXT_ATTRIBUTE_FIELDS.items():
@@ -143,17 +183,22 @@ def build_row(
             f"invalid attribute 'emailFormat': {row['email_format']} (0 unknown, 1 text, 2 html)"
         )
     _check_address(row, default_country_code)
-    row["mobile_app_uuid"] = _mobile_app_uuid(element)
+    row["mobile_app_uuid"] = event.mobile_app_uuid
+    if event.mobile_app_uuid is not None:
+        _check_length("mobileApp/@uuid", event.mobile_app_uuid, "mobile_app_uuid")
     row["scheduled_at"] = _date_attr(attrs, "scheduled")
     row["expiration_at"] = _date_attr(attrs, "expiration")
     row["process_at"] = row["scheduled_at"] or now
     row["priority"] = priority(queue, lanes.get(event_type))
     row["attributes"] = json.dumps(attrs, ensure_ascii=False)
-    row["ctx_xml"] = ctx_text(ctx)
+    row["ctx_xml"] = event.ctx_xml
+    row["ctx_json"] = event.ctx_json
     key = (attrs.get("idempotencyKey") or header_key or "").strip() or None
     if key is not None:
         _check_length("idempotencyKey", key, "idempotency_key")
-        row["payload_hash"] = payload_hash(element)
+        if event.payload_hash is None:  # pragma: no cover - the edges always set it
+            raise ValueError("an event with an idempotency key needs its payload hash")
+        row["payload_hash"] = event.payload_hash
     row["idempotency_key"] = key
     row["created_at"] = row["updated_at"] = now
     return row
@@ -169,9 +214,12 @@ def priority(queue: Queue, lane: str | None) -> int:
 
 
 def payload_hash(element: etree._Element) -> str:
-    """SHA-256 of the event's exclusive C14N form: equal for equal events, whatever the
-    prefixes, attribute order or in-scope namespaces of the envelope around it."""
-    return hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).hexdigest()
+    """SHA-256 of the event's C14N 2.0 form with prefixes rewritten: equal for equal
+    events, whatever the prefixes, attribute order or in-scope namespaces of the envelope
+    around it.  (C14N 1.0, exclusive or not, refuses relative namespace URIs such as
+    ``xmlns="rel/ative"``, which XML namespaces only deprecate: a caller may send them.)"""
+    canonical = etree.canonicalize(element, rewrite_prefixes=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _attributes(element: etree._Element) -> dict[str, str]:
@@ -238,18 +286,8 @@ def _check_address(row: dict[str, Any], default_country_code: str = "") -> None:
             row["mobile_phone"] = normalise_phone(row["mobile_phone"], default_country_code,
                                                   field="attribute 'mobilePhone'")
         except ValidationFailed:
-            if channel is Channel.SMS:
+            if channel is Channel.SMS:  # SPEC §7: E.164, refused here when it cannot be
                 raise
-
-
-def _mobile_app_uuid(element: etree._Element) -> str | None:
-    app = _child(element, "mobileApp")
-    if app is None:
-        return None
-    uuid = (app.get("uuid") or "").strip() or None
-    if uuid is not None:
-        _check_length("mobileApp/@uuid", uuid, "mobile_app_uuid")
-    return uuid
 
 
 def _date_attr(attrs: dict[str, str], name: str) -> datetime | None:

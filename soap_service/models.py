@@ -23,6 +23,15 @@ class EventStatus(enum.StrEnum):
     TOO_OLD = "tooOld"
 
 
+# What a webhook can be about (SPEC §8): every status, plus what happens after the send.
+TRACKING_KINDS = ("delivered", "opened", "clicked", "unsubscribed")
+WEBHOOK_KINDS: tuple[str, ...] = (*(s.value for s in EventStatus), *TRACKING_KINDS)
+# A subscription that names no status gets these: the outcomes, not the steps between
+DEFAULT_WEBHOOK_KINDS = frozenset({
+    "processed", "delivered", "deliveryFailed", "ignored", "tooOld", "routingFailed",
+    "targetingFailed", "opened", "clicked", "unsubscribed"})
+
+
 class Queue(enum.StrEnum):
     """Real-time (``nms:rtEvent``) or batch (``nms:batchEvent``)."""
 
@@ -132,6 +141,8 @@ class Event:
     updated_at: datetime | None = None
     parent_id: int | None = None
     last_error: str | None = None
+    ctx_json: str | None = None  # the ctx as a JSON caller sent it (REST); None from SOAP
+    requeued_at: datetime | None = None  # a manual retry: validity counts from here
 
     @property
     def channel(self) -> Channel:
@@ -610,3 +621,4 @@ class ApiKey:
     operator_login: str | None
     created_at: datetime
     revoked_at: datetime | None
+    scopes: frozenset[str] = frozenset({"push"})  # push, read, admin (SPEC §8)

@@ -5,12 +5,16 @@ jitter" in the upper half (``[d/2, d]``) so that a relay outage does not make ev
 deferred event come back in the same second, while still growing geometrically.
 ``decide(...)`` says what a temporary failure means for an event: retry at a time, or
 ``tooOld`` because attempts, validity or the event's own ``expiration`` ran out.
-No I/O and no clock here: callers pass ``now`` (tests are table-driven).
+``webhook_schedule(text)`` reads the fixed schedule of webhook retries (SPEC §8: 5 s,
+5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h, then failed) and ``webhook_retry_at``
+says when attempt N+1 is due.  No I/O and no clock here: callers pass ``now`` (tests are
+table-driven).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -59,3 +63,32 @@ def decide(policy: RetryPolicy, *, failures: int, now: datetime,
     if too_old:
         return Decision(None, f"next attempt would be too late: {too_old}")
     return Decision(retry_at)
+
+
+# ---------------------------------------------------------------- webhooks
+
+_STEP = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_STEP_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def webhook_schedule(text: str) -> tuple[float, ...]:
+    """``"5s,5m,30m,2h"`` -> delays in seconds (a bare number is seconds); ValueError when
+    a step is not a duration.  An empty schedule means one attempt and no retry."""
+    steps = []
+    for raw in text.split(","):
+        if not raw.strip():
+            continue
+        match = _STEP.match(raw.strip().lower())
+        if match is None:
+            raise ValueError(f"not a duration: {raw.strip()!r} (examples: 5s, 5m, 2h, 1d)")
+        steps.append(float(match.group(1)) * _STEP_UNITS[match.group(2) or "s"])
+    return tuple(steps)
+
+
+def webhook_retry_at(schedule: tuple[float, ...], attempts: int, now: datetime
+                     ) -> datetime | None:
+    """After ``attempts`` failed attempts (1 = the first), when the next one is due; None
+    when the schedule is used up (the delivery has failed)."""
+    if attempts < 1 or attempts > len(schedule):
+        return None
+    return now + timedelta(seconds=schedule[attempts - 1])

@@ -2,7 +2,8 @@
 
 One scheduler per worker process, jobs in memory (two schedulers sharing a job store
 would run jobs twice).  The jobs are plain functions elsewhere — ``Dispatcher.drain``,
-``reap``, ``beat``, ``followup.tick``, ``housekeeping.daily_job`` — so that the work, not
+``reap``, ``beat``, ``followup.tick``, ``housekeeping.daily_job``, ``Outbox.tick``
+(webhooks, unless ``webhook_poll_interval`` is 0) — so that the work, not
 the scheduler, is what is safe to share between processes (leases in the queue).
 A wake-up (``wakeup.Listener``) marks the dispatcher woken, moves the dispatch job's next
 run to now, and starts the express path (real-time events only, small rounds, their
@@ -25,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from soap_service import clock, wakeup
 from soap_service.config import Settings
 from soap_service.errors import ConfigError, MessageCenterError, ServerError
+from soap_service.outbox import Outbox
 from soap_service.store import Database, connect
 from soap_service.store import queue as store_queue
 from soap_service.worker import Dispatcher
@@ -53,6 +55,7 @@ class WorkerRuntime:
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "max_instances": 2, "misfire_grace_time": None})
         self.listener = wakeup.Listener(self.db, self.wake)
+        self.outbox = Outbox(settings, self.db)
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -92,6 +95,9 @@ class WorkerRuntime:
 
         followup.tick(self.db, self.settings)
 
+    def _webhooks(self) -> None:
+        self.outbox.tick(stop=self.stopping)
+
     def _housekeeping(self) -> None:
         from soap_service import housekeeping
 
@@ -109,6 +115,9 @@ class WorkerRuntime:
         add(_guarded("heartbeat", self.dispatcher.beat), "interval", seconds=HEARTBEAT_SECONDS,
             id="heartbeat", next_run_time=now)
         add(_guarded("followups", self._followups), "interval", seconds=60, id="followups")
+        if s.webhook_poll_interval > 0:
+            add(_guarded("webhooks", self._webhooks), "interval",
+                seconds=s.webhook_poll_interval, id="webhooks", next_run_time=now)
         # a fixed time of day: an interval would restart its 24 h with every worker restart
         add(_guarded("housekeeping", self._housekeeping), "cron", hour=3, minute=17,
             id="housekeeping")
@@ -136,6 +145,7 @@ class WorkerRuntime:
         if self._express_thread.is_alive():
             self._express_thread.join(30)
         self.dispatcher.close()
+        self.outbox.close()
         try:
             store_queue.forget_worker(self.db, self.dispatcher.worker_id)
         except Exception:  # best effort on the way out

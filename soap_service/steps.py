@@ -78,11 +78,13 @@ def _final(job: Job, status: EventStatus, reason: str) -> Outcome:
 
 
 def waiting_since(event: Event) -> datetime | None:
-    """Where the type's validity starts: receipt, or the ``scheduled`` date if later (an
-    event scheduled for next week is not too old when its date comes)."""
-    if event.scheduled_at is None or event.created_at is None:
-        return event.created_at
-    return max(event.created_at, event.scheduled_at)
+    """Where the type's validity starts: receipt, the ``scheduled`` date or a manual retry,
+    whichever is latest (an event scheduled for next week is not too old when its date
+    comes; a failed event retried by hand gets its validity again)."""
+    if event.created_at is None:
+        return None
+    return max(t for t in (event.created_at, event.scheduled_at, event.requeued_at)
+               if t is not None)
 
 
 def check_too_old(d: Dispatcher, job: Job) -> Outcome | None:

@@ -60,8 +60,11 @@ events = Table(
     Column("expiration_at", DateTime),
     Column("attributes", Text, nullable=False, default="{}"),  # JSON: every attribute as sent
     Column("ctx_xml", Text, nullable=False),  # the raw <ctx> element
+    Column("ctx_json", Text),  # the ctx object as sent, for events pushed as JSON (REST)
     Column("error_count", Integer, nullable=False, default=0),
     Column("process_at", DateTime, nullable=False),
+    # set by a manual retry: validity and attempts count again from here
+    Column("requeued_at", DateTime),
     Column("claimed_by", String(128)),
     Column("claimed_until", DateTime),
     Column("last_error", Text),
@@ -133,6 +136,7 @@ api_keys = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("key_hash", String(64), nullable=False, unique=True),  # sha256 of the key
     Column("prefix", String(16), nullable=False),  # first characters, to recognise a key
+    Column("scopes", String(64), nullable=False, default="push"),  # push, read, admin (comma-sep.)
     Column("operator_id", Integer, ForeignKey("operators.id", ondelete="SET NULL")),
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime),
@@ -316,4 +320,68 @@ worker_heartbeats = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", DateTime, nullable=False),
     Column("seen_at", DateTime, nullable=False),
+)
+
+# ---------------------------------------------------------------- webhooks
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(128), nullable=False),  # whsec_<base64>: needed to sign, so kept
+    Column("kinds", Text, nullable=False, default=""),  # comma-separated; empty = every kind
+    Column("event_types", Text, nullable=False, default=""),  # comma-separated; empty = all
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("disabled_reason", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# One row per notification (a status change, an open, a click...), written in the same
+# transaction as the change; the worker fans it out to deliveries and deletes it.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # a status, or opened | clicked | unsubscribed
+    Column("event_id", BigId),  # no foreign key: the notification outlives a purge
+    Column("data", Text, nullable=False, default="{}"),  # JSON: what is known at the change
+    Column("created_at", DateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("endpoint_id", Integer, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("message_id", String(64), nullable=False),  # webhook-id: stable across retries
+    Column("kind", String(20), nullable=False),
+    Column("event_id", BigId),
+    Column("payload", Text, nullable=False),  # the exact body signed and sent
+    Column("status", String(12), nullable=False, default="pending"),  # pending|delivered|failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("claimed_until", DateTime),  # lease of the worker sending it
+    Column("last_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_event_id", "event_id"),
+    Index("ix_webhook_deliveries_endpoint_id", "endpoint_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("delivery_id", BigId, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("response_code", Integer),
+    Column("response_text", Text),  # the receiver's answer (first 500 characters) or the error
+    Column("duration_ms", Integer),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_webhook_attempts_delivery_id", "delivery_id"),
 )

@@ -2,7 +2,7 @@
 
 Pure functions only (no database, no HTTP): the dispatch step ``steps.track_links`` calls
 :func:`instrument_message` on each rendered email; the tracking endpoints
-(``tracking_web``) call :func:`verify_token` and :func:`is_machine` and hand the result to
+(``http/tracking.py``) call :func:`verify_token` and :func:`is_machine` and hand the result to
 the store.  A token is the event id (plus the
 target URL for a click) signed with HMAC-SHA256 under ``settings.secret``: whoever alters a
 byte of it gets nothing recorded and no redirect.

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -33,6 +35,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_URL = os.environ.get("MC_TEST_DATABASE_URL", DEFAULT_PG)
 REQUIRE_PG = os.environ.get("MC_REQUIRE_POSTGRES") == "1"
+
+# Property-based suites: a few hundred examples by default (seconds, for CI);
+# MC_HYPOTHESIS_PROFILE=long runs thousands (minutes) when hunting for bugs.
+_HYPOTHESIS_COMMON = {"deadline": None, "print_blob": True,
+                      "suppress_health_check": [HealthCheck.too_slow,
+                                                HealthCheck.function_scoped_fixture]}
+hypothesis_settings.register_profile("ci", max_examples=150, **_HYPOTHESIS_COMMON)
+hypothesis_settings.register_profile("long", max_examples=5000, **_HYPOTHESIS_COMMON)
+hypothesis_settings.load_profile(os.environ.get("MC_HYPOTHESIS_PROFILE", "ci"))
 
 
 def _pg_admin_engine():

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from soap_service.cli import output
 from soap_service.cli.context import CliContext
@@ -29,6 +30,7 @@ COMMAND_MODULES = (
     "soap_service.cli.catalog",  # template, seed
     "soap_service.cli.tracking",  # followup, quarantine, exclusions, purge
     "soap_service.cli.observe",  # status, history
+    "soap_service.cli.webhook",  # webhook
 )
 
 EXIT_OK = 0
@@ -37,10 +39,19 @@ EXIT_SERVER_ERROR = 2
 EXIT_USAGE = 64
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage mistake; 2 is ours (the server's), a usage mistake is
+    the caller's: exit 1 (sub-command parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CLIENT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="msgcenter", description="Message Center: transactional messaging over SOAP."
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -86,13 +86,13 @@ def cmd_zone_remove(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _key_row(key: ApiKey) -> dict:
-    return {"name": key.name, "prefix": key.prefix, "operator": key.operator_login,
-            "created_at": key.created_at, "revoked_at": key.revoked_at,
-            "active": key.revoked_at is None}
+    return {"name": key.name, "prefix": key.prefix, "scopes": ",".join(sorted(key.scopes)),
+            "operator": key.operator_login, "created_at": key.created_at,
+            "revoked_at": key.revoked_at, "active": key.revoked_at is None}
 
 
 def cmd_apikey_create(args: argparse.Namespace, ctx: CliContext) -> int:
-    key, record = auth.create_api_key(ctx.db, args.name, args.operator)
+    key, record = auth.create_api_key(ctx.db, args.name, args.operator, args.scope or ["push"])
     ctx.emit({**_key_row(record), "key": key})
     if not ctx.json:
         print("Store this key now: it is not shown again.", file=sys.stderr)
@@ -101,7 +101,7 @@ def cmd_apikey_create(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_apikey_list(args: argparse.Namespace, ctx: CliContext) -> int:
     ctx.emit([_key_row(k) for k in store.list_api_keys(ctx.db)],
-             ["name", "prefix", "operator", "active", "created_at", "revoked_at"])
+             ["name", "prefix", "scopes", "operator", "active", "created_at", "revoked_at"])
     return 0
 
 
@@ -150,11 +150,13 @@ def _register_zone(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_apikey(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("apikey", help="API keys for 'Authorization: Bearer'")
+    group = sub.add_parser("apikey", help="API keys (Authorization: Bearer / X-Api-Key)")
     cmds = group.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
     p = cmds.add_parser("create", help="create a key (printed once)")
     p.add_argument("name")
-    p.add_argument("--operator", help="act as this operator (its rights); default: right mc")
+    p.add_argument("--scope", action="append", metavar="SCOPES",
+                   help="push, read, admin (comma-separated or repeated; default push)")
+    p.add_argument("--operator", help="bind to this operator (never more than its rights)")
     p.set_defaults(func=cmd_apikey_create)
     cmds.add_parser("list", help="list keys").set_defaults(func=cmd_apikey_list)
     p = cmds.add_parser("revoke", help="revoke a key")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from soap_service import catalog, proof
+from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.errors import ValidationFailed
 from soap_service.models import Channel, RenderedMessage, TemplateContent, VersionInfo
@@ -310,7 +311,7 @@ def _register_template(sub: argparse._SubParsersAction) -> None:
     edit.set_defaults(func=cmd_template_edit)
     show = s.add_parser("show", help="show the draft, or a published version")
     show.add_argument("name")
-    show.add_argument("--version", type=int)
+    show.add_argument("--version", type=whole_number())
     show.set_defaults(func=cmd_template_show)
     s.add_parser("list", help="list templates").set_defaults(func=cmd_template_list)
     simple = (("publish", cmd_template_publish, "publish the draft as a new version"),
@@ -337,7 +338,8 @@ def _register_template(sub: argparse._SubParsersAction) -> None:
 def _register_preview_proof(s: argparse._SubParsersAction) -> None:
     prev = s.add_parser("preview", help="render the draft or a version with test data")
     prev.add_argument("name")
-    prev.add_argument("--version", type=int, help="a published version (default: the draft)")
+    prev.add_argument("--version", type=whole_number(),
+                      help="a published version (default: the draft)")
     data = prev.add_mutually_exclusive_group()
     data.add_argument("--seed", metavar="ADDRESS", help="use this seed's data")
     data.add_argument("--event", metavar="FILE.xml", help="use an <rtEvent> file")
@@ -346,7 +348,8 @@ def _register_preview_proof(s: argparse._SubParsersAction) -> None:
     prev.set_defaults(func=cmd_template_preview)
     pr = s.add_parser("proof", help="send proofs by email through the SMTP relay")
     pr.add_argument("name")
-    pr.add_argument("--version", type=int, help="a published version (default: the draft)")
+    pr.add_argument("--version", type=whole_number(),
+                    help="a published version (default: the draft)")
     to = pr.add_mutually_exclusive_group(required=True)
     to.add_argument("--to", metavar="ADDRESS", action="append", help="repeatable")
     to.add_argument("--seeds", action="store_true", help="every seed, with its own data")

@@ -1,6 +1,7 @@
-"""``msgcenter events list|show`` and ``msgcenter push``.
+"""``msgcenter events list|show|retry|cancel`` and ``msgcenter push``.
 
-``events`` reads the database (through ``store.events``); ``push`` is a real SOAP client:
+``events`` reads the database (through ``store.events``); ``retry`` and ``cancel`` are the
+same moves as the REST API's (``eventstatus``); ``push`` is a real SOAP client:
 it downloads the served WSDL and calls our own ``PushEvent`` through zeep, exactly as an
 integrator's generated client would, and prints the plId.  ``events show`` prints the
 event and then a list of sections; other stages add theirs to :data:`SHOW_SECTIONS`
@@ -17,7 +18,8 @@ from typing import Any
 
 from lxml import etree
 
-from soap_service import ctxdata
+from soap_service import ctxdata, eventstatus
+from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.clock import parse_iso_utc
 from soap_service.errors import ClientError, NotFound, ServerError, ValidationFailed
@@ -128,6 +130,20 @@ def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace, ctx: CliContext) -> int:
+    pk = resolve_id(args.id, ctx.settings.instance_id)
+    event = eventstatus.retry(ctx.db, pk, by="cli", reason=args.reason)
+    ctx.emit(summary(event, ctx.settings.instance_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, ctx: CliContext) -> int:
+    pk = resolve_id(args.id, ctx.settings.instance_id)
+    event = eventstatus.cancel(ctx.db, pk, by="cli", reason=args.reason)
+    ctx.emit(summary(event, ctx.settings.instance_id))
+    return 0
+
+
 # ---------------------------------------------------------------- push
 
 
@@ -228,11 +244,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     lst.add_argument("--external-id", help="the caller's externalId")
     lst.add_argument("--since", help="received at or after (ISO 8601, UTC)")
     lst.add_argument("--until", help="received before (ISO 8601, UTC)")
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--limit", type=whole_number(), default=50)
     lst.set_defaults(func=cmd_list)
     show = esub.add_parser("show", help="one event (by plId or primary key) and its history")
     show.add_argument("id", help="plId or primary key")
     show.set_defaults(func=cmd_show)
+    again = esub.add_parser("retry", help="a failed event (deliveryFailed, routingFailed, "
+                            "targetingFailed, tooOld) back to pending")
+    again.add_argument("id", help="plId or primary key")
+    again.add_argument("--reason", help="recorded in the status history")
+    again.set_defaults(func=cmd_retry)
+    stop = esub.add_parser("cancel", help="a pending or paused event ends (status ignored)")
+    stop.add_argument("id", help="plId or primary key")
+    stop.add_argument("--reason", help="recorded in the status history and exclusion log")
+    stop.set_defaults(func=cmd_cancel)
 
     push = sub.add_parser("push", help="send one event through the SOAP API (zeep client)")
     push.add_argument("--type", required=True, help="event type name")

@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from soap_service import catalog
+from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import ValidationFailed
@@ -74,7 +75,7 @@ def _type_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--label", help="human-readable name")
     p.add_argument("--lane", choices=[lane.value for lane in Lane],
                    help="dispatch priority lane" + hint(d.lane.value))
-    p.add_argument("--max-attempts", type=int,
+    p.add_argument("--max-attempts", type=whole_number(),
                    help="send attempts before tooOld" + hint(d.max_attempts))
     p.add_argument("--validity", help="how long an event may wait, e.g. 1d, 6h"
                    + hint(format_duration(d.validity_seconds)))

@@ -17,6 +17,8 @@ forked worker drops the database connections it inherited.  One log line per req
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -27,18 +29,29 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from soap_service import tracking_web
+from gunicorn.workers.base import Worker as GunicornWorker
+
+from soap_service import httpd
 from soap_service.cli.context import CliContext
 from soap_service.config import Settings
 from soap_service.errors import ServerError, ValidationFailed
+from soap_service.http.tracking import warn_if_default_secret
+
+if TYPE_CHECKING:
+    from soap_service.http.app import WebApp
 
 log = logging.getLogger("soap_service.serve")
 access_log = logging.getLogger("soap_service.access")
 
 STOP_TIMEOUT = 20.0  # seconds each child gets to stop after SIGTERM before SIGKILL
 WORKER_RESTART_DELAY = 2.0
+# Within gunicorn's graceful timeout (STOP_TIMEOUT / 2 = 10 s, then SIGKILL) an HTTP
+# process first finishes its requests, then writes its queued tracking hits.
+FLUSH_TIMEOUT = 3.0
+REQUESTS_TIMEOUT = STOP_TIMEOUT / 2 - FLUSH_TIMEOUT - 1.0
 
 
 def default_workers() -> int:
@@ -82,33 +95,105 @@ def _count_plids(body: list[bytes]) -> int:
 # ---------------------------------------------------------------- the gunicorn master
 
 
+class BufferingWorker(GunicornWorker):
+    """A gunicorn worker that serves with :class:`httpd.Front`: one asyncio loop reads whole
+    requests (no thread is held by a slow client), ``MC_HTTP_THREADS`` threads run them."""
+
+    loop: asyncio.AbstractEventLoop
+    wake: asyncio.Event
+    graceful = True
+
+    def init_process(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        super().init_process()  # last: it loads the app, installs signals and calls run()
+
+    def init_signals(self) -> None:
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self.loop.add_signal_handler(signal.SIGTERM, self._stop, True)  # graceful
+        self.loop.add_signal_handler(signal.SIGINT, self._stop, False)  # quick
+        self.loop.add_signal_handler(signal.SIGQUIT, self._stop, False)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
+
+    def _stop(self, graceful: bool) -> None:
+        self.alive = False
+        self.graceful = self.graceful and graceful
+        self.wake.set()
+
+    def run(self) -> None:
+        try:
+            self.loop.run_until_complete(self._serve())
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        self.wake = asyncio.Event()
+        settings = self.wsgi.app.settings
+        # the larger of the SOAP and JSON limits: each edge checks its own on what it gets
+        limits = httpd.Limits(read_timeout=settings.http_read_timeout,
+                              max_body=max(settings.max_body_bytes, settings.max_json_bytes))
+        executor = ThreadPoolExecutor(settings.http_threads, thread_name_prefix="mc-http")
+        port = str(self.sockets[0].sock.getsockname()[1]) if self.sockets else "80"
+        front = httpd.Front(self.wsgi, limits, executor, port)
+        servers = [await self.loop.create_server(front.protocol, sock=s.sock,
+                                                 backlog=self.cfg.backlog)
+                   for s in self.sockets]
+        while self.alive:
+            self.notify()
+            if self.ppid != os.getppid():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+        for server in servers:
+            server.close()
+        cut = await front.shutdown(REQUESTS_TIMEOUT if self.graceful else 0.0)
+        if cut:
+            log.warning("serve.connections_cut count=%d", cut)
+        executor.shutdown(wait=True)
+
+
+def flush_on_exit(app: WebApp) -> None:
+    """What an HTTP process writes before it exits: queued tracking hits, held SMS
+    receipts, its counters."""
+    app.close_tracking(timeout=FLUSH_TIMEOUT)
+    app.close_receipts()
+    with contextlib.suppress(OSError):
+        app.metrics.flush()
+
+
 def run_gunicorn(bind: str, workers: int, log_level: str) -> None:
     """Run the gunicorn master in this process (blocks until it stops)."""
     from gunicorn.app.base import BaseApplication
 
-    from soap_service import web
     from soap_service.config import load_settings
+    from soap_service.http import app as web
 
     class Server(BaseApplication):
         def load_config(self) -> None:
             options = {
-                "bind": bind, "workers": workers, "worker_class": "sync",
+                "bind": bind, "workers": workers,
+                "worker_class": f"{__name__}.BufferingWorker",
                 "preload_app": True, "control_socket_disable": True,
                 "accesslog": None, "errorlog": "-", "loglevel": log_level,
                 "timeout": 60, "graceful_timeout": int(STOP_TIMEOUT / 2),
                 "proc_name": "msgcenter-serve", "post_fork": self.post_fork,
+                "worker_exit": self.worker_exit,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
             settings = load_settings()
-            self.app = web.create_app(settings)  # builds the WSDLs before any fork
+            self.app = web.create_app(settings)  # builds the WSGIs before any fork
             return RequestLog(self.app)
 
         def post_fork(self, _server: Any, _worker: Any) -> None:
             # connections opened by the master must not be shared with the children
             self.app.db.engine.dispose(close=False)
+
+        def worker_exit(self, _server: Any, _worker: Any) -> None:
+            flush_on_exit(self.app)  # runs in the worker process, after its last request
 
     Server().run()
 
@@ -213,7 +298,7 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     # gunicorn and the worker read it from the environment: WSDL address, tracking links
     os.environ["MC_PUBLIC_URL"] = advertised_url(ctx.settings.public_url, args.host, args.port)
     logging.getLogger("soap_service").setLevel(args.log_level.upper())
-    tracking_web.warn_if_default_secret(ctx.settings)
+    warn_if_default_secret(ctx.settings)
     worker_cmd = None
     if not args.no_worker:
         worker_cmd = worker_command()

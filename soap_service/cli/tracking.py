@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from soap_service import exclusions, followup, housekeeping, track, tracking_web
+from soap_service import exclusions, followup, housekeeping, track
+from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
 from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import ValidationFailed
+from soap_service.http.tracking import list_hits
 from soap_service.models import AddressKind, Channel, FollowupRule, QuarantineEntry, make_plid
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
@@ -93,7 +95,7 @@ def _with_plid(row: dict, ctx: CliContext) -> dict:
 
 
 def cmd_tracking_list(args: argparse.Namespace, ctx: CliContext) -> int:
-    hits = tracking_web.list_hits(ctx.db, _event_pk(args, ctx), args.kind, args.human,
+    hits = list_hits(ctx.db, _event_pk(args, ctx), args.kind, args.human,
                                   _limit(args))
     ctx.emit([_with_plid(dataclasses.asdict(h), ctx) for h in hits],
              ["created_at", "plId", "kind", "machine", "url", "ip", "user_agent"])
@@ -146,7 +148,7 @@ def _register_quarantine(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("list", help="list entries")
     p.add_argument("--source", choices=[exclusions.SOURCE_BOUNCE, exclusions.SOURCE_MANUAL])
     p.add_argument("--kind", choices=kinds, help="only this kind of address")
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=whole_number(), default=1000)
     p.set_defaults(func=cmd_quarantine_list)
     p = cmds.add_parser("add", help="denylist an address (never sent to)")
     p.add_argument("address", help="an email address, a phone number or a device token")
@@ -166,7 +168,7 @@ def _register_tracking(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--event", help="only this event (plId or primary key)")
     p.add_argument("--kind", choices=[track.OPEN, track.CLICK])
     p.add_argument("--human", action="store_true", help="leave out machine hits")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=whole_number(), default=100)
     p.set_defaults(func=cmd_tracking_list)
 
 
@@ -179,10 +181,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("list", help="list exclusion-log rows, newest first")
     p.add_argument("--since", help="only this recent, e.g. 24h")
     p.add_argument("--event", help="only this event (plId or primary key)")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=whole_number(), default=100)
     p.set_defaults(func=cmd_exclusions_list)
     p = sub.add_parser("purge", help="delete events and logs past their retention")
     p.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
-    p.add_argument("--batch-size", type=int, default=housekeeping.DEFAULT_BATCH,
+    p.add_argument("--batch-size", type=whole_number(), default=housekeeping.DEFAULT_BATCH,
                    help="rows per transaction")
     p.set_defaults(func=cmd_purge)

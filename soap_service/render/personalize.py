@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from soap_service.errors import RenderError
+from soap_service.render import urls
 from soap_service.render.compiler import compile_source
 from soap_service.render.syntax import (
     ROOT_NAME,
@@ -111,7 +112,8 @@ class Interpreter:
 
     def run(self, nodes: tuple[Node, ...]) -> str:
         self.block(nodes)
-        return "".join(self.out)
+        out = "".join(self.out)
+        return urls.guard(out) if self.escape else out  # no script URL from event data
 
     def tick(self, cost: int = 1) -> None:
         """Count a step and read the clock: one step can scan a whole ctx (a child look-up,
@@ -137,7 +139,7 @@ class Interpreter:
                 self.write(node.value)
             elif isinstance(node, Output):
                 text = to_text(self.eval(node.expr))
-                self.write(html.escape(text, quote=True) if self.escape else text)
+                self.write(urls.mark(html.escape(text, quote=True)) if self.escape else text)
             elif isinstance(node, If):
                 self.branch(node)
             elif isinstance(node, For):

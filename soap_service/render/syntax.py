@@ -24,6 +24,7 @@ MAX_SOURCE_CHARS = 512 * 1024
 MAX_NESTING = 32
 MAX_EXPR_DEPTH = 40
 MAX_EXPR_OPERATORS = 100  # operators and filters in one tag (chains evaluate recursively)
+MAX_NUMBER_DIGITS = 1000  # digits in a number literal (Python's int() stops at 4,300)
 ROOT_NAME = "rtEvent"
 
 # name -> (minimum, maximum) number of arguments, the value itself included
@@ -278,7 +279,7 @@ class ExprParser:
     def primary(self) -> Expr:
         tok = self.take()
         if tok.kind == "num":
-            return Literal(float(tok.value) if "." in tok.value else int(tok.value))
+            return Literal(self.number(tok))
         if tok.kind == "str":
             return Literal(tok.value)
         if tok.kind == "op" and tok.value == "(":
@@ -295,6 +296,12 @@ class ExprParser:
                 return self.call(tok, self.arguments())
             return self.path(tok)
         raise self.fail("expected a value", tok)
+
+    def number(self, tok: Tok) -> int | float:
+        if sum(c.isdigit() for c in tok.value) > MAX_NUMBER_DIGITS:
+            raise self.loc.error(f"number too long (more than {MAX_NUMBER_DIGITS} digits)",
+                                 tok.pos)
+        return float(tok.value) if "." in tok.value else int(tok.value)
 
     def path(self, root: Tok) -> Path:
         check_name(root, self.loc)
@@ -324,7 +331,7 @@ class ExprParser:
         tok = self.take()
         self.expect("]")
         if tok.kind == "num" and "." not in tok.value:
-            return ("index", int(tok.value))
+            return ("index", int(self.number(tok)))
         if tok.kind == "str":
             if tok.value.startswith("@"):
                 return ("attr", tok.value[1:])

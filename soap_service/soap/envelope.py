@@ -39,7 +39,7 @@ class VersionMismatch(ClientError):
 
 @dataclass(frozen=True)
 class HttpFacts:
-    """What the SOAP layer needs from the HTTP request (built by ``web.py``)."""
+    """What the SOAP layer needs from the HTTP request (built by ``http/soap.py``)."""
 
     soap_action: str = ""
     query_action: str = ""
@@ -82,6 +82,7 @@ def action_from_http(http: HttpFacts) -> tuple[str, str] | None:
 
 def normalise(root: etree._Element, http: HttpFacts) -> SoapRequest:
     """Resolve the dialect of a parsed envelope into a :class:`SoapRequest`."""
+    _check_header_values(http)
     header, method_el = _split_envelope(root)
     service, method = _resolve_method(method_el, http)
     return SoapRequest(
@@ -89,6 +90,24 @@ def normalise(root: etree._Element, http: HttpFacts) -> SoapRequest:
         token=_token_from_http(http) or _token_from_header(header),
         bearer=_bearer(http.authorization), args=child_elements(method_el), http=http,
     )
+
+
+class InvalidHeader(ClientError):
+    """A header whose value becomes data (a token, a key) holds a control character."""
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check_header_values(http: HttpFacts) -> None:
+    """Refuse control characters (NUL first: PostgreSQL cannot store or compare it) in
+    the headers that reach a query.  Our HTTP front refuses them already; another WSGI
+    server may not."""
+    for name, value in (("Cookie", http.cookie), ("X-Session-Token", http.session_header),
+                        ("Authorization", http.authorization),
+                        ("Idempotency-Key", http.idempotency_key or "")):
+        if _CONTROL_CHARS.search(value):
+            raise InvalidHeader("invalid header", f"The {name} header holds a control character.")
 
 
 def _split_envelope(root: etree._Element) -> tuple[etree._Element | None, etree._Element]:
@@ -228,12 +247,17 @@ def event_list(param: etree._Element | None, namespace: str) -> list[etree._Elem
 
 
 def canonical_event(el: etree._Element, namespace: str) -> etree._Element:
-    """A detached copy with the method's namespace (default or prefixed) removed."""
+    """A detached copy with the method's namespace (default or prefixed) removed from the
+    elements that are not inside another namespace.  Inside one it stays: an element
+    without a namespace under ``<a xmlns="urn:x">`` would need ``xmlns=""``, which lxml
+    does not write, so the stored ctx would put it in ``urn:x``."""
     event = copy.deepcopy(el)
     prefix = "{" + namespace + "}"
-    for node in event.iter():
+    for node in event.iter():  # document order: a parent is settled before its children
         tag = node.tag
         if isinstance(tag, str) and tag.startswith(prefix):
-            node.tag = tag[len(prefix) :]
+            parent = node.getparent()
+            if parent is None or not str(parent.tag).startswith("{"):
+                node.tag = tag[len(prefix) :]
     etree.cleanup_namespaces(event)
     return event

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from soap_service.config import Settings
-from soap_service.errors import ServerError
+from soap_service.errors import Unavailable
 from soap_service.store.dialect import autocommit_single_statement, make_engine
 
 __all__ = ["Database", "connect", "disconnect_all", "make_engine"]
@@ -41,7 +41,7 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            raise ServerError("database unavailable", str(exc.orig)[:200]) from exc
+            raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -50,7 +50,7 @@ class Database:
             with self.engine.connect() as conn:
                 yield conn
         except OperationalError as exc:
-            raise ServerError("database unavailable", str(exc.orig)[:200]) from exc
+            raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
 
     @contextmanager
     def one_statement(self) -> Iterator[Connection]:
@@ -64,7 +64,7 @@ class Database:
             with self.engine.connect() as conn:
                 yield conn.execution_options(isolation_level="AUTOCOMMIT")
         except OperationalError as exc:
-            raise ServerError("database unavailable", str(exc.orig)[:200]) from exc
+            raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
 
     @property
     def url(self) -> str:

@@ -159,7 +159,8 @@ def _operator_id(conn: Connection, login: str) -> int:
 
 
 def add_api_key(db: Database, name: str, key_hash: str, prefix: str,
-                operator_login: str | None) -> ApiKey:
+                operator_login: str | None,
+                scopes: frozenset[str] = frozenset({"push"})) -> ApiKey:
     """Insert a key (by hash); :class:`Conflict` for a duplicate name."""
     now = clock.utcnow()
     try:
@@ -167,11 +168,13 @@ def add_api_key(db: Database, name: str, key_hash: str, prefix: str,
             op_id = _operator_id(conn, operator_login) if operator_login else None
             new_id = _new_id(conn.execute(insert(api_keys).values(
                 name=name, key_hash=key_hash, prefix=prefix, operator_id=op_id, created_at=now,
+                scopes=",".join(sorted(scopes)),
             )))
     except IntegrityError as exc:
         raise Conflict(f"API key {name!r} already exists") from exc
     return ApiKey(id=new_id, name=name, prefix=prefix, operator_id=op_id,
-                  operator_login=operator_login, created_at=now, revoked_at=None)
+                  operator_login=operator_login, created_at=now, revoked_at=None,
+                  scopes=scopes)
 
 
 def _api_key_select() -> Select[Any]:
@@ -182,7 +185,8 @@ def _api_key_select() -> Select[Any]:
 def _api_key(row: RowMapping) -> ApiKey:
     return ApiKey(id=row["id"], name=row["name"], prefix=row["prefix"],
                   operator_id=row["operator_id"], operator_login=row["operator_login"],
-                  created_at=row["created_at"], revoked_at=row["revoked_at"])
+                  created_at=row["created_at"], revoked_at=row["revoked_at"],
+                  scopes=_rights(row["scopes"]))
 
 
 def find_api_key(db: Database, key_hash: str) -> tuple[ApiKey, Operator | None] | None:

@@ -31,7 +31,8 @@ from soap_service.tables import event_status_log, events
 INSERT_COLUMNS = (
     "queue", "event_type", "status", "priority", "email", "mobile_phone", "wished_channel",
     "email_format", "external_id", "origin", "language", "country", "registration_token",
-    "mobile_app_uuid", "scheduled_at", "expiration_at", "attributes", "ctx_xml", "error_count",
+    "mobile_app_uuid", "scheduled_at", "expiration_at", "attributes", "ctx_xml", "ctx_json",
+    "error_count",
     "process_at", "idempotency_key", "payload_hash", "parent_id", "followup_rule_id",
     "created_at", "updated_at",
 )
@@ -244,6 +245,7 @@ def event_from_row(row: Row[Any] | Mapping[str, Any]) -> Event:
         expiration_at=m["expiration_at"], attributes=json.loads(m["attributes"] or "{}"),
         error_count=m["error_count"], process_at=m["process_at"], created_at=m["created_at"],
         updated_at=m["updated_at"], parent_id=m["parent_id"], last_error=m["last_error"],
+        ctx_json=m["ctx_json"], requeued_at=m["requeued_at"],
     )
 
 

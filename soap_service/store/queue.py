@@ -38,6 +38,7 @@ from soap_service.models import (
 )
 from soap_service.store import Database, dialect
 from soap_service.store import connectors as connector_store
+from soap_service.store import webhooks as webhook_store
 from soap_service.store.events import event_from_row
 from soap_service.tables import (
     delivery_log,
@@ -175,6 +176,7 @@ def release_paused_in(conn: Connection, event_type: str, channel: Channel, now: 
             status=EventStatus.PENDING.value, process_at=now, claimed_by=None,
             claimed_until=None, updated_at=now))
         _log_status(conn, [(i, EventStatus.PENDING.value, reason) for i in chunk], now)
+        webhook_store.enqueue_moves(conn, chunk, EventStatus.PENDING.value, reason, now)
     return len(ids)
 
 
@@ -191,9 +193,10 @@ def release_paused(db: Database, event_type: str, channel: Channel, now: datetim
 def expire_paused(db: Database, event_type: str, created_before: datetime,
                   now: datetime) -> int:
     """Paused events of ``event_type`` past their validity (counted from receipt, or from
-    the ``scheduled`` date if later) or ``expiration``: ``tooOld``."""
+    the ``scheduled`` date or a manual retry if later) or ``expiration``: ``tooOld``."""
     stale = and_(events.c.created_at < created_before,
-                 or_(events.c.scheduled_at.is_(None), events.c.scheduled_at < created_before))
+                 or_(events.c.scheduled_at.is_(None), events.c.scheduled_at < created_before),
+                 or_(events.c.requeued_at.is_(None), events.c.requeued_at < created_before))
     cond = and_(events.c.status == EventStatus.PAUSED.value, events.c.event_type == event_type,
                 or_(stale, events.c.expiration_at <= now))
     with db.begin() as conn:
@@ -203,6 +206,7 @@ def expire_paused(db: Database, event_type: str, created_before: datetime,
             conn.execute(update(events).where(events.c.id.in_(ids), cond).values(
                 status=EventStatus.TOO_OLD.value, last_error=reason, updated_at=now))
             _log_status(conn, [(i, EventStatus.TOO_OLD.value, reason) for i in ids], now)
+            webhook_store.enqueue_moves(conn, ids, EventStatus.TOO_OLD.value, reason, now)
     return len(ids)
 
 
@@ -251,7 +255,33 @@ def record_outcomes(db: Database, worker_id: str, outcomes: Sequence[Outcome],
                  for part in o.delivery.part_ids if part != o.delivery.provider_id]
         if parts:  # an SMS in parts: a receipt may name any part
             conn.execute(insert(delivery_parts), parts)
+        if webhook_store.wanted_kinds(conn):
+            _notify_outcomes(conn, outcomes, changed, now)
     return changed
+
+
+def _notify_outcomes(conn: Connection, outcomes: Sequence[Outcome], changed: int,
+                     now: datetime) -> None:
+    """The webhook outbox rows of a round, in its transaction (events whose lease this
+    worker lost changed nothing, so they tell nothing)."""
+    if changed < len(outcomes):
+        ours = set(conn.execute(select(events.c.id).where(
+            events.c.id.in_([o.event_id for o in outcomes]), events.c.updated_at == now,
+            events.c.claimed_by.is_(None))).scalars())
+        outcomes = [o for o in outcomes if o.event_id in ours]
+    notes = []
+    for o in outcomes:
+        data: dict[str, Any] = {"status": o.status.value}
+        if o.reason:
+            data["reason"] = o.reason[:500]
+        d = o.delivery
+        if d is not None:
+            response = f"{d.response_code or ''} {d.response_text}".strip()
+            data.update(channel=d.channel, address=d.address, providerResponse=response[:500],
+                        templateVersionId=d.template_version_id,
+                        connector=d.connector or None)
+        notes.append(webhook_store.Notification(o.status.value, o.event_id, data, now))
+    webhook_store.enqueue(conn, notes)
 
 
 def _update_events(conn: Connection, worker_id: str, outcomes: Sequence[Outcome],

@@ -15,8 +15,10 @@ What a receipt does (SPEC §7; an SMS in parts sends one receipt per part):
   ``deliveryFailed`` with the receipt's code in its history (a late bounce).
 * ``pending`` (an intermediate state): nothing changes.
 
-Nothing here decides what a provider's state means (``ReceiptState`` comes in), and a
-receipt for no known delivery is returned, not raised.
+Each change is also a webhook notification (``delivered``, ``deliveryFailed``) written to
+the outbox in the same transaction (``store.webhooks.enqueue``: no statement when no
+subscription wants it).  Nothing here decides what a provider's state means
+(``ReceiptState`` comes in), and a receipt for no known delivery is returned, not raised.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from soap_service.models import EventStatus, Receipt, ReceiptReport, ReceiptState
 from soap_service.store import Database
+from soap_service.store import webhooks as webhook_store
 from soap_service.tables import delivery_log, delivery_parts, event_status_log, events
 
 _CHUNK = 500  # ids per IN list
@@ -40,6 +43,8 @@ class _Delivery:
     id: int
     event_id: int | None
     receipt: str | None
+    channel: str
+    address: str | None
 
 
 def _pairs_condition(table: Any, id_column: Any, pairs: Sequence[tuple[str, str]]) -> Any:
@@ -73,12 +78,14 @@ def _deliveries(conn: Connection, pairs: Sequence[tuple[str, str]]
     d = delivery_log.c
     for chunk in _chunks(pairs):
         rows = conn.execute(
-            select(d.id, d.event_id, d.connector, d.provider_id, d.receipt)
+            select(d.id, d.event_id, d.connector, d.provider_id, d.receipt, d.channel,
+                   d.address)
             .where(_pairs_condition(delivery_log, d.provider_id, chunk), d.outcome == "sent",
                    d.is_proof.is_(False))
             .order_by(d.id))
         for r in rows:  # ordered by id: the latest wins
-            found[(r.connector, r.provider_id)] = _Delivery(r.id, r.event_id, r.receipt)
+            found[(r.connector, r.provider_id)] = _Delivery(r.id, r.event_id, r.receipt,
+                                                            r.channel, r.address)
     return found
 
 
@@ -129,7 +136,7 @@ def _apply(receipts: Sequence[Receipt], owners: dict[tuple[str, str], str],
 
 def _write(conn: Connection, delivered: dict[int, Receipt], failed: dict[int, Receipt],
            found: dict[tuple[str, str], _Delivery], now: datetime) -> None:
-    event_of = {row.id: row.event_id for row in found.values()}
+    rows = {row.id: row for row in found.values()}
     stmt = (update(delivery_log).where(delivery_log.c.id == bindparam("b_id"))
             .values(receipt=bindparam("b_receipt"), receipt_at=bindparam("b_at")))
     marks = [{"b_id": i, "b_receipt": ReceiptState.DELIVERED.value, "b_at": r.at or now}
@@ -138,30 +145,37 @@ def _write(conn: Connection, delivered: dict[int, Receipt], failed: dict[int, Re
               for i, r in failed.items()]
     if marks:
         conn.execute(stmt, marks)
-    history = [{"event_id": event_of[i], "status": "delivered", "reason": _reason(r),
-                "created_at": now} for i, r in delivered.items() if event_of[i] is not None]
-    history += _fail_events(conn, {event_of[i]: r for i, r in failed.items()
-                                   if event_of[i] is not None}, now)
-    if history:
-        conn.execute(insert(event_status_log), history)
+    changes = [(rows[i], "delivered", r) for i, r in delivered.items()
+               if rows[i].event_id is not None]
+    changes += _fail_events(conn, [(rows[i], r) for i, r in failed.items()
+                                   if rows[i].event_id is not None], now)
+    if not changes:
+        return
+    conn.execute(insert(event_status_log), [
+        {"event_id": row.event_id, "status": status, "reason": _reason(r), "created_at": now}
+        for row, status, r in changes])
+    webhook_store.enqueue(conn, [webhook_store.Notification(status, row.event_id, {
+        "status": status, "reason": _reason(r), "channel": row.channel, "address": row.address,
+        "connector": r.connector}, now) for row, status, r in changes])
 
 
-def _fail_events(conn: Connection, by_event: dict[int | None, Receipt], now: datetime
-                 ) -> list[dict[str, Any]]:
-    """``processed`` events whose message a receipt failed -> ``deliveryFailed``; their
-    status-history rows."""
-    ids = [i for i in by_event if i is not None]
-    if not ids:
+def _fail_events(conn: Connection, failing: list[tuple[_Delivery, Receipt]], now: datetime
+                 ) -> list[tuple[_Delivery, str, Receipt]]:
+    """``processed`` events whose message a receipt failed -> ``deliveryFailed``; the
+    changes made (other events are left as they are)."""
+    if not failing:
         return []
     processed = EventStatus.PROCESSED.value
-    moving = sorted(conn.execute(select(events.c.id).where(
-        events.c.id.in_(ids), events.c.status == processed)).scalars())
-    if not moving:
-        return []
-    conn.execute(
-        update(events).where(events.c.id == bindparam("b_id"), events.c.status == processed)
-        .values(status=EventStatus.DELIVERY_FAILED.value, last_error=bindparam("b_reason"),
-                updated_at=now),
-        [{"b_id": i, "b_reason": _reason(by_event[i])} for i in moving])
-    return [{"event_id": i, "status": EventStatus.DELIVERY_FAILED.value,
-             "reason": _reason(by_event[i]), "created_at": now} for i in moving]
+    moving = set(conn.execute(select(events.c.id).where(
+        events.c.id.in_([row.event_id for row, _ in failing]),
+        events.c.status == processed)).scalars())
+    changes = [(row, EventStatus.DELIVERY_FAILED.value, r) for row, r in failing
+               if row.event_id in moving]
+    if changes:
+        conn.execute(
+            update(events).where(events.c.id == bindparam("b_id"),
+                                 events.c.status == processed)
+            .values(status=EventStatus.DELIVERY_FAILED.value,
+                    last_error=bindparam("b_reason"), updated_at=now),
+            [{"b_id": row.event_id, "b_reason": _reason(r)} for row, _, r in changes])
+    return changes

@@ -1,7 +1,8 @@
 """Tracking storage: the tracking log (opens and clicks) and what a hit is matched to.
 
 A hit is recorded against its event and the event's latest accepted send (the delivery
-whose message carried the link).  Written in batches by ``tracking_web``'s recorder.
+whose message carried the link).  Written in batches by ``http/tracking.py``'s recorder,
+with the webhook outbox rows (``opened`` / ``clicked``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from sqlalchemy import func, insert, select
 
 from soap_service.models import SentDelivery, TrackingHit
 from soap_service.store import Database
+from soap_service.store import webhooks as webhook_store
 from soap_service.tables import delivery_log, events, tracking_log
 
 
@@ -51,6 +53,10 @@ def insert_hits(db: Database, hits: Sequence[TrackingHit]) -> int:
         } for h in hits if h.event_id in alive]
         if rows:
             conn.execute(insert(tracking_log), rows)
+            webhook_store.enqueue(conn, [webhook_store.Notification(
+                "clicked" if h.kind == "click" else "opened", h.event_id,
+                {"machine": h.machine, **({"url": h.url} if h.url else {})}, h.created_at)
+                for h in hits if h.event_id in alive])
     return len(rows)
 
 

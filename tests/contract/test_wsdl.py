@@ -16,8 +16,8 @@ import zeep
 from lxml import etree
 
 from soap_service.config import Settings, load_settings
+from soap_service.http.app import create_app
 from soap_service.soap import wsdl
-from soap_service.web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ADDRESS = Settings().public_url + wsdl.SOAP_PATH

@@ -367,3 +367,37 @@ def test_an_http_provider_refusing_the_number_quarantines_it(setup, make_dispatc
     assert status(db, pk) is EventStatus.DELIVERY_FAILED
     entry = exclusions.lookup(db, PHONE, AddressKind.PHONE)
     assert entry is not None and "sms-http" in entry.reason
+
+
+def test_receipts_are_webhooks_too(setup, make_dispatcher):
+    """A subscription to processed, delivered and deliveryFailed gets, for an SMS
+    delivered and one failed by a late receipt, the four notifications -- each naming
+    the SMS channel, the number and the connector -- signed and verified."""
+    from webhook_support import Receiver
+
+    from soap_service import outbox, webhooks
+
+    db, settings = setup
+    with Receiver() as receiver, Smsc() as smsc:
+        receiver.secret = webhooks.add_endpoint(
+            db, receiver.url, ["processed", "delivered", "deliveryFailed"], []).secret
+        ok, bad = sms_event(db, settings), sms_event(db, settings, order="A2")
+        d = make_dispatcher(settings.replace(connectors=(smpp("smsc-a", smsc.port),)), db)
+        assert d.tick().sent == 2
+        smsc.send_receipt(attempts(db, ok)[0].provider_id or "", "DELIVRD")
+        smsc.send_receipt(attempts(db, bad)[0].provider_id or "", "UNDELIV", err="001")
+        smsc.wait(lambda: len(smsc.deliver_sm_resps) == 2)
+        d.receipts.flush()
+        box = outbox.Outbox(settings.replace(webhook_retry_schedule="0.1s"), db)
+        try:
+            box.tick()
+        finally:
+            box.close()
+        got = receiver.verified()
+    seen = sorted((g.payload["type"], g.payload["data"]["plId"]) for g in got)
+    plid = {pk: str((settings.instance_id << 56) | pk) for pk in (ok, bad)}
+    assert seen == sorted([("processed", plid[ok]), ("processed", plid[bad]),
+                           ("delivered", plid[ok]), ("deliveryFailed", plid[bad])])
+    late = next(g.payload["data"] for g in got if g.payload["type"] == "deliveryFailed")
+    assert (late["channel"], late["address"], late["connector"]) == ("sms", PHONE, "smsc-a")
+    assert "UNDELIV" in late["reason"]

@@ -76,7 +76,7 @@ def test_operator_errors(sqlite_url: str):
         assert proc.returncode == 1, args
         assert proc.stderr.startswith("msgcenter: error: ") and proc.stderr.count("\n") == 1
     assert run_cli(env, "operator", "add", "x", "--password", "x", "--right", "root",
-                   check=False).returncode == 2  # argparse usage error
+                   check=False).returncode == 1  # a usage error is the caller's
     from_env = run_cli({**env, "MC_OPERATOR_PASSWORD": PASSWORD}, "operator", "add", "dave")
     assert "dave" in from_env.stdout
     assert [r["login"] for r in cli_json(env, "operator", "list")] == ["bob", "dave"]
@@ -106,10 +106,12 @@ def test_zone_add_list_remove(env: dict[str, str], authn: auth.Authenticator):
 
 
 def test_apikey_create_list_revoke(env: dict[str, str], authn: auth.Authenticator):
-    """A key is printed once at creation, works as a Bearer key, and stops working when revoked."""
+    """A key is printed once at creation, works as a Bearer key with the scopes it was given
+    (default push), and stops working when revoked; an unknown scope is refused."""
     run_cli(env, "zone", "add", "local", "127.0.0.1/32")
     run_cli(env, "operator", "add", "root", "--password", PASSWORD, "--right", "admin")
-    created = cli_json(env, "apikey", "create", "ops", "--operator", "root")
+    created = cli_json(env, "apikey", "create", "ops", "--operator", "root",
+                       "--scope", "push,read", "--scope", "admin")
     key = created["key"]
     assert key.startswith("mc_") and created["prefix"] == key[:8]
     human = run_cli(env, "apikey", "create", "shop")
@@ -119,11 +121,13 @@ def test_apikey_create_list_revoke(env: dict[str, str], authn: auth.Authenticato
     keys = {k["name"]: k for k in json.loads(listing)}
     assert keys["ops"]["operator"] == "root" and keys["ops"]["active"]
     assert keys["shop"]["operator"] is None
+    assert keys["ops"]["scopes"] == "admin,push,read" and keys["shop"]["scopes"] == "push"
     assert authn.authenticate(creds(bearer=key), right="admin").login == "root"
 
     run_cli(env, "apikey", "revoke", "ops")
     with pytest.raises(InvalidCredentials):
         authn.authenticate(creds(bearer=key))
     assert not {k["name"]: k for k in cli_json(env, "apikey", "list")}["ops"]["active"]
-    for args in (("apikey", "revoke", "ops"), ("apikey", "create", "x", "--operator", "nobody")):
+    for args in (("apikey", "revoke", "ops"), ("apikey", "create", "x", "--operator", "nobody"),
+                 ("apikey", "create", "y", "--scope", "write")):
         assert run_cli(env, *args, check=False).returncode == 1, args

@@ -17,11 +17,11 @@ from tracking_support import add_events, event_row, finish, sent_events, wsgi_se
 from soap_service import catalog, clock, followup
 from soap_service.devsmtp import MailSink
 from soap_service.errors import Conflict, NotFound, ValidationFailed
+from soap_service.http.tracking import Hit, TrackingApp, record_hit
 from soap_service.models import Channel, EventStatus, EventType, TemplateContent
 from soap_service.store import Database
 from soap_service.tables import events
 from soap_service.track import TrackingToken
-from soap_service.tracking_web import Hit, TrackingApp, record_hit
 from soap_service.worker import Dispatcher
 
 T0 = datetime(2026, 4, 1, 8, 0, 0)

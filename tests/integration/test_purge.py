@@ -12,6 +12,7 @@ from tracking_support import add_events, event_row, finish, ignore, sent_events
 
 from soap_service import catalog, clock, exclusions, followup, housekeeping
 from soap_service.config import Settings
+from soap_service.http.tracking import Hit, record_hit
 from soap_service.models import Channel, EventStatus, EventType, TemplateContent
 from soap_service.store import Database
 from soap_service.store.events import get_event
@@ -23,7 +24,6 @@ from soap_service.tables import (
     tracking_log,
 )
 from soap_service.track import TrackingToken
-from soap_service.tracking_web import Hit, record_hit
 
 T0 = datetime(2026, 5, 1, 10, 0, 0)
 TABLES = {"events": events, "delivery_log": delivery_log, "tracking_log": tracking_log,

@@ -13,10 +13,10 @@ import pytest
 from tracking_support import add_events, event_row, sent_events, wsgi_server
 
 from soap_service import clock, track
+from soap_service.http.tracking import PIXEL, TrackingApp
 from soap_service.models import TrackingHit
 from soap_service.store import Database
 from soap_service.store import tracking as tracking_store
-from soap_service.tracking_web import PIXEL, TrackingApp
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
 PERSON = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
@@ -178,9 +178,8 @@ def test_redirect_answers_even_when_recording_fails(db: Database, tmp_path, capl
 
 
 def test_routes_of_the_service_app(db: Database) -> None:
-    """The service's own WSGI app (web.py) serves the pixel and the redirect under /r/."""
-    from soap_service import tracking_web
-    from soap_service.web import WebApp
+    """The service's own WSGI app (http/app.py) serves the pixel and the redirect under /r/."""
+    from soap_service.http.app import WebApp
 
     app = WebApp(db.settings, db)
     target = "https://shop.example.com/a"
@@ -190,10 +189,9 @@ def test_routes_of_the_service_app(db: Database) -> None:
         opened = get(base, path_of(track.open_url("", db.settings.secret, pk)))
         clicked = get(base, path_of(track.click_url("", db.settings.secret, pk, target)))
         forged = get(base, path_of(track.click_url("", "forged", pk, target)))
-        tracker = tracking_web.tracker_for(app)
-        assert tracker is not None
+        tracker = app.tracker
         tracker.recorder.flush()
-    tracker.recorder.close()
+    assert app.close_tracking()
     assert (opened[0], opened[1]["content-type"], opened[2]) == (200, "image/gif", PIXEL)
     assert (clicked[0], clicked[1]["location"]) == (302, target)
     assert forged[0] == 404 and "location" not in forged[1]
@@ -203,8 +201,8 @@ def test_routes_of_the_service_app(db: Database) -> None:
 @pytest.mark.parametrize(("proxy", "expected"), [(True, "203.0.113.9"), (False, "127.0.0.1")])
 def test_client_ip_behind_declared_proxy(db: Database, proxy: bool, expected: str) -> None:
     """X-Forwarded-For gives the logged IP only when the peer is a declared proxy zone."""
-    from soap_service import auth, tracking_web
-    from soap_service.web import WebApp
+    from soap_service import auth
+    from soap_service.http.app import WebApp
 
     auth.create_zone(db, "local", "127.0.0.0/8", is_proxy=proxy, allow_user_password=True)
     app = WebApp(db.settings, db)
@@ -212,10 +210,9 @@ def test_client_ip_behind_declared_proxy(db: Database, proxy: bool, expected: st
     with wsgi_server(app) as base:
         get(base, path_of(track.open_url("", db.settings.secret, pk)),
             headers={"X-Forwarded-For": "203.0.113.9"})
-        tracker = tracking_web.tracker_for(app)
-        assert tracker is not None
+        tracker = app.tracker
         tracker.recorder.flush()
-    tracker.recorder.close()
+    assert app.close_tracking()
     assert [h.ip for h in hits(db, pk)] == [expected]
 
 
@@ -223,8 +220,8 @@ def test_tracking_list_cli(db: Database, database_url: str) -> None:
     """``msgcenter tracking list --event <plId> --human`` shows that event's human hits."""
     from conftest import run_cli
 
+    from soap_service.http.tracking import Hit, record_hit
     from soap_service.models import make_plid
-    from soap_service.tracking_web import Hit, record_hit
 
     with clock.frozen_clock(T0) as advance:
         [pk, other] = sent_events(db, 2)
@@ -246,7 +243,7 @@ def test_tracking_list_cli(db: Database, database_url: str) -> None:
 
 def test_recorder_writes_a_burst_in_batches(db: Database) -> None:
     """A burst of hits (more than one batch, one for a missing event) is written in full."""
-    from soap_service.tracking_web import BATCH, Hit, Recorder
+    from soap_service.http.tracking import BATCH, Hit, Recorder
 
     [pk] = sent_events(db, 1)
     recorder = Recorder(db)

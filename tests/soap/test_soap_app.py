@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from soap_service.config import load_settings
+from soap_service.http.app import Request, Response, Route, WebApp, create_app, read_body
 from soap_service.soap import router
 from soap_service.store import schema
-from soap_service.web import Request, Response, Route, WebApp, create_app, read_body
 from soap_service.xmlsafe import BodyTooLarge
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from soap_service import auth, clock
 from soap_service.errors import (
     Conflict,
+    Forbidden,
     InvalidCredentials,
     NotFound,
     SessionExpired,
@@ -173,9 +174,10 @@ def test_rights_are_enforced(setup: Database):
 
 
 def test_api_keys(setup: Database):
-    """Bearer keys: stored as sha256; bound keys carry the operator's rights, unbound get mc."""
+    """Bearer keys: stored as sha256; a key's scopes are its rights (push = mc); a bound key
+    with the admin scope acts as its admin operator; an unbound default key gets mc."""
     authn = auth.Authenticator(setup, setup.settings)
-    bound, _ = auth.create_api_key(setup, "ops", "root")
+    bound, _ = auth.create_api_key(setup, "ops", "root", ["push,admin"])
     free, record = auth.create_api_key(setup, "shop")
     assert record.prefix == free[:8]
     with setup.connect() as conn:
@@ -256,3 +258,39 @@ def test_duplicates_and_unknown_names(setup: Database, pw_hash: str):
     with pytest.raises(ValidationFailed):
         auth.create_operator(setup, "a/b", "pw")
     assert [op.login for op in store.list_operators(setup)] == ["alice", "root"]
+
+
+def test_api_key_scopes(setup: Database):
+    """REST keys: a missing scope is Forbidden (403), a revoked or unknown key is
+    InvalidCredentials (401); a bound key never exceeds its operator (alice has only mc,
+    so an admin-scoped key bound to her cannot retry or cancel); unknown scopes refused."""
+    authn = auth.Authenticator(setup, setup.settings)
+    push, record = auth.create_api_key(setup, "pusher")
+    assert record.scopes == frozenset({"push"})
+    reader, _ = auth.create_api_key(setup, "reader", scopes=["read"])
+    admin, _ = auth.create_api_key(setup, "boss", scopes=["admin"])
+    alice, _ = auth.create_api_key(setup, "alice-key", "alice", ["push", "read", "admin"])
+    ip = "127.0.0.1"
+    assert authn.authenticate_key(push, ip, None, "push").login == "apikey:pusher"
+    with pytest.raises(Forbidden):
+        authn.authenticate_key(push, ip, None, "read")
+    with pytest.raises(Forbidden):
+        authn.authenticate_key(reader, ip, None, "push")
+    with pytest.raises(InvalidCredentials):  # SOAP: a read-only key may not push
+        authn.authenticate(creds(bearer=reader))
+    for scope in auth.SCOPES:
+        assert authn.authenticate_key(admin, ip, None, scope).login == "apikey:boss"
+    assert authn.authenticate_key(alice, ip, None, "read").login == "alice"
+    with pytest.raises(Forbidden):
+        authn.authenticate_key(alice, ip, None, "admin")
+    for bad in ("", "mc_" + "y" * 43, "Bearer"):
+        with pytest.raises(InvalidCredentials):
+            authn.authenticate_key(bad, ip, None, "push")
+    with pytest.raises(ZoneDenied):
+        authn.authenticate_key(push, "192.168.0.1", None, "push")
+    store.revoke_api_key(setup, "pusher")
+    fresh = auth.Authenticator(setup, setup.settings)
+    with pytest.raises(InvalidCredentials):
+        fresh.authenticate_key(push, ip, None, "push")
+    with pytest.raises(ValidationFailed):
+        auth.create_api_key(setup, "bad", scopes=["push,write"])

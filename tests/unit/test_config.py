@@ -118,3 +118,39 @@ def test_duplicate_connector_names_are_refused(tmp_path: Path) -> None:
                     encoding="utf-8")
     with pytest.raises(ConfigError, match="unique: a"):
         load_settings({"MC_CONFIG": str(toml)})
+
+
+def test_event_ids_from_toml_table_or_environment(tmp_path: Path) -> None:
+    """Suite eventIDs map to event types from an [event_ids] table or MC_EVENT_IDS (which
+    wins); an unmapped eventID is the type's own name; a malformed pair is refused."""
+    toml = tmp_path / "mc.toml"
+    toml.write_text('[event_ids]\nEVTcart = "cart_abandoned"\n', encoding="utf-8")
+    settings = load_settings({"MC_CONFIG": str(toml)})
+    assert settings.event_type_for("EVTcart") == "cart_abandoned"
+    assert settings.event_type_for("order_confirmation") == "order_confirmation"
+    env = {"MC_CONFIG": str(toml), "MC_EVENT_IDS": "EVTorder=order_confirmation, EVTx=x"}
+    assert load_settings(env).event_ids == (("EVTorder", "order_confirmation"), ("EVTx", "x"))
+    for bad in ("EVTorder", "=x", "EVTa=b,EVTc"):
+        with pytest.raises(ConfigError, match="MC_EVENT_IDS"):
+            load_settings({"MC_EVENT_IDS": bad})
+
+
+def test_webhook_settings_are_checked() -> None:
+    """A retry schedule that is not durations, a zero timeout or concurrency, a JSON depth
+    of 0 or beyond 256 are refused."""
+    for env in ({"MC_WEBHOOK_RETRY_SCHEDULE": "5s,later"}, {"MC_WEBHOOK_TIMEOUT": "0"},
+                {"MC_WEBHOOK_CONCURRENCY": "0"}, {"MC_MAX_JSON_DEPTH": "0"},
+                {"MC_MAX_JSON_DEPTH": "5000"}):
+        with pytest.raises(ConfigError):
+            load_settings(env)
+
+
+@pytest.mark.parametrize(("name", "value"), [("MC_HTTP_READ_TIMEOUT", "0"),
+                                             ("MC_HTTP_READ_TIMEOUT", "-1"),
+                                             ("MC_HTTP_THREADS", "0")])
+def test_http_front_settings_are_checked(name: str, value: str) -> None:
+    """A read timeout that would close every connection at once, or no request thread,
+    is refused with a one-line configuration error."""
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+    assert load_settings({}).http_threads == 1 and load_settings({}).http_read_timeout == 30

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from soap_service import retry
 from soap_service.retry import RetryPolicy, decide, expired_reason, next_delay
 
 NOW = datetime(2026, 1, 1, 12, 0, 0)
@@ -76,3 +77,32 @@ def test_expired_reason(created, expiration, validity, expect):
     """An event is too old once its expiration or its type's validity has passed."""
     reason = expired_reason(NOW, created, expiration, validity)
     assert (expect in reason) if expect else reason == ""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5s,5m,30m,2h,5h,10h,14h,20h,24h",
+     (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)),
+    ("0.2, 1ms,2", (0.2, 0.001, 2.0)),
+    ("", ()),
+])
+def test_webhook_schedule(text, expected):
+    """The webhook retry schedule reads durations (a bare number is seconds)."""
+    assert retry.webhook_schedule(text) == expected
+
+
+@pytest.mark.parametrize("text", ["5x", "5s,,soon", "-1s", "1 h 2"])
+def test_webhook_schedule_refuses_what_is_not_a_duration(text):
+    """A step that is not a duration is a ValueError naming it (config turns it into a
+    ConfigError at start-up)."""
+    with pytest.raises(ValueError, match="not a duration"):
+        retry.webhook_schedule(text)
+
+
+def test_webhook_retry_at_walks_the_schedule_then_gives_up():
+    """Attempt N failed -> due after step N; past the last step -> None (failed)."""
+    now = datetime(2030, 1, 1)
+    schedule = (5.0, 300.0)
+    assert retry.webhook_retry_at(schedule, 1, now) == now + timedelta(seconds=5)
+    assert retry.webhook_retry_at(schedule, 2, now) == now + timedelta(minutes=5)
+    assert retry.webhook_retry_at(schedule, 3, now) is None
+    assert retry.webhook_retry_at((), 1, now) is None

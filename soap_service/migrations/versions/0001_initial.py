@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-30 06:59:42.358881
+Create Date: 2026-11-30 07:43:03.061194
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ def upgrade() -> None:
     sa.Column('expiration_at', sa.DateTime(), nullable=True),
     sa.Column('attributes', sa.Text(), nullable=False),
     sa.Column('ctx_xml', sa.Text(), nullable=False),
+    sa.Column('ctx_json', sa.Text(), nullable=True),
     sa.Column('error_count', sa.Integer(), nullable=False),
     sa.Column('process_at', sa.DateTime(), nullable=False),
+    sa.Column('requeued_at', sa.DateTime(), nullable=True),
     sa.Column('claimed_by', sa.String(length=128), nullable=True),
     sa.Column('claimed_until', sa.DateTime(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
@@ -164,6 +166,26 @@ def upgrade() -> None:
     with op.batch_alter_table('templates', schema=None) as batch_op:
         batch_op.create_index('ix_templates_event_type_channel', ['event_type', 'channel'], unique=False)
 
+    op.create_table('webhook_endpoints',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('secret', sa.String(length=128), nullable=False),
+    sa.Column('kinds', sa.Text(), nullable=False),
+    sa.Column('event_types', sa.Text(), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('disabled_reason', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
+    )
+    op.create_table('webhook_outbox',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('data', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_outbox'))
+    )
     op.create_table('worker_heartbeats',
     sa.Column('worker_id', sa.String(length=128), nullable=False),
     sa.Column('hostname', sa.String(length=255), nullable=False),
@@ -177,6 +199,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=128), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=16), nullable=False),
+    sa.Column('scopes', sa.String(length=64), nullable=False),
     sa.Column('operator_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('revoked_at', sa.DateTime(), nullable=True),
@@ -269,6 +292,29 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_template_versions')),
     sa.UniqueConstraint('template_id', 'version', name=op.f('uq_template_versions_template_id_version'))
     )
+    op.create_table('webhook_deliveries',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('endpoint_id', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('payload', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(), nullable=False),
+    sa.Column('claimed_until', sa.DateTime(), nullable=True),
+    sa.Column('last_code', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_deliveries_endpoint_id_webhook_endpoints'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries'))
+    )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_endpoint_id', ['endpoint_id'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_event_id', ['event_id'], unique=False)
+
     op.create_table('tracking_log',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('delivery_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
@@ -288,17 +334,41 @@ def upgrade() -> None:
         batch_op.create_index('ix_tracking_log_delivery_id', ['delivery_id'], unique=False)
         batch_op.create_index('ix_tracking_log_event_id', ['event_id'], unique=False)
 
+    op.create_table('webhook_attempts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('delivery_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('response_code', sa.Integer(), nullable=True),
+    sa.Column('response_text', sa.Text(), nullable=True),
+    sa.Column('duration_ms', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['delivery_id'], ['webhook_deliveries.id'], name=op.f('fk_webhook_attempts_delivery_id_webhook_deliveries'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_attempts'))
+    )
+    with op.batch_alter_table('webhook_attempts', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_attempts_delivery_id', ['delivery_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('webhook_attempts', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_attempts_delivery_id')
+
+    op.drop_table('webhook_attempts')
     with op.batch_alter_table('tracking_log', schema=None) as batch_op:
         batch_op.drop_index('ix_tracking_log_event_id')
         batch_op.drop_index('ix_tracking_log_delivery_id')
         batch_op.drop_index('ix_tracking_log_created_at')
 
     op.drop_table('tracking_log')
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_event_id')
+        batch_op.drop_index('ix_webhook_deliveries_endpoint_id')
+        batch_op.drop_index('ix_webhook_deliveries_due')
+
+    op.drop_table('webhook_deliveries')
     op.drop_table('template_versions')
     op.drop_table('sessions')
     op.drop_table('seeds')
@@ -319,6 +389,8 @@ def downgrade() -> None:
     op.drop_table('delivery_log')
     op.drop_table('api_keys')
     op.drop_table('worker_heartbeats')
+    op.drop_table('webhook_outbox')
+    op.drop_table('webhook_endpoints')
     with op.batch_alter_table('templates', schema=None) as batch_op:
         batch_op.drop_index('ix_templates_event_type_channel')
 

@@ -4,18 +4,19 @@ A request is answered at once — the pixel, or a 302 to the link's target — a
 handed to a :class:`Recorder` thread that writes it to the tracking log, so a slow or
 unavailable database never delays a reader's click.  A token that does not verify
 records nothing and gets a plain 404 (no redirect: the target of a forged click cannot be
-trusted).  ``web.py`` routes ``/r/`` to :func:`route`; :class:`TrackingApp` is also a
-WSGI application of its own.
+trusted).  ``app.py`` routes ``/r/`` to the application's :class:`TrackingApp` (one per
+process, with its recorder); a :class:`TrackingApp` is also a WSGI application of its own.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import queue
+import re
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from typing import Any
 
 from soap_service import clock, track
 from soap_service.config import Settings
+from soap_service.http.wsgi import StartResponse, status_line
 from soap_service.models import TrackingHit
 from soap_service.store import Database
 from soap_service.store import tracking as store
@@ -36,7 +38,9 @@ DEFAULT_SECRET = Settings().secret
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
             ("Pragma", "no-cache")]
-StartResponse = Callable[..., Any]
+# control characters in a User-Agent (NUL cannot be stored by PostgreSQL: one such hit
+# failed its whole batch); our HTTP front refuses them, other WSGI servers may not
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -109,11 +113,20 @@ class Recorder:
         """Block until every submitted hit has been written (tests, shutdown)."""
         self._queue.join()
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, then stop the thread (graceful stop); False if it did not
+        finish within ``timeout`` seconds (what is left is lost with the process)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._queue.unfinished_tasks == 0
+        with contextlib.suppress(queue.Full):  # full and not draining: the join says so
+            self._queue.put(None, timeout=timeout)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("tracking.unflushed hits=%d", self._queue.qsize())
+            return False
+        self._thread = None
+        return True
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -162,7 +175,6 @@ class Recorder:
 
 Answer = tuple[int, str, list[tuple[str, str]], bytes]  # status, content type, headers, body
 NOT_FOUND: Answer = (404, "text/plain; charset=utf-8", NO_CACHE, b"not found\n")
-_STATUS_LINES = {200: "200 OK", 302: "302 Found", 404: "404 Not Found"}
 
 
 def warn_if_default_secret(settings: Settings) -> bool:
@@ -175,7 +187,7 @@ def warn_if_default_secret(settings: Settings) -> bool:
 
 
 class TrackingApp:
-    """``/r/o/<token>`` and ``/r/c/<token>``: a WSGI app of its own, or behind ``web.py``."""
+    """``/r/o/<token>`` and ``/r/c/<token>``: a WSGI app of its own, or behind ``app.py``."""
 
     def __init__(self, db: Database, settings: Settings, recorder: Recorder | None = None
                  ) -> None:
@@ -198,7 +210,8 @@ class TrackingApp:
             return NOT_FOUND
         if method == "GET":
             self.recorder.submit(Hit(
-                token=verified, user_agent=str(environ.get("HTTP_USER_AGENT") or ""),
+                token=verified, user_agent=_CONTROL.sub("", str(environ.get("HTTP_USER_AGENT")
+                                                                 or "")),
                 ip=str(environ.get("REMOTE_ADDR") or ""), at=clock.utcnow(),
                 forwarded_for=str(environ.get("HTTP_X_FORWARDED_FOR") or "") or None,
             ))
@@ -209,35 +222,6 @@ class TrackingApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         status, content_type, headers, body = self.answer(environ)
-        start_response(_STATUS_LINES[status], [
+        start_response(status_line(status), [
             ("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
         return [b""] if str(environ.get("REQUEST_METHOD")).upper() == "HEAD" else [body]
-
-
-_mounted: weakref.WeakKeyDictionary[Any, TrackingApp] = weakref.WeakKeyDictionary()
-_mount_lock = threading.Lock()
-
-
-def route(app: Any, request: Any) -> Any:
-    """``web.py`` handler for ``GET /r/...`` (one TrackingApp and recorder per WebApp)."""
-    from soap_service.web import Response  # web.py imports this module for its route table
-
-    tracker = _mounted.get(app)
-    if tracker is None:
-        with _mount_lock:
-            tracker = _mounted.get(app) or TrackingApp(
-                app.db, app.settings, Recorder(app.db, client_ip=_zone_resolver(app)))
-            _mounted[app] = tracker
-    status, content_type, headers, body = tracker.answer(request.environ)
-    return Response(status, body, content_type, list(headers))
-
-
-def _zone_resolver(app: Any) -> IpResolver | None:
-    services = getattr(app, "soap_services", None)
-    authenticator = getattr(services, "authenticator", None)
-    return getattr(authenticator, "client_ip", None)
-
-
-def tracker_for(app: Any) -> TrackingApp | None:
-    """The TrackingApp mounted on a ``web.py`` app, if a tracking request reached it."""
-    return _mounted.get(app)

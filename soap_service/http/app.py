@@ -1,0 +1,181 @@
+"""The service's one WSGI application: every route, and what serves it.
+
+``msgcenter serve`` answers everything from :class:`WebApp`.  It looks at the path first:
+
+* ``/api/...`` and the suite's ``/{ORGANIZATION}/campaign/...`` go to the JSON API --
+  its two ingest routes straight to ``ingest_api.IngestApp`` (plain WSGI: a hot path),
+  the rest through it to the Flask application of ``api.py``;
+* everything else is matched against :data:`ROUTES` (``wsgi.Route``): the SOAP router
+  and WSDLs (``soap.py``), the tracking pixel and redirect (``tracking.py``), SMS
+  providers' delivery callbacks (``sms_callbacks.py``), health and metrics --
+  hand-written handlers that take the application and a ``wsgi.Request`` and
+  return a ``wsgi.Response``.
+
+Why the split, with measurements: ``docs/http.md``.  Handlers import ``wsgi.py``, never
+this module, so nothing imports in a circle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from soap_service.config import Settings, load_settings
+from soap_service.http.api import create_api
+from soap_service.http.body import read_body
+from soap_service.http.ingest_api import IngestApp
+from soap_service.http.sms_callbacks import PREFIX as SMS_CALLBACKS
+from soap_service.http.sms_callbacks import callback_endpoint
+from soap_service.http.soap import soap_endpoint, wsdl_endpoint
+from soap_service.http.tracking import Recorder, TrackingApp
+from soap_service.http.wsgi import Request, Response, Route, answer
+from soap_service.receipts import ReceiptRecorder
+from soap_service.soap import router, wsdl
+from soap_service.soap.metrics import Metrics
+from soap_service.store import Database, connect
+
+__all__ = ["ROUTES", "Request", "Response", "Route", "WebApp", "create_app", "is_api_path",
+           "read_body"]
+
+log = logging.getLogger("soap_service.web")
+
+
+# ---------------------------------------------------------------- health and metrics
+
+
+def healthz(app: WebApp, request: Request) -> Response:
+    ok = app.db.ping()
+    body = json.dumps({"status": "ok" if ok else "database unavailable"}).encode()
+    return Response(200 if ok else 503, body, "application/json")
+
+
+def metrics_endpoint(app: WebApp, request: Request) -> Response:
+    return Response(200, app.metrics.render().encode(), "text/plain; version=0.0.4")
+
+
+def tracking_endpoint(app: WebApp, request: Request) -> Response:
+    status, content_type, headers, body = app.tracker.answer(request.environ)
+    return Response(status, body, content_type, list(headers))
+
+
+ROUTES: list[Route] = [
+    Route("POST", "/nl/jsp/soaprouter.jsp", soap_endpoint),
+    Route("POST", "/soap", soap_endpoint),
+    Route("GET", "/nl/jsp/schemawsdl.jsp", wsdl_endpoint),
+    Route("GET", "/healthz", healthz),
+    Route("GET", "/metrics", metrics_endpoint),
+    Route("GET", "/r/", tracking_endpoint, prefix=True),  # open pixel, click redirect
+    Route("POST", SMS_CALLBACKS, callback_endpoint, prefix=True),  # delivery receipts
+]
+
+
+# ---------------------------------------------------------------- the application
+
+
+class WebApp:
+    """The WSGI callable. Build one per process with :func:`create_app`."""
+
+    def __init__(self, settings: Settings, db: Database, routes: Iterable[Route] = ()) -> None:
+        self.settings = settings
+        self.db = db
+        self.routes = list(routes) or list(ROUTES)
+        self.metrics = Metrics(settings.metrics_dir or None)
+        self.soap_services = router.Services(settings, db)
+        self.rest = create_api(settings, db, self.soap_services.authenticator)
+        self.api = IngestApp(self.rest.extensions["msgcenter"], self.rest)
+        wsdl.silence_spyne()
+        self._wsdl = {s: wsdl.wsdl_bytes(s, settings.public_url) for s in wsdl.SCHEMAS}
+        self._tracker: TrackingApp | None = None
+        self._tracker_lock = threading.Lock()
+        self._receipts: ReceiptRecorder | None = None
+
+    def wsdl(self, schema: str) -> bytes:
+        return self._wsdl[schema]
+
+    @property
+    def tracker(self) -> TrackingApp:
+        """The tracking routes and their recorder thread, made on the first tracking hit
+        (one per process: X-Forwarded-For resolved by the zones, off the request path)."""
+        if self._tracker is None:
+            with self._tracker_lock:
+                if self._tracker is None:
+                    authenticator = self.soap_services.authenticator
+                    self._tracker = TrackingApp(self.db, self.settings, Recorder(
+                        self.db, client_ip=authenticator.client_ip))
+        return self._tracker
+
+    def close_tracking(self, timeout: float | None = None) -> bool:
+        """Write the hits still queued and stop the recorder (on exit); True when done."""
+        tracker = self._tracker
+        return True if tracker is None else tracker.recorder.close(timeout=timeout)
+
+    @property
+    def receipts(self) -> ReceiptRecorder:
+        """Where SMS callbacks' receipts that match no delivery yet are held and tried
+        again (made on first use, one per process)."""
+        if self._receipts is None:
+            with self._tracker_lock:
+                if self._receipts is None:
+                    self._receipts = ReceiptRecorder(
+                        self.db, grace=max(60.0, self.settings.lease_seconds))
+        return self._receipts
+
+    def close_receipts(self) -> None:
+        """Try the held receipts once more and stop their thread (on exit)."""
+        if self._receipts is not None:
+            self._receipts.close()
+
+    def add_route(self, route: Route) -> None:
+        self.routes.append(route)
+
+    def handle(self, request: Request) -> Response:
+        paths = [r for r in self.routes if r.matches(request)]
+        if not paths:
+            return Response(404, b"not found\n")
+        route = next((r for r in paths if r.method == request.method), None)
+        if route is None:
+            if request.method == "HEAD":
+                route = next((r for r in paths if r.method == "GET"), None)
+            if route is None:
+                return Response(405, b"method not allowed\n")
+        try:
+            response = route.handler(self, request)
+        except Exception:
+            log.exception("web.error path=%s", route.path)
+            response = Response(500, b"internal error\n")
+        self.metrics.observe_http(route.path, response.status)
+        return response
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if is_api_path(str(environ.get("PATH_INFO", "") or "/")):
+            return self._call_api(environ, start_response)
+        return answer(self.handle(Request(environ)), environ, start_response)
+
+    def _call_api(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """The JSON API (Flask), counted in /metrics by family and status."""
+        family = "/api/v1" if str(environ.get("PATH_INFO", "")).startswith("/api/") else (
+            "/{org}/campaign")
+
+        def counted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            code = int(status.split(" ", 1)[0]) if status[:3].isdigit() else 500
+            self.metrics.observe_http(family, code)
+            return start_response(status, headers, exc_info)
+
+        return self.api(environ, counted)
+
+
+def is_api_path(path: str) -> bool:
+    """``/api/...`` and the suite's ``/{ORGANIZATION}/campaign/...`` go to the JSON API."""
+    if path.startswith("/api/"):
+        return True
+    parts = path.split("/", 3)
+    return len(parts) > 3 and parts[2] == "campaign" and bool(parts[1])
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> WebApp:
+    """The application for ``settings`` (default: from the environment)."""
+    settings = settings or load_settings()
+    return WebApp(settings, db or connect(settings))

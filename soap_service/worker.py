@@ -338,10 +338,17 @@ class Dispatcher:
                                                               loop).result(30)
 
     async def _build_sets(self) -> dict[Channel, ConnectorSet]:
-        return {channel: ConnectorSet.from_configs(channel, configs, self.receipts.submit,
+        """Every channel's connectors; links that carry receipts (SMPP binds) are opened
+        now, so receipts the provider kept while no worker was bound arrive at once."""
+        sets = {channel: ConnectorSet.from_configs(channel, configs, self.receipts.submit,
                                                    clock=self._connector_clock,
                                                    sleep=self._connector_sleep)
                 for channel, configs in self._configured.items() if configs}
+        for connector in (c for s in sets.values() for c in s.connectors):
+            start = getattr(connector, "start", None)
+            if start is not None:
+                await start()
+        return sets
 
     def connector_health(self) -> list[ConnectorHealth]:
         """Every connector's circuit and counters, read on the channel loop."""

@@ -401,3 +401,23 @@ def test_receipts_are_webhooks_too(setup, make_dispatcher):
     late = next(g.payload["data"] for g in got if g.payload["type"] == "deliveryFailed")
     assert (late["channel"], late["address"], late["connector"]) == ("sms", PHONE, "smsc-a")
     assert "UNDELIV" in late["reason"]
+
+
+def test_a_restarted_worker_binds_at_once_and_takes_receipts(setup, make_dispatcher):
+    """A worker binds to the SMSC when it starts, before it has anything to send, so a
+    receipt for a message an earlier worker sent is taken and recorded."""
+    db, settings = setup
+    with Smsc() as smsc:
+        pk = sms_event(db, settings)
+        s = settings.replace(connectors=(smpp("smsc-a", smsc.port),))
+        first = make_dispatcher(s, db)
+        assert first.tick().sent == 1
+        first.close()
+        second = make_dispatcher(s, db)
+        second.start_channels()
+        smsc.wait(lambda: len(smsc.binds) == 2 and smsc.sessions == 1)  # the new bind
+        smsc.send_receipt(attempts(db, pk)[0].provider_id or "", "EXPIRED")
+        smsc.wait(lambda: 0 in smsc.deliver_sm_resps)
+        second.receipts.flush()
+    assert status(db, pk) is EventStatus.DELIVERY_FAILED
+    assert "EXPIRED" in history(db, pk)[-1][1]

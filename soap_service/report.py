@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from soap_service import clock
-from soap_service.config import Settings
+from soap_service.config import ConnectorConfig, Settings
 from soap_service.errors import ValidationFailed
-from soap_service.models import CircuitState, EventStatus, Lane, Queue
+from soap_service.models import Channel, CircuitState, EventStatus, Lane, Queue
 from soap_service.store import Database, reports
 from soap_service.store import connectors as connector_store
 
@@ -161,7 +161,16 @@ def connectors(db: Database, settings: Settings) -> list[dict[str, Any]]:
         reported[seen.health.name].append(seen.health)
     attempts = connector_store.attempts_since(db, now - timedelta(hours=1))
     rows = []
-    for config in settings.all_connectors():
+    configured = {c.name: c for c in settings.all_connectors()}
+    # a connector live workers report but this process's config lacks (the CLI run on
+    # another host, or without the workers' MC_CONFIG) is shown from the workers' report
+    for name, views in reported.items():
+        if name not in configured:
+            h = views[0]
+            configured[name] = ConnectorConfig(name, h.channel, h.kind, h.priority)
+    ordered = sorted(configured.values(), key=lambda c: (list(Channel).index(c.channel),
+                                                         c.priority, c.name))
+    for config in ordered:
         views = reported.get(config.name, [])
         counts = attempts.get(config.name, {})
         state = min((h.state for h in views), key=_STATE_ORDER.index, default=None)

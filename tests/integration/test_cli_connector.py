@@ -105,6 +105,23 @@ def test_a_stopped_workers_health_is_gone(database_url, tmp_path, make_dispatche
     assert {r["name"]: r["health"] for r in rows}["smsc-a"] == "unknown"
 
 
+def test_list_shows_connectors_live_workers_report_beyond_its_own_config(
+        database_url, tmp_path, make_dispatcher):
+    """Run without the workers' MC_CONFIG (another host, another shell), the list still
+    shows the connectors live workers report, with their channel, kind and health."""
+    with Smsc(password=PASSWORD) as smsc:
+        env = _env(database_url, _config(tmp_path, smsc.port))
+        settings = load_settings(env)
+        db = connect(settings)
+        d = make_dispatcher(settings, db)
+        d.start_channels()
+        d.beat()
+        bare = {k: v for k, v in env.items() if k != "MC_CONFIG"}
+        rows = json.loads(run_cli(bare, "connector", "list", "--json").stdout)
+    assert [(r["name"], r["channel"], r["kind"], r["health"]) for r in rows] == [
+        ("smtp", "email", "smtp", "ok"), ("smsc-a", "sms", "smpp", "ok")]
+
+
 def test_connector_test_sends_one_real_sms(database_url, tmp_path):
     """`connector test smsc-a --to 06...` (a national number read in the default country)
     reaches the SMSC once and prints the outcome; a refused number exits 1."""

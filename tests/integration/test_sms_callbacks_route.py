@@ -29,6 +29,7 @@ from channel_support import (
 from servers.http_provider import Provider, reply
 from twilio.request_validator import RequestValidator
 
+from soap_service import messages
 from soap_service.models import EventStatus
 
 make_dispatcher = pytest.fixture(dispatcher_factory, name="make_dispatcher")
@@ -84,15 +85,17 @@ def test_signed_json_callbacks_update_the_deliveries(db, settings, database_url,
     the processed event deliveryFailed with the provider's code; the answer says how
     many receipts it took."""
     publish_templates(db)
-    ids = iter(["p-1", "p-2"])
-    with Provider(lambda r: reply(200, {"id": next(ids)})) as provider:
+    # the provider's id names our reference: the two sends are concurrent, so the order
+    # in which they reach the provider says nothing about which event is which
+    with Provider(lambda r: reply(200, {"id": f"p-{r.json()['reference']}"})) as provider:
         config = _toml(tmp_path / "mc.toml", provider.url)
         server = start_server(database_url, init=False, env={"MC_CONFIG": str(config)})
         first, second = sms_event(db, settings), sms_event(db, settings, order="A2")
         d = make_dispatcher(_connectors(config, server.url, "sms-json", settings), db)
         assert d.tick().sent == 2
-    body = json.dumps([{"id": "p-1", "status": "delivered"},
-                       {"id": "p-2", "status": "undelivered", "code": "EC_ABSENT",
+    ids = [f"p-{messages.reference(settings.instance_id, e)}" for e in (first, second)]
+    body = json.dumps([{"id": ids[0], "status": "delivered"},
+                       {"id": ids[1], "status": "undelivered", "code": "EC_ABSENT",
                         "text": "absent subscriber"}]).encode()
     code, answer, _ = _post(f"{server.url}/callbacks/sms/sms-json", body, _signed(body))
     assert (code, answer) == (200, {"received": 2})

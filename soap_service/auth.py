@@ -45,7 +45,8 @@ from soap_service.store import auth as store
 
 log = logging.getLogger(__name__)
 
-RIGHTS = frozenset({"mc", "admin"})
+# admin: everything; mc: push, templates, history; viewer: reads only (the console)
+RIGHTS = frozenset({"mc", "admin", "viewer"})
 # API key scopes (SPEC §8) and the right each one grants: ``push`` may push events (SOAP
 # and REST), ``read`` may read events and their status, ``admin`` may do anything
 # (retry, cancel, webhooks).  A key bound to an operator never exceeds the operator.
@@ -174,7 +175,8 @@ def key_rights(scopes: frozenset[str], operator: Operator | None) -> frozenset[s
     granted = {SCOPE_RIGHTS[s] for s in scopes if s in SCOPE_RIGHTS}
     if operator is None or "admin" in operator.rights:
         return frozenset(granted)
-    allowed = {"mc", "read"} if "mc" in operator.rights else set()
+    allowed = {"mc", "read"} if "mc" in operator.rights else (
+        {"read"} if "viewer" in operator.rights else set())
     return frozenset(granted & allowed)
 
 
@@ -338,6 +340,11 @@ class Authenticator:
             if op is not None:
                 self._cache.put(key, op, self.settings.auth_cache_ttl)
         return op
+
+    def check_password(self, login: str, password: str) -> Operator:
+        """The operator whose login and password these are (the console's login); else
+        ``InvalidCredentials``, after the same work whether or not the login exists."""
+        return self._check_password(login, password)
 
     def _check_password(self, login: str, password: str) -> Operator:
         op = self._operator(login)

@@ -156,6 +156,13 @@ class Settings:
     session_ttl: int = 86400  # seconds a Logon session token stays valid
     credential_cache_ttl: int = 60  # seconds a verified login/password is cached in-process
     auth_cache_ttl: int = 5  # seconds zones, sessions, API keys, operators are cached in-process
+    # the web console (/console/): idle timeout of a login, whether security zones apply
+    # (the caller must be in a zone allowing login/password), login rate limits
+    console_idle_timeout: int = 1800
+    console_zones: bool = True
+    console_login_max_failures: int = 5  # per account and window
+    console_login_ip_max_failures: int = 20  # per address and window
+    console_login_window: int = 900  # seconds
     # Bad-input limits
     max_body_bytes: int = 2 * 1024 * 1024
     max_events_per_call: int = 1000

@@ -114,7 +114,8 @@ def decode_cursor(cursor: str) -> int:
 def list_page(db: Database, *, status: str | None = None, event_type: str | None = None,
               external_id: str | None = None, since: datetime | None = None,
               until: datetime | None = None, cursor: str | None = None,
-              limit: int = 50) -> tuple[list[Event], str | None]:
+              limit: int = 50, address: str | None = None,
+              queue: str | None = None) -> tuple[list[Event], str | None]:
     """One page, newest first, and the cursor of the next page (None on the last)."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
@@ -123,7 +124,8 @@ def list_page(db: Database, *, status: str | None = None, event_type: str | None
                                f"(one of {', '.join(s.value for s in EventStatus)})")
     found = eventops.list_page(
         db, status=status, event_type=event_type, external_id=external_id, since=since,
-        until=until, before_id=decode_cursor(cursor) if cursor else None, limit=limit + 1)
+        until=until, before_id=decode_cursor(cursor) if cursor else None, limit=limit + 1,
+        address=address, queue=queue)
     more = len(found) > limit
     page = found[:limit]
     return page, (encode_cursor(page[-1].id) if more else None)

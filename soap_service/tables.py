@@ -112,7 +112,7 @@ sessions = Table(
     Column("token_hash", String(64), nullable=False, unique=True),  # sha256 of the token
     Column("operator_id", Integer, ForeignKey("operators.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", DateTime, nullable=False),
-    Column("expires_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),  # console sessions: idle deadline
 )
 
 security_zones = Table(
@@ -320,6 +320,35 @@ worker_heartbeats = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", DateTime, nullable=False),
     Column("seen_at", DateTime, nullable=False),
+)
+
+# ---------------------------------------------------------------- the console
+# Who changed what, when, from where: every change made through the console, and its
+# logins (failed ones too: the login rate limit counts them here, across processes).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(128), nullable=False),  # operator login (as typed, for a failure)
+    Column("ip", String(64), nullable=False, default=""),
+    Column("action", String(64), nullable=False),  # template.publish, login.failed ...
+    Column("target", String(255), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_action_at", "action", "at"),
+)
+
+# Orange / red levels of the monitoring metrics, set by an admin in the console; the
+# console's charts, /healthz and `msgcenter status` read them.
+monitor_thresholds = Table(
+    "monitor_thresholds",
+    metadata,
+    Column("metric", String(64), primary_key=True),
+    Column("orange", Float),
+    Column("red", Float),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 # ---------------------------------------------------------------- webhooks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from soap_service import report
+from soap_service import report, thresholds
 from soap_service.cli.context import CliContext
 from soap_service.durations import parse_duration
 
@@ -15,8 +15,12 @@ HISTORY_COLUMNS = ["group", "incoming", "outgoing", "processed", "routing_failed
 
 def cmd_status(args: argparse.Namespace, ctx: CliContext) -> int:
     snapshot = report.status(ctx.db, ctx.settings)
+    judged = thresholds.judge(ctx.db, ctx.settings, snapshot)
+    warnings = thresholds.warnings(judged)
     if ctx.json:
-        ctx.emit(snapshot)
+        ctx.emit({**snapshot, "health": "warning" if warnings else "ok",
+                  "thresholds": [j.as_dict() for j in judged if j.orange is not None
+                                 or j.red is not None]})
         return 0
     ctx.emit({
         "pending": snapshot["pending"],
@@ -24,6 +28,10 @@ def cmd_status(args: argparse.Namespace, ctx: CliContext) -> int:
         "oldest_due_age_s": snapshot["oldest_due_age_s"],
         "workers_alive": f"{snapshot['workers_alive']} of {len(snapshot['workers'])}",
         "last_hour": ", ".join(f"{k}={v}" for k, v in snapshot["last_hour"].items()) or "-",
+        "health": "warning: " + ", ".join(
+            f"{j.metric.name}={j.value} ({j.level}, level "
+            f"{j.red if j.level == 'red' else j.orange})" for j in warnings)
+        if warnings else "ok",
     })
     print()
     ctx.emit(snapshot["queues"], QUEUE_COLUMNS)

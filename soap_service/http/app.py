@@ -5,6 +5,7 @@
 * ``/api/...`` and the suite's ``/{ORGANIZATION}/campaign/...`` go to the JSON API --
   its two ingest routes straight to ``ingest_api.IngestApp`` (plain WSGI: a hot path),
   the rest through it to the Flask application of ``api.py``;
+* ``/console/...`` goes to the web console (``console/app.py``, Flask);
 * everything else is matched against :data:`ROUTES` (``wsgi.Route``): the SOAP router
   and WSDLs (``soap.py``), the tracking pixel and redirect (``tracking.py``), SMS
   providers' delivery callbacks (``sms_callbacks.py``), health and metrics --
@@ -23,9 +24,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from soap_service import thresholds
+from soap_service.cache import TtlCache
 from soap_service.config import Settings, load_settings
 from soap_service.http.api import create_api
 from soap_service.http.body import read_body
+from soap_service.http.console.app import create_console
 from soap_service.http.ingest_api import IngestApp
 from soap_service.http.sms_callbacks import PREFIX as SMS_CALLBACKS
 from soap_service.http.sms_callbacks import callback_endpoint
@@ -41,15 +45,24 @@ __all__ = ["ROUTES", "Request", "Response", "Route", "WebApp", "create_app", "is
            "read_body"]
 
 log = logging.getLogger("soap_service.web")
+HEALTH_CACHE_SECONDS = 5.0
 
 
 # ---------------------------------------------------------------- health and metrics
 
 
 def healthz(app: WebApp, request: Request) -> Response:
+    """``ok``; ``warning`` (still 200) while a monitoring threshold is reached, with the
+    metrics that reach one; ``database unavailable`` (503)."""
     ok = app.db.ping()
-    body = json.dumps({"status": "ok" if ok else "database unavailable"}).encode()
-    return Response(200 if ok else 503, body, "application/json")
+    if not ok:
+        body = json.dumps({"status": "database unavailable"}).encode()
+        return Response(503, body, "application/json")
+    warnings = app.threshold_warnings()
+    answer: dict[str, Any] = {"status": "warning" if warnings else "ok"}
+    if warnings:
+        answer["warnings"] = warnings
+    return Response(200, json.dumps(answer).encode(), "application/json")
 
 
 def metrics_endpoint(app: WebApp, request: Request) -> Response:
@@ -86,11 +99,26 @@ class WebApp:
         self.soap_services = router.Services(settings, db)
         self.rest = create_api(settings, db, self.soap_services.authenticator)
         self.api = IngestApp(self.rest.extensions["msgcenter"], self.rest)
+        self.console = create_console(settings, db, self.soap_services.authenticator)
         wsdl.silence_spyne()
         self._wsdl = {s: wsdl.wsdl_bytes(s, settings.public_url) for s in wsdl.SCHEMAS}
         self._tracker: TrackingApp | None = None
         self._tracker_lock = threading.Lock()
         self._receipts: ReceiptRecorder | None = None
+        self._health_cache: TtlCache[Any] = TtlCache(HEALTH_CACHE_SECONDS)
+
+    def threshold_warnings(self) -> list[dict[str, Any]]:
+        """The monitoring metrics past an orange or red level (``thresholds.py``), judged
+        at most every :data:`HEALTH_CACHE_SECONDS` (load balancers poll /healthz often)."""
+        def judge() -> list[dict[str, Any]]:
+            try:
+                return [j.as_dict() for j in thresholds.warnings(
+                    thresholds.judge(self.db, self.settings))]
+            except Exception:  # a report that fails must not fail the health check
+                log.exception("web.healthz_thresholds_failed")
+                return []
+        found: list[dict[str, Any]] = self._health_cache.get_or_load("warnings", judge)
+        return found
 
     def wsdl(self, schema: str) -> bytes:
         return self._wsdl[schema]
@@ -150,21 +178,26 @@ class WebApp:
         return response
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if is_api_path(str(environ.get("PATH_INFO", "") or "/")):
+        path = str(environ.get("PATH_INFO", "") or "/")
+        if is_api_path(path):
             return self._call_api(environ, start_response)
+        if path == "/console" or path.startswith("/console/"):
+            return self._call_api(environ, start_response, "/console", self.console)
         return answer(self.handle(Request(environ)), environ, start_response)
 
-    def _call_api(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        """The JSON API (Flask), counted in /metrics by family and status."""
-        family = "/api/v1" if str(environ.get("PATH_INFO", "")).startswith("/api/") else (
-            "/{org}/campaign")
+    def _call_api(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                  family: str = "", app: Any = None) -> Any:
+        """The JSON API or the console (Flask), counted in /metrics by family and status."""
+        if not family:
+            family = "/api/v1" if str(environ.get("PATH_INFO", "")).startswith("/api/") \
+                else "/{org}/campaign"
 
         def counted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             code = int(status.split(" ", 1)[0]) if status[:3].isdigit() else 500
             self.metrics.observe_http(family, code)
             return start_response(status, headers, exc_info)
 
-        return self.api(environ, counted)
+        return (app or self.api)(environ, counted)
 
 
 def is_api_path(path: str) -> bool:

@@ -101,6 +101,14 @@ def find_session(db: Database, token_hash: str) -> tuple[Operator, datetime] | N
     return (_operator(row), row["expires_at"]) if row else None
 
 
+def touch_session(db: Database, token_hash: str, expires_at: datetime) -> bool:
+    """Move a session's deadline (the console's idle timeout); False when it is gone."""
+    stmt = (update(sessions).where(sessions.c.token_hash == token_hash)
+            .values(expires_at=expires_at))
+    with db.begin() as conn:
+        return conn.execute(stmt).rowcount > 0
+
+
 def delete_session(db: Database, token_hash: str) -> bool:
     with db.begin() as conn:
         result = conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))

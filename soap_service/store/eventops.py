@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 
 from soap_service.models import Event, EventStatus
 from soap_service.store import Database
@@ -107,14 +107,19 @@ def follow_ups(db: Database, parent_id: int) -> list[dict[str, Any]]:
 
 def list_page(db: Database, *, status: str | None, event_type: str | None,
               external_id: str | None, since: datetime | None, until: datetime | None,
-              before_id: int | None, limit: int) -> list[Event]:
-    """Newest first, ``id < before_id`` (the cursor), filtered; ``limit`` rows at most."""
+              before_id: int | None, limit: int, address: str | None = None,
+              queue: str | None = None) -> list[Event]:
+    """Newest first, ``id < before_id`` (the cursor), filtered; ``limit`` rows at most.
+    ``address`` matches the email, mobile phone or device token exactly."""
     c = events.c
     stmt = select(events).order_by(c.id.desc()).limit(limit)
     for column, value in ((c.status, status), (c.event_type, event_type),
-                          (c.external_id, external_id)):
+                          (c.external_id, external_id), (c.queue, queue)):
         if value:
             stmt = stmt.where(column == value)
+    if address:
+        stmt = stmt.where(or_(c.email == address, c.mobile_phone == address,
+                              c.registration_token == address))
     if since is not None:
         stmt = stmt.where(c.created_at >= since)
     if until is not None:

@@ -62,13 +62,18 @@ def _group_column(conn: Connection, by: str, time_column: Any) -> Any:
     return literal_column("'all'")
 
 
+def _grouped(by: str, group: Any) -> list[Any]:
+    """GROUP BY terms: none for ``none`` (PostgreSQL refuses a constant in GROUP BY)."""
+    return [] if by == "none" else [group]
+
+
 def history_incoming(db: Database, since: datetime, by: str) -> list[tuple[str, str, int]]:
     """``(group, status, count)`` of the events received since ``since``."""
     with db.connect() as conn:
         group = _group_column(conn, by, events.c.created_at).label("grp")
         rows = conn.execute(select(group, events.c.status, func.count())
                             .where(events.c.created_at >= since)
-                            .group_by(group, events.c.status))
+                            .group_by(*_grouped(by, group), events.c.status))
         return [(str(g), str(status), int(count)) for g, status, count in rows]
 
 
@@ -88,7 +93,7 @@ def _history_sent(conn: Connection, since: datetime, by: str
         .select_from(delivery_log.join(events, events.c.id == delivery_log.c.event_id))
         .where(delivery_log.c.created_at >= since, delivery_log.c.outcome == "sent",
                delivery_log.c.is_proof.is_(False))
-        .group_by(group)
+        .group_by(*_grouped(by, group))
     )
     return [(str(g), int(n), None if q is None else float(q), None if d is None else float(d))
             for g, n, q, d in rows]

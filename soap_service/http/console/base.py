@@ -50,9 +50,21 @@ def when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def nav() -> list[tuple[str, str]]:
-    return [("console.browse", "Browse"), ("console.templates", "Templates"),
-            ("console.history", "History"), ("console.monitoring", "Monitoring"),
-            ("console.event_types", "Event types"), ("console.followups", "Follow-ups"),
-            ("console.quarantine", "Quarantine"), ("console.connectors", "Connectors"),
-            ("console.audit_log", "Audit log")]
+SECTIONS = [("console.browse", "Browse", ("browse",)),
+            ("console.templates", "Templates", ("template", "seed")),
+            ("console.history", "History", ("history", "event")),
+            ("console.monitoring", "Monitoring", ("monitoring",)),
+            ("console.event_types", "Event types", ("event_type",)),
+            ("console.followups", "Follow-ups", ("followup",)),
+            ("console.quarantine", "Quarantine", ("quarantine",)),
+            ("console.connectors", "Connectors", ("connectors",)),
+            ("console.audit_log", "Audit log", ("audit_log",))]
+
+
+def nav() -> list[tuple[str, str, bool]]:
+    """The sections, each with whether the current page belongs to it."""
+    view = (request.endpoint or "").removeprefix("console.")
+    matches = [(len(v), endpoint) for endpoint, _, views in SECTIONS for v in views
+               if view.startswith(v)]
+    current = max(matches)[1] if matches else ""
+    return [(endpoint, label, endpoint == current) for endpoint, label, _ in SECTIONS]

@@ -4,17 +4,19 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv run test interop lint migration wsdl openapi bench clean
+.PHONY: help venv run test interop lint migration wsdl openapi screenshots bench clean
 
 help:
 	@echo "make run        set up and run the service on embedded defaults (SQLite, SMTP sink, demo)"
-	@echo "make test       set up and run the whole test suite"
+	@echo "make test       set up and run the whole test suite (without the browser tests:"
+	@echo "                make test PYTEST_ARGS='-m \"not browser\"')"
 	@echo "make interop    only the interop tests (suite SDK, node-soap, PHP, zeep, suds)"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make migration  regenerate the initial migration from soap_service/tables.py"
 	@echo "make wsdl       regenerate the committed WSDLs under wsdl/ (default public URL)"
 	@echo "make openapi    regenerate the committed schema/openapi.json (default public URL)"
+	@echo "make screenshots regenerate the console screenshots under docs/img/ (chromium)"
 
 venv: $(STAMP)
 
@@ -47,6 +49,10 @@ wsdl: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/python scripts/write_openapi.py
+
+screenshots: $(STAMP)
+	MC_SCREENSHOTS=docs/img MC_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -p no:cacheprovider \
+	  -q tests/browser -k sqlite
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -60,6 +60,7 @@ def create_console(settings: Settings, db: Database, authenticator: Authenticato
     app.register_blueprint(base.blueprint, url_prefix=PREFIX)
     app.jinja_env.globals.update(csrf_token=security.csrf_token, can=security.can,
                                  nav=base.nav, plid=base.plid, when=base.when)
+    app.jinja_env.filters["number"] = base.number
 
     @app.before_request
     def guard() -> None:

@@ -68,3 +68,14 @@ def nav() -> list[tuple[str, str, bool]]:
                if view.startswith(v)]
     current = max(matches)[1] if matches else ""
     return [(endpoint, label, endpoint == current) for endpoint, label, _ in SECTIONS]
+
+
+def number(value: float | int | None, grouped: bool = True) -> str:
+    """A measure for people: whole numbers without ``.0``, others to 3 places at most
+    (``grouped=False`` in form fields: no thousands separator to read back)."""
+    if value is None:
+        return "-"
+    comma = "," if grouped else ""
+    if float(value).is_integer():
+        return f"{int(value):{comma}}"
+    return f"{value:{comma}.3f}".rstrip("0").rstrip(".")

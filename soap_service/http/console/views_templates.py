@@ -174,11 +174,13 @@ def template_save(name: str) -> Any:
         catalog.edit_template(db, name, **_content_from_form(tpl.channel))
     except TemplateSyntaxError as exc:
         part = exc.part.split(".", 1)[0]
+        where = f"{exc.part} line {exc.line}, column {exc.column}: " if exc.part else ""
+        message = exc.message.removeprefix(where) if where else exc.message
         excerpt = _source_lines(values.get(part, ""), exc.line, exc.column)
         return page("edit.html", 422, t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
                     multiline=MULTILINE, values=values,
                     error={"part": part, "line": exc.line, "column": exc.column,
-                           "message": exc.message, "excerpt": excerpt})
+                           "message": message, "excerpt": excerpt})
     except ValidationFailed as exc:
         return page("edit.html", 422, t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
                     multiline=MULTILINE, values=values,

@@ -1,0 +1,234 @@
+"""A marketer's journey through the console in a real chromium, against ``msgcenter
+serve`` on loopback (SQLite file and PostgreSQL): log in, create a template, see its
+syntax error at its line, fix it, preview it on a seed's data, send a proof, publish,
+push an event, find it in History and open its page, pause the template, and watch
+Monitoring show the waiting event.
+
+``MC_SCREENSHOTS=DIR`` (``make screenshots``) saves the pages the docs show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_support import chromium, kept_on_failure
+from conftest import ROOT, free_port, msgcenter_cmd, run_cli, throwaway_postgres, wait_http
+
+from soap_service.devsmtp import MailSink
+
+PASSWORD = "pw-marketer-1"
+CTX = '<ctx><client firstname="Zoë"/><order id="A-1042" total="42.50"/></ctx>'
+BROKEN = ("<h1>Thank you</h1>\n<p>Hello {{ rtEvent.ctx.client.@firstname }},</p>\n"
+          "<p>your order {{ rtEvent.ctx.order.@id </p>\n")
+FIXED = ("<h1>Thank you</h1>\n<p>Hello {{ rtEvent.ctx.client.@firstname }},</p>\n"
+         "<p>your order {{ rtEvent.ctx.order.@id }} is confirmed.</p>\n")
+SHOTS = os.environ.get("MC_SCREENSHOTS", "")
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    with chromium(tmp_path / "profile") as browser, kept_on_failure(browser,
+                                                                      request.node.name):
+        yield browser
+
+
+@dataclass
+class Served:
+    url: str
+    env: dict[str, str]
+    sink: MailSink
+
+
+@contextlib.contextmanager
+def _database(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/mc.db"
+        return
+    with throwaway_postgres("mc_browser") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """``msgcenter serve --no-worker`` on a free port, set up with the CLI: an operator
+    with the ``mc`` right, a loopback zone, the event type; proofs go to an SMTP sink."""
+    with _database(request.param, tmp_path) as url, \
+            MailSink(directory=tmp_path / "mail") as sink:
+        port = free_port()
+        env = {"MC_DATABASE_URL": url, "MC_PUBLIC_URL": f"http://127.0.0.1:{port}",
+               "MC_SQLITE_SYNCHRONOUS": "normal", "MC_SMTP_HOST": sink.host,
+               "MC_SMTP_PORT": str(sink.port), "PYTHONUNBUFFERED": "1",
+               "HOME": str(tmp_path), "MC_SECRET": "browser-test-secret"}
+        run_cli(env, "init")
+        run_cli(env, "zone", "add", "loopback", "127.0.0.0/8", "--allow-user-password")
+        run_cli(env, "operator", "add", "marketer", "--password", PASSWORD, "--right", "mc")
+        run_cli(env, "eventtype", "add", "order_confirmation", "--label", "Order confirmed")
+        log_path = tmp_path / "serve.log"
+        with log_path.open("wb") as out:
+            proc = subprocess.Popen(
+                msgcenter_cmd("serve", "--host", "127.0.0.1", "--port", str(port),
+                              "--workers", "1", "--no-worker"),
+                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                cwd=str(ROOT))
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, log_path=log_path)
+            yield Served(f"http://127.0.0.1:{port}", env, sink)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Console:
+    """The journey's steps, as a person does them: find, type, click, read."""
+
+    def __init__(self, driver: Any, base: str) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import Select, WebDriverWait
+
+        self.d, self.base, self.By, self.Select = driver, base, By, Select
+        self.wait = WebDriverWait(driver, 30)
+        self.ec = expected_conditions
+
+    def open(self, path: str) -> None:
+        self.d.get(self.base + path)
+        self._loaded()
+
+    def _loaded(self) -> None:
+        self.wait.until(lambda d: d.execute_script("return document.readyState") ==
+                        "complete")
+
+    def find(self, css: str) -> Any:
+        return self.wait.until(self.ec.presence_of_element_located((self.By.CSS_SELECTOR,
+                                                                    css)))
+
+    def text(self, css: str) -> str:
+        return str(self.find(css).text)
+
+    def type(self, css: str, value: str) -> None:
+        field = self.find(css)
+        field.clear()
+        field.send_keys(value)
+
+    def choose(self, css: str, visible: str) -> None:
+        self.Select(self.find(css)).select_by_visible_text(visible)
+
+    def click(self, css: str) -> None:
+        """Click something that loads a page, and wait for the new page."""
+        old = self.find("html")
+        self.find(css).click()
+        self.wait.until(self.ec.staleness_of(old))
+        self._loaded()
+
+    def heading(self) -> str:
+        return self.text("h1")
+
+    def flashes(self) -> str:
+        return " ".join(e.text for e in self.d.find_elements(self.By.CSS_SELECTOR, ".flash"))
+
+    def shot(self, name: str) -> None:
+        if SHOTS:
+            Path(SHOTS).mkdir(parents=True, exist_ok=True)
+            self.d.save_screenshot(str(Path(SHOTS) / f"console-{name}.png"))
+
+
+def test_marketer_journey(driver: Any, served: Served) -> None:
+    """The journey of the issue, every step checked on the page the browser shows."""
+    c = Console(driver, served.url)
+    c.open("/console/")
+    assert c.heading() == "Log in"
+    c.type("#login", "marketer")
+    c.type("#password", PASSWORD)
+    c.shot("login")
+    c.click("form button[type=submit]")
+    assert c.heading() == "Browse"
+
+    c.click("nav a[href='/console/templates']")
+    c.type("#n-name", "order_email")
+    c.choose("#n-type", "order_confirmation")
+    c.choose("#n-channel", "email")
+    c.click("#new-template button[type=submit]")
+    assert c.heading() == "Edit the draft of order_email"
+
+    c.type("#part-from_addr", "Shop <shop@example.com>")
+    c.type("#part-subject", "Your order {{ rtEvent.ctx.order.@id }}")
+    c.type("#part-html", BROKEN)
+    c.click("button[value=save]")
+    assert c.text("#syntax-error .line") == "3"
+    assert c.find("#part-html").get_attribute("aria-invalid") == "true"
+    c.shot("syntax-error")
+
+    c.type("#part-html", FIXED)
+    c.click("button[value=save]")
+    assert "Draft saved." in c.flashes()
+    assert c.heading() == "Template order_email"
+
+    c.type("#s-address", "zoe@example.com")
+    c.type("#s-ctx", CTX)
+    c.click("#add-seed button[type=submit]")
+    assert "Seed zoe@example.com saved." in c.flashes()
+
+    c.click("a[href='/console/templates/order_email/preview']")
+    c.choose("#pv-seed", "zoe@example.com")
+    c.click("form.filters button[type=submit]")
+    assert c.text("#subject") == "Your order A-1042"
+    frame = c.find("iframe.preview")
+    assert frame.get_attribute("sandbox") == ""
+    c.shot("preview")
+    driver.switch_to.frame(frame)
+    try:
+        body = c.wait.until(lambda d: d.find_element(c.By.TAG_NAME, "body").text)
+        assert "Hello Zoë," in body and "your order A-1042 is confirmed." in body
+    finally:
+        driver.switch_to.default_content()
+
+    c.click("main a[href='/console/templates/order_email']")
+    c.click("#proof button[type=submit]")
+    assert "zoe@example.com: sent" in c.flashes()
+    assert [m.message["Subject"] for m in served.sink.messages] == [
+        "[PROOF] Your order A-1042"]
+
+    c.click("#lifecycle form[action$='/publish'] button")
+    assert "Published version 1 of order_email." in c.flashes()
+    assert c.text("#state") == "published v1"
+    c.shot("template")
+
+    pushed = run_cli(served.env, "push", "--type", "order_confirmation", "--email",
+                     "buyer@example.com", "--ctx", CTX, "--url", served.url,
+                     "--token", f"marketer/{PASSWORD}").stdout
+    plid = next(word for word in pushed.split() if word.isdigit() and len(word) > 6)
+
+    c.click("nav a[href='/console/history']")
+    c.type("#address", "buyer@example.com")
+    c.click("form.filters button[type=submit]")
+    c.shot("history")
+    c.click(f"#events a[href='/console/events/{plid}']")
+    assert c.heading() == f"Event {plid}"
+    assert c.text("#facts .status") == "pending"
+    assert '"A-1042"' in c.text("#ctx")
+    c.shot("event")
+
+    c.open("/console/templates/order_email")
+    c.click("#lifecycle form[action$='/pause'] button")
+    assert c.text("#state") == "paused v1"
+
+    c.click("nav a[href='/console/browse']")
+    c.shot("browse")
+    c.click("nav a[href='/console/monitoring']")
+    pending = c.d.find_elements(c.By.CSS_SELECTOR, "#queues tbody tr td:nth-child(3)")
+    assert [p.text for p in pending] == ["1"]
+    assert c.find("svg#chart-queues rect.bar").get_attribute("data-value") in {"1", "1.0"}
+    c.shot("monitoring")

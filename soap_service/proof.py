@@ -106,8 +106,16 @@ def preview(db: Database, name: str, *, version: int | None = None, seed: str | 
             event_xml: str | None = None) -> Preview:
     """Render the draft (or ``version``) with a seed's data, an event file, or the first
     seed when neither is given (no seed: every field renders empty)."""
-    tpl = catalog.get_template(db, name).template
     content, label = _content(db, name, version)
+    return preview_content(db, name, content, label, seed=seed, event_xml=event_xml)
+
+
+def preview_content(db: Database, name: str, content: TemplateContent, label: str = "draft",
+                    *, seed: str | None = None, event_xml: str | None = None) -> Preview:
+    """Render ``content`` (e.g. a draft being edited, not saved yet) as the template
+    ``name`` with a seed's data, an event file or the first seed -- :func:`preview`'s
+    rendering, for content that is not stored."""
+    tpl = catalog.get_template(db, name).template
     if event_xml is not None:
         event = event_from_xml(tpl, event_xml)
     else:

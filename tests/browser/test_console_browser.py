@@ -172,6 +172,14 @@ def test_marketer_journey(driver: Any, served: Served) -> None:
     c.shot("syntax-error")
 
     c.type("#part-html", FIXED)
+    c.find("#live-button").click()  # the unsaved text, rendered in the sandboxed frame
+    live = c.find("iframe#live-preview")
+    assert live.get_attribute("sandbox") == ""
+    driver.switch_to.frame(live)
+    try:
+        c.wait.until(lambda d: "is confirmed." in d.find_element(c.By.TAG_NAME, "body").text)
+    finally:
+        driver.switch_to.default_content()
     c.click("button[value=save]")
     assert "Draft saved." in c.flashes()
     assert c.heading() == "Template order_email"

@@ -14,6 +14,7 @@ import pytest
 from conftest import run_cli
 from console_support import (
     CTX,
+    HTML_PART,
     OPERATORS,
     Browser,
     console_settings,
@@ -146,6 +147,32 @@ def test_preview_is_sandboxed_and_escapes_personalisation(app: WebApp) -> None:
     assert body.headers["Content-Security-Policy"].startswith("sandbox;")
     assert not body.doc.xpath("//script")
     assert "<script>alert(1)</script>" in body.doc.text_content()
+
+
+def test_live_preview_renders_unsaved_text_only_for_editors(app: WebApp) -> None:
+    """"Preview without saving" posts the edit form to the sandboxed frame: the typed
+    text is rendered with the chosen seed, a syntax error is said, the draft stays as it
+    was; a viewer may not post content to render."""
+    mia = logged_in(app, "mc")
+    edit = mia.get("/console/templates/order/edit")
+    frame = edit.one("//iframe[@name='live-preview']")
+    assert frame.get("sandbox") == ""
+    button = edit.one("//button[@id='live-button']")
+    assert button.get("formtarget") == "live-preview"
+    data = {"csrf": edit.csrf(), "from_addr": "Shop <shop@example.com>", "reply_to": "",
+            "subject": "S", "text": "", "seed": "zoe@example.com",
+            "html": "<p>Dear {{ rtEvent.ctx.client.@lastname }}</p>"}
+    live = mia.post(button.get("formaction"), data)
+    assert live.status == 200
+    assert live.headers["Content-Security-Policy"].startswith("sandbox;")
+    assert live.texts("//p") == ["Dear Marsh"]
+    broken = mia.post(button.get("formaction"), {**data, "html": "<p>{{ oops </p>"})
+    assert "Cannot render: template does not compile" in broken.texts("//p")[0]
+    assert catalog.get_template(app.db, "order").template.draft.html == HTML_PART
+    viewer = logged_in(app, "viewer")
+    refused = viewer.post(button.get("formaction"),
+                          {**data, "csrf": viewer.get("/console/browse").csrf()})
+    assert refused.status == 403
 
 
 def test_broken_seed_data_and_unknown_template_are_pages(app: WebApp) -> None:

@@ -80,7 +80,7 @@ def create_console(settings: Settings, db: Database, authenticator: Authenticato
     return app
 
 
-def error_page(exc: Exception) -> tuple[str, int]:
+def error_page(exc: Exception) -> tuple[str, int, dict[str, str]]:
     if isinstance(exc, HTTPException):
         code = exc.code or 500
         text = exc.description if isinstance(exc, security.ConsoleHTTPError) else {
@@ -101,5 +101,6 @@ def error_page(exc: Exception) -> tuple[str, int]:
     titles = {400: "Cannot do that", 401: "Log in", 403: "Not allowed", 404: "Not found",
               405: "Not allowed", 409: "Cannot do that now", 413: "Too large",
               429: "Too many attempts"}
+    headers = exc.extra_headers if isinstance(exc, security.ConsoleHTTPError) else {}
     return render_template("error.html", code=code, title=titles.get(code, "Error"),
-                           text=text), code
+                           text=text), code, headers

@@ -61,9 +61,11 @@ class ConsoleContext:
 class ConsoleHTTPError(HTTPException):
     """An HTTP error shown as a console page (``code`` and a sentence)."""
 
-    def __init__(self, code: int, description: str) -> None:
+    def __init__(self, code: int, description: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(description)
         self.code = code
+        self.extra_headers = headers or {}
 
 
 def context() -> ConsoleContext:

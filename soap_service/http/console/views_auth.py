@@ -36,9 +36,10 @@ def login_post() -> Any:
     if security.login_blocked(login_value):
         audit.record(security.context().db, login_value or "-", "login.blocked",
                               ip=security.client_ip())
+        window = security.context().settings.console_login_window
         raise security.ConsoleHTTPError(
             429, "Too many failed logins for this account or from your address. "
-                 "Wait a few minutes, then try again.")
+                 "Wait a few minutes, then try again.", {"Retry-After": str(window)})
     if not login_value or not password:
         return page("login.html", 400, next=target, login_value=login_value,
                     error="Enter your login and your password.")

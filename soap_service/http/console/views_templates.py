@@ -155,7 +155,8 @@ def template_edit(name: str) -> Any:
     summary = catalog.get_template(security.context().db, name)
     tpl = summary.template
     return page("edit.html", t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
-                multiline=MULTILINE, values=_values(tpl.draft), error=None)
+                multiline=MULTILINE, values=_values(tpl.draft), error=None,
+                seeds=catalog.list_seeds(security.context().db, name))
 
 
 def _values(content: TemplateContent) -> dict[str, str]:
@@ -180,12 +181,13 @@ def template_save(name: str) -> Any:
         return page("edit.html", 422, t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
                     multiline=MULTILINE, values=values,
                     error={"part": part, "line": exc.line, "column": exc.column,
-                           "message": message, "excerpt": excerpt})
+                           "message": message, "excerpt": excerpt},
+                    seeds=catalog.list_seeds(db, name))
     except ValidationFailed as exc:
         return page("edit.html", 422, t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
                     multiline=MULTILINE, values=values,
                     error={"part": "", "line": 0, "column": 0, "message": exc.message,
-                           "excerpt": []})
+                           "excerpt": []}, seeds=catalog.list_seeds(db, name))
     security.record("template.edit", name)
     if request.form.get("then") == "preview":
         return back(url_for("console.template_preview", name=name, seed=form("seed", "", 320)),
@@ -232,9 +234,41 @@ def template_preview_frame(name: str) -> Any:
     try:
         shown = proof.preview(security.context().db, name, version=_version_arg(),
                               seed=arg("seed") or None)
-        body = shown.message.html or "<p>(this message has no HTML part)</p>"
     except RenderError as exc:
-        body = f"<p>Cannot render: {escape(exc.message)}</p>"
+        return _frame(f"<p>Cannot render: {escape(exc.message)}</p>")
+    return _frame(_frame_body(shown))
+
+
+@blueprint.post("/templates/<name>/preview/frame")
+@security.require("mc")
+def template_live_preview(name: str) -> Any:
+    """The edit form's content, not saved, rendered into the edit page's sandboxed frame
+    ("Preview without saving"; with JavaScript, on each pause in typing)."""
+    g.preview_frame = True
+    db = security.context().db
+    tpl = catalog.get_template(db, name).template
+    try:
+        content = dataclasses.replace(tpl.draft, **_content_from_form(tpl.channel))
+        shown = proof.preview_content(db, name, content, "unsaved draft",
+                                      seed=form("seed", "", 320) or None)
+    except (RenderError, ValidationFailed) as exc:
+        return _frame(f"<p>Cannot render: {escape(exc.message)}</p>")
+    return _frame(_frame_body(shown))
+
+
+def _frame_body(shown: proof.Preview) -> str:
+    """An email's HTML part as it is; other channels' text parts escaped."""
+    m = shown.message
+    if m.channel is Channel.EMAIL:
+        return m.html or f"<pre>{escape(m.text)}</pre>"
+    if m.channel is Channel.SMS:
+        return f"<pre>{escape(m.sms)}</pre>"
+    data = "".join(f"{escape(k)}: {escape(v)}\n" for k, v in m.push_data.items())
+    return (f"<p><strong>{escape(m.push_title)}</strong></p><pre>{escape(m.push_body)}"
+            f"</pre>" + (f"<pre>{data}</pre>" if data else ""))
+
+
+def _frame(body: str) -> Any:
     return body, 200, {"Content-Type": "text/html; charset=utf-8"}
 
 

@@ -3,12 +3,12 @@ the login rate limit, the audit log and the security headers."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from conftest import run_cli
 from console_support import (
-    OPERATORS,
     PASSWORD,
     Browser,
     console_settings,
@@ -18,7 +18,9 @@ from console_support import (
 from sqlalchemy import select, update
 
 from soap_service import audit, catalog, clock
+from soap_service.auth import Authenticator
 from soap_service.config import Settings
+from soap_service.errors import Forbidden
 from soap_service.http.app import WebApp
 from soap_service.store import Database
 from soap_service.tables import sessions
@@ -231,7 +233,7 @@ def test_security_headers(app: WebApp) -> None:
 
 def test_viewer_right_from_the_cli(db: Database, settings: Settings) -> None:
     """``msgcenter operator add --right viewer`` makes a read-only operator who can log in
-    to the console (and cannot push over SOAP: no ``mc`` right)."""
+    to the console; an API key bound to it reads but never pushes."""
     env = {"MC_DATABASE_URL": settings.database_url}
     run_cli(env, "operator", "add", "val", "--password", "pw-val", "--right", "viewer")
     listed = run_cli(env, "--json", "operator", "list").stdout
@@ -240,4 +242,9 @@ def test_viewer_right_from_the_cli(db: Database, settings: Settings) -> None:
     browser = Browser(WebApp(console_settings(settings), db))
     assert browser.login("val", "pw-val").status == 303
     assert browser.get("/console/templates/order/edit").status == 403
-    assert OPERATORS["viewer"] == "vic"
+    key = json.loads(run_cli(env, "--json", "apikey", "create", "val-key", "--operator", "val",
+                             "--scope", "push,read").stdout)["key"]
+    authenticator = Authenticator(db, console_settings(settings))
+    assert authenticator.authenticate_key(key, "127.0.0.1", None, "read").login == "val"
+    with pytest.raises(Forbidden):
+        authenticator.authenticate_key(key, "127.0.0.1", None, "push")

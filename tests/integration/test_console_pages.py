@@ -23,13 +23,14 @@ from console_support import (
     unlabelled_fields,
 )
 
-from soap_service import audit, catalog, exclusions, followup
+from soap_service import audit, catalog, clock, exclusions, followup
 from soap_service.config import Settings
 from soap_service.devsmtp import MailSink
 from soap_service.http.app import WebApp
 from soap_service.ingest import WireEvent, store_event, store_events
-from soap_service.models import AddressKind, split_plid
+from soap_service.models import AddressKind, TrackingHit, split_plid
 from soap_service.store import Database
+from soap_service.store import tracking as tracking_store
 from soap_service.worker import Dispatcher
 
 
@@ -204,6 +205,16 @@ def test_history_search_event_page_cancel_and_retry(app: WebApp, conf: Settings)
         dispatcher.tick()
     finally:
         dispatcher.close()
+    sent_pk = split_plid(int(sent))[1]
+    delivery = tracking_store.sent_deliveries(db, [sent_pk])[sent_pk].delivery_id
+    now = clock.utcnow()
+    tracking_store.insert_hits(db, [
+        TrackingHit(0, sent_pk, delivery, "open", None, "Mail", "192.0.2.1", False, now),
+        TrackingHit(0, sent_pk, delivery, "open", None, "Proxy", "192.0.2.2", True, now)])
+    browse = logged_in(app, "viewer").get("/console/browse?type=order_confirmation")
+    row = browse.one("//table[@id='browse']/tbody/tr[@data-template='order']")
+    assert [row.xpath(f"string(td[contains(@class, '{k}')])") for k in
+            ("sent", "failed", "opened")] == ["1", "0", "1"]
     batch = store_events(db, conf, [WireEvent({"type": "order_confirmation",
                                                "email": f"u{n}@example.com"}, CTX)
                                     for n in range(55)], "batch")
@@ -225,6 +236,7 @@ def test_history_search_event_page_cancel_and_retry(app: WebApp, conf: Settings)
     assert event.texts("//table[@id='history']/tbody/tr/td[2]")[-1] == "processed"
     assert event.texts("//table[@id='attempts']/tbody/tr/td[6]") == ["order v1"]
     assert not event.doc.xpath("//form[contains(@action, '/retry')]")
+    assert event.texts("//table[@id='tracking']/tbody/tr/td[4]") == ["no", "yes"]
 
     mia = logged_in(app, "mc")
     unrouted_page = mia.get(f"/console/events/{unrouted}")
@@ -246,7 +258,6 @@ def test_history_search_event_page_cancel_and_retry(app: WebApp, conf: Settings)
     assert twice.status == 409
     assert [(e.action, e.target) for e in audit.list_entries(db, action="event.")] == [
         ("event.cancel", pending), ("event.retry", unrouted)]
-    assert split_plid(int(sent))[1] > 0
 
 
 def test_history_refuses_bad_filters_with_a_page(app: WebApp) -> None:

@@ -216,10 +216,21 @@ def create_template(db: Database, name: str, event_type: str, channel: Channel,
     return tpl
 
 
-def edit_template(db: Database, name: str, **changes: Any) -> Template:
+def draft_hash(tpl: Template) -> str:
+    """The draft's content hash: an editor sends it back to :func:`edit_template`."""
+    return store.content_hash(tpl.draft)
+
+
+def edit_template(db: Database, name: str, *, expected_hash: str | None = None,
+                  **changes: Any) -> Template:
     """Change fields of the draft (``None`` leaves a field as it is); published versions
-    are never touched."""
+    are never touched.  With ``expected_hash`` (:func:`draft_hash` of the draft the
+    editor started from), a draft changed meanwhile by someone else is not overwritten:
+    :class:`Conflict`."""
     def change(tpl: Template) -> TemplateContent:
+        if expected_hash is not None and draft_hash(tpl) != expected_hash:
+            raise Conflict(f"the draft of {name!r} was changed by someone else since you "
+                           "opened it")
         draft = dataclasses.replace(tpl.draft, **{k: v for k, v in changes.items()
                                                  if v is not None})
         _check_parts(draft, tpl.channel)

@@ -167,7 +167,7 @@ def test_marketer_journey(driver: Any, served: Served) -> None:
     c.type("#part-subject", "Your order {{ rtEvent.ctx.order.@id }}")
     c.type("#part-html", BROKEN)
     c.click("button[value=save]")
-    assert c.text("#syntax-error .line") == "3"
+    assert c.text("#edit-error .line") == "3"
     assert c.find("#part-html").get_attribute("aria-invalid") == "true"
     c.shot("syntax-error")
 

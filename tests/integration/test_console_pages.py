@@ -81,8 +81,8 @@ def test_template_journey(app: WebApp, conf: Settings, sink: MailSink) -> None:
     reply = mia.submit("/console/templates/order_sms/edit", "//form[@id='edit-form']",
                        {"sms": broken})
     assert reply.status == 422
-    assert reply.text("//*[@id='syntax-error']//span[@class='line']") == "2"
-    assert int(reply.text("//*[@id='syntax-error']//span[@class='column']")) > 1
+    assert reply.text("//*[@id='edit-error']//span[@class='line']") == "2"
+    assert int(reply.text("//*[@id='edit-error']//span[@class='column']")) > 1
     field = reply.one("//textarea[@id='part-sms']")
     assert field.get("aria-invalid") == "true" and field.text_content() == broken
     assert catalog.get_template(app.db, "order_sms").template.draft.sms == ""
@@ -148,6 +148,27 @@ def test_preview_is_sandboxed_and_escapes_personalisation(app: WebApp) -> None:
     assert body.headers["Content-Security-Policy"].startswith("sandbox;")
     assert not body.doc.xpath("//script")
     assert "<script>alert(1)</script>" in body.doc.text_content()
+
+
+def test_a_draft_changed_meanwhile_is_not_overwritten(app: WebApp) -> None:
+    """Two editors: the second to save is told the draft changed since they opened it
+    (409, their text kept) and overwrites it only by saving again."""
+    mia, ann = logged_in(app, "mc"), logged_in(app, "admin")
+    opened = mia.get("/console/templates/order/edit")
+    saved = ann.submit("/console/templates/order/edit", "//form[@id='edit-form']",
+                       {"subject": "Ann's subject"})
+    assert saved.status == 303
+    data = {f.get("name"): f.value or "" for f in opened.doc.xpath(
+        "//form[@id='edit-form']//*[self::input or self::textarea][@name]")}
+    late = mia.post("/console/templates/order/edit", {**data, "subject": "Mia's subject"})
+    assert late.status == 409
+    assert "changed by someone else" in late.text("//*[@id='edit-error']")
+    assert late.one("//input[@id='part-subject']").value == "Mia's subject"
+    assert catalog.get_template(app.db, "order").template.draft.subject == "Ann's subject"
+    again = {f.get("name"): f.value or "" for f in late.doc.xpath(
+        "//form[@id='edit-form']//*[self::input or self::textarea][@name]")}
+    assert mia.post("/console/templates/order/edit", again).status == 303
+    assert catalog.get_template(app.db, "order").template.draft.subject == "Mia's subject"
 
 
 def test_live_preview_renders_unsaved_text_only_for_editors(app: WebApp) -> None:

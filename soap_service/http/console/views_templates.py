@@ -18,7 +18,7 @@ from typing import Any
 from flask import g, redirect, request, url_for
 
 from soap_service import catalog, clock, proof
-from soap_service.errors import RenderError, TemplateSyntaxError, ValidationFailed
+from soap_service.errors import Conflict, RenderError, TemplateSyntaxError, ValidationFailed
 from soap_service.http.console import security
 from soap_service.http.console.base import MAX_FIELD, arg, back, blueprint, form, page
 from soap_service.models import Channel, TemplateContent
@@ -156,7 +156,8 @@ def template_edit(name: str) -> Any:
     tpl = summary.template
     return page("edit.html", t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
                 multiline=MULTILINE, values=_values(tpl.draft), error=None,
-                seeds=catalog.list_seeds(security.context().db, name))
+                seeds=catalog.list_seeds(security.context().db, name),
+                base=catalog.draft_hash(tpl))
 
 
 def _values(content: TemplateContent) -> dict[str, str]:
@@ -171,23 +172,29 @@ def template_save(name: str) -> Any:
     db = security.context().db
     tpl = catalog.get_template(db, name).template
     values = {p: form(p, "", MAX_FIELD).replace("\r\n", "\n") for p in _parts(tpl.channel)}
+    again = {"t": tpl, "parts": _parts(tpl.channel), "labels": PART_LABELS,
+             "multiline": MULTILINE, "values": values, "seeds": catalog.list_seeds(db, name),
+             "base": form("base", "", 64) or catalog.draft_hash(tpl)}
     try:
-        catalog.edit_template(db, name, **_content_from_form(tpl.channel))
+        catalog.edit_template(db, name, expected_hash=form("base", "", 64) or None,
+                              **_content_from_form(tpl.channel))
+    except Conflict as exc:
+        # the text typed stays; saving again (from the current draft) overwrites it
+        return page("edit.html", 409, **{**again, "base": catalog.draft_hash(tpl), "error": {
+            "part": "", "line": 0, "column": 0, "excerpt": [],
+            "message": f"{exc.message}: compare with the draft's page before you save "
+                       "again (saving again replaces their changes)."}})
     except TemplateSyntaxError as exc:
         part = exc.part.split(".", 1)[0]
         where = f"{exc.part} line {exc.line}, column {exc.column}: " if exc.part else ""
         message = exc.message.removeprefix(where) if where else exc.message
         excerpt = _source_lines(values.get(part, ""), exc.line, exc.column)
-        return page("edit.html", 422, t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
-                    multiline=MULTILINE, values=values,
-                    error={"part": part, "line": exc.line, "column": exc.column,
-                           "message": message, "excerpt": excerpt},
-                    seeds=catalog.list_seeds(db, name))
+        return page("edit.html", 422, **again, error={
+            "part": part, "line": exc.line, "column": exc.column, "message": message,
+            "excerpt": excerpt})
     except ValidationFailed as exc:
-        return page("edit.html", 422, t=tpl, parts=_parts(tpl.channel), labels=PART_LABELS,
-                    multiline=MULTILINE, values=values,
-                    error={"part": "", "line": 0, "column": 0, "message": exc.message,
-                           "excerpt": []}, seeds=catalog.list_seeds(db, name))
+        return page("edit.html", 422, **again, error={
+            "part": "", "line": 0, "column": 0, "message": exc.message, "excerpt": []})
     security.record("template.edit", name)
     if request.form.get("then") == "preview":
         return back(url_for("console.template_preview", name=name, seed=form("seed", "", 320)),

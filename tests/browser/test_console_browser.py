@@ -133,6 +133,19 @@ class Console:
         self.wait.until(self.ec.staleness_of(old))
         self._loaded()
 
+    def tab_order(self, count: int) -> list[str]:
+        """What the Tab key reaches first, from the top of the page: each element's id,
+        or its text when it has none."""
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        reached = []
+        for _ in range(count):
+            ActionChains(self.d).send_keys(Keys.TAB).perform()
+            element = self.d.switch_to.active_element
+            reached.append(element.get_attribute("id") or element.text.strip())
+        return reached
+
     def heading(self) -> str:
         return self.text("h1")
 
@@ -150,6 +163,8 @@ def test_marketer_journey(driver: Any, served: Served) -> None:
     c = Console(driver, served.url)
     c.open("/console/")
     assert c.heading() == "Log in"
+    assert c.tab_order(5) == ["Skip to content", "Message Center", "login", "password",
+                             "Log in"]
     c.type("#login", "marketer")
     c.type("#password", PASSWORD)
     c.shot("login")

@@ -344,6 +344,8 @@ def test_event_types_followups_quarantine_connectors(app: WebApp) -> None:
                          {"max_attempts": "9"})
     assert changed.status == 303
     assert catalog.require_event_type(app.db, "password_reset").max_attempts == 9
+    bare = ann.get("/console/browse").one("//tr[@data-event-type='password_reset']")
+    assert "routingFailed" in bare.text_content()
 
     rule = ann.submit("/console/followups", "//form[@id='add-rule']",
                       {"name": "nudge", "event_type": "order_confirmation",

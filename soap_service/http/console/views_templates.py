@@ -78,7 +78,12 @@ def browse() -> Any:
     rows, wanted = _filtered()
     rows.sort(key=lambda r: (r["event_type"], r["channel"], r["name"]))
     types = [et.name for et in catalog.list_event_types(security.context().db)]
-    return page("browse.html", rows=rows, wanted=wanted, types=types,
+    with_template = {r["event_type"] for r in _rows()}
+    # event types no template serves: their events end routingFailed
+    bare = [t for t in types if t not in with_template
+            and (not wanted["type"] or t == wanted["type"])
+            and not (wanted["channel"] or wanted["state"] or wanted["q"])]
+    return page("browse.html", rows=rows, wanted=wanted, types=types, bare=bare,
                 channels=[c.value for c in Channel],
                 states=["draft", "published", "paused", "unpublished"])
 

@@ -175,9 +175,9 @@ def test_database_down_answers_451(db, bsettings, service, tmp_path):
     down_settings = bsettings.replace(database_url=url, bounce_smtp_port=free_port())
     down = Database(make_engine(down_settings), down_settings)
     try:
-        with BounceService(down_settings, down) as unreachable:
-            with pytest.raises(smtplib.SMTPDataError) as deferred:
-                _deliver(unreachable.listener.port, mail_from, data)
+        with BounceService(down_settings, down) as unreachable, \
+                pytest.raises(smtplib.SMTPDataError) as deferred:
+            _deliver(unreachable.listener.port, mail_from, data)
     finally:
         down.dispose()
     assert deferred.value.smtp_code == 451
@@ -191,7 +191,8 @@ def test_database_down_answers_451(db, bsettings, service, tmp_path):
 def test_bounced_command(db, bsettings, database_url, tmp_path):
     """``msgcenter bounced --port P`` as a user runs it: listens, records what arrives,
     ``bounces list --json`` shows it (the unmatched too), ``quarantine show`` names the
-    bounce; SIGTERM stops it with exit 0.  Without MC_BOUNCE_DOMAIN: one-line error, exit 2 (a configuration error)."""
+    bounce; SIGTERM stops it with exit 0.  Without MC_BOUNCE_DOMAIN: a one-line error,
+    exit 2 (a configuration error)."""
     mail_from = _send_as(db, bsettings, 7000, "cli@example.net")
     port = free_port()
     env = {"MC_DATABASE_URL": database_url, "MC_BOUNCE_DOMAIN": DOMAIN, "MC_SECRET": SECRET,

@@ -1,6 +1,8 @@
 """The bounce service (``msgcenter bounced``, started by ``serve`` when ``MC_BOUNCE_DOMAIN``
-is set): the SMTP listener of the bounce domain and, when ``MC_BOUNCE_IMAP_URL`` is set, the
-mailbox poller, both handing their reports to :mod:`~soap_service.bounces.record`.
+is set): the SMTP listener of the bounce domain (unless ``--no-smtp``) and, when
+``MC_BOUNCE_IMAP_URL`` is set, the mailbox poller, both handing their reports to
+:mod:`~soap_service.bounces.record`.  Both need ``MC_BOUNCE_DOMAIN``: a report is matched
+by a return path at that domain.
 
 The poller runs in a thread: one poll every ``MC_BOUNCE_IMAP_INTERVAL`` seconds (at once
 again while a poll left messages behind because of its limit); an unreachable mailbox or a
@@ -27,22 +29,26 @@ class BounceService:
     """The listener (when a bounce domain is set) and the poller (when a mailbox is)."""
 
     def __init__(self, settings: Settings, db: Database, host: str | None = None,
-                 port: int | None = None, mailbox: imap.Mailbox | None = None) -> None:
+                 port: int | None = None, mailbox: imap.Mailbox | None = None,
+                 smtp: bool = True) -> None:
         self.settings, self.db = settings, db
         self.host, self.port = host, port
+        self.smtp = smtp
         self.mailbox = mailbox
+        if not settings.bounce_domain:  # the return paths' domain: nothing matches without
+            raise ConfigError("the bounce service needs MC_BOUNCE_DOMAIN (the domain of the "
+                              "return paths)")
         if mailbox is None and settings.bounce_imap_url:
             self.mailbox = imap.mailbox_from_settings(settings)  # a bad URL: fail now
-        if not settings.bounce_domain and self.mailbox is None:
-            raise ConfigError("the bounce service needs MC_BOUNCE_DOMAIN (the SMTP listener) "
-                              "or MC_BOUNCE_IMAP_URL (a mailbox to poll)")
+        if not smtp and self.mailbox is None:
+            raise ConfigError("nothing to do: no SMTP listener and no MC_BOUNCE_IMAP_URL")
         self.listener: BounceListener | None = None
         self.stopping = threading.Event()
         self.poller: threading.Thread | None = None
         self.polls = 0  # completed polls (tests, logs)
 
     def start(self) -> BounceService:
-        if self.settings.bounce_domain:
+        if self.smtp:
             self.listener = start_listener(self.settings, recorder(self.db, self.settings,
                                                                    "smtp"),
                                            self.host, self.port)
@@ -86,7 +92,7 @@ class BounceService:
 
 
 def run(settings: Settings, db: Database, host: str | None = None, port: int | None = None,
-        stop: threading.Event | None = None) -> None:
+        stop: threading.Event | None = None, smtp: bool = True) -> None:
     """Run the service until ``stop`` is set."""
-    with BounceService(settings, db, host, port):
+    with BounceService(settings, db, host, port, smtp=smtp):
         (stop or threading.Event()).wait()

@@ -41,7 +41,7 @@ def cmd_bounced(args: argparse.Namespace, ctx: CliContext) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with BounceService(settings, ctx.db, args.host, args.port) as service:
+    with BounceService(settings, ctx.db, args.host, args.port, smtp=not args.no_smtp) as service:
         parts = []
         if service.listener is not None:
             parts.append(f"SMTP on {service.listener.host}:{service.listener.port} for "
@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to listen on (default MC_BOUNCE_SMTP_HOST)")
     p.add_argument("--port", type=whole_number(0, 65535),
                    help="port to listen on (default MC_BOUNCE_SMTP_PORT)")
+    p.add_argument("--no-smtp", action="store_true",
+                   help="no SMTP listener: only poll MC_BOUNCE_IMAP_URL")
     p.set_defaults(func=cmd_bounced)
 
     group = sub.add_parser("bounces", help="received bounces and complaints")

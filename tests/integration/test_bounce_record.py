@@ -214,3 +214,22 @@ def test_providers_may_match_by_message_id_smtp_may_not(db, bsettings):
     assert (by_ses.matched, by_ses.event_id) == (True, pk)
     assert exclusions.lookup(db, "ses@example.net") is not None
     assert get_event(db, pk).status is EventStatus.DELIVERY_FAILED
+
+
+def test_purge_removes_old_bounces(db, bsettings):
+    """Received bounces go with the retention (MC_RETENTION_DAYS), by age; the quarantine
+    entry they caused stays (it no longer names its bounce)."""
+    from datetime import timedelta
+
+    from soap_service import clock, housekeeping
+
+    with clock.frozen_clock(clock.utcnow()) as advance:
+        _, mail_from = send(db, bsettings, ["old@example.net"])["old@example.net"]
+        _record(db, bsettings, postfix_dsn(mail_from, "old@example.net"), mail_from)
+        advance(timedelta(days=bsettings.retention_days + 1))
+        planned = housekeeping.purge(db, bsettings, dry_run=True)
+        done = housekeeping.purge(db, bsettings)
+    assert planned["bounces"] == done["bounces"] == 1
+    assert bounce_store.list_bounces(db) == []
+    entry = exclusions.lookup(db, "old@example.net")
+    assert entry is not None and bounce_store.get_bounces(db, {entry.bounce_id}) == {}

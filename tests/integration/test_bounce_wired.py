@@ -6,6 +6,7 @@ or recorded unmatched, and nothing is quarantined wrongly."""
 
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from dispatch_support import (
 from sqlalchemy import insert
 
 from soap_service import exclusions
+from soap_service.bounces.imap import Mailbox
 from soap_service.bounces.service import BounceService
 from soap_service.bounces.verp import make_return_path
 from soap_service.devsmtp import MailSink
@@ -36,6 +38,7 @@ from soap_service.store import bounces as bounce_store
 from soap_service.store.events import get_event
 from soap_service.tables import events
 from soap_service.worker import Dispatcher
+from tests.integration.dovecot_support import PASSWORD, USER, Imap, dovecot
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "bounces"
 DOMAIN = "bounce.example.com"  # the corpus's tokens: secret "fixture-secret"
@@ -241,3 +244,39 @@ def test_bounced_command(db, bsettings, database_url, tmp_path):
     missing = run_cli({**env, "MC_BOUNCE_DOMAIN": ""}, "bounced", check=False)
     assert missing.returncode == 2 and "MC_BOUNCE_DOMAIN" in missing.stderr  # configuration
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def imap_server() -> Iterator[Imap]:
+    with dovecot() as running:
+        yield running
+
+
+def test_mailbox_poller_records_what_lands_in_the_mailbox(db, bsettings, imap_server):
+    """The service's poller (MC_BOUNCE_IMAP_*): a DSN and an ARF report appended to a real
+    IMAP mailbox (dovecot over TLS) are recorded with source imap, move the event and
+    denylist the complainer, and leave the folder for the processed one."""
+    hard_from = _send_as(db, bsettings, 4242, "jane.doe@customer.example.org")
+    _send_as(db, bsettings, 777, "reader.one@yahoo.com")
+    assert hard_from == _rcpt("postfix-dsn-hard.eml")
+    folder = "wired-" + ("sqlite" if db.is_sqlite else "pg")
+    session = imaplib.IMAP4_SSL(imap_server.host, imap_server.port,
+                                ssl_context=imap_server.client_context())
+    session.login(USER, PASSWORD)
+    session.create(folder)
+    for name in ("postfix-dsn-hard.eml", "arf-yahoo.eml"):
+        assert session.append(folder, None, None, _wire(name))[0] == "OK"
+    box = Mailbox(imap_server.host, USER, PASSWORD, imap_server.port, folder,
+                  f"{folder}-done", bsettings.bounce_max_bytes,
+                  ssl_context=imap_server.client_context(), timeout=10)
+    with BounceService(bsettings.replace(bounce_imap_interval=0.2), db, mailbox=box,
+                       smtp=False) as service:
+        assert service.listener is None  # --no-smtp: the poller alone
+        wait_until(lambda: len(bounce_store.list_bounces(db)) == 2, 60, "the poller")
+    rows = bounce_store.list_bounces(db)
+    assert {(r.source, r.kind) for r in rows} == {("imap", "hard"), ("imap", "complaint")}
+    assert get_event(db, 4242).status is EventStatus.DELIVERY_FAILED
+    assert exclusions.lookup(db, "reader.one@yahoo.com").source == "complaint"
+    session.select(folder)
+    assert session.search(None, "ALL")[1][0].split() == []
+    session.logout()

@@ -206,6 +206,9 @@ class Settings:
     # previous MC_SECRET values (comma-separated): late bounces of mail sent before a
     # rotation still match their event
     bounce_old_secrets: str = ""
+    # a header that also carries the return path (Postmark: X-PM-Metadata-mc-return-path,
+    # which its webhooks give back as metadata); empty: none
+    bounce_metadata_header: str = ""
     sns_topic_arns: str = ""  # comma-separated SNS topics whose SES notifications are accepted
     # scheme://host[:port] the SNS SigningCertURL / SubscribeURL must match in full
     sns_origin_pattern: str = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?"
@@ -382,6 +385,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             or settings.bounce_imap_interval <= 0:
         raise ConfigError("MC_BOUNCE_SOFT_LIMIT and MC_BOUNCE_SOFT_WINDOW_SECONDS must be at "
                           "least 1 and MC_BOUNCE_IMAP_INTERVAL positive")
+    if settings.bounce_metadata_header and not re.fullmatch(r"[A-Za-z0-9-]{1,76}",
+                                                            settings.bounce_metadata_header):
+        raise ConfigError("MC_BOUNCE_METADATA_HEADER must be a header name")
     if "@" in settings.bounce_domain or settings.bounce_max_bytes < 1024:
         raise ConfigError("MC_BOUNCE_DOMAIN must be a domain name and MC_BOUNCE_MAX_BYTES "
                           "at least 1024")

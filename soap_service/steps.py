@@ -171,10 +171,13 @@ def _email(d: Dispatcher, job: Job) -> ChannelMessage:
     (``bounces.verp``: event id and attempt number), where its bounces come back."""
     assert job.rendered is not None
     e = job.event
-    return messages.email_message(
-        job.rendered, job.address, d.message_id(e), email_format=e.email_format,
-        headers={"X-MC-Event-Id": str(e.id)}, return_path=verp.return_path_for(
-            d.settings, e.id, e.error_count + 1))
+    headers = {"X-MC-Event-Id": str(e.id)}
+    return_path = verp.return_path_for(d.settings, e.id, e.error_count + 1)
+    if return_path and d.settings.bounce_metadata_header:  # Postmark gives it back
+        headers[d.settings.bounce_metadata_header] = return_path
+    return messages.email_message(job.rendered, job.address, d.message_id(e),
+                                  email_format=e.email_format, headers=headers,
+                                  return_path=return_path)
 
 
 def _sms(d: Dispatcher, job: Job) -> ChannelMessage:

@@ -82,3 +82,22 @@ def test_without_bounce_domain_the_from_address_is_the_envelope_sender(db, make_
         make_dispatcher(sink).tick()
         [received] = sink.wait_for(1)
     assert received.mail_from == "shop@example.org"
+
+
+def test_metadata_header_carries_the_return_path(db, settings, make_dispatcher):
+    """MC_BOUNCE_METADATA_HEADER (Postmark's metadata) repeats the return path in a header."""
+    with MailSink() as sink:
+        [pk] = add_events(db, [event_row(1)])
+        make_dispatcher(sink, bounce_domain=DOMAIN,
+                        bounce_metadata_header="X-PM-Metadata-mc-return-path").tick()
+        [received] = sink.wait_for(1)
+    assert received.message["X-PM-Metadata-mc-return-path"] == received.mail_from
+    assert parse_return_path(received.mail_from, settings.secret, DOMAIN) == (pk, 1)
+
+
+def test_metadata_header_must_be_a_header_name():
+    from soap_service.config import load_settings
+    from soap_service.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        load_settings({"MC_BOUNCE_METADATA_HEADER": "X-Bad: injected"})

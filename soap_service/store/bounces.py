@@ -169,7 +169,11 @@ def _soft_count(conn: Connection, address: str, since: datetime) -> int:
 
 def record_bounce(db: Database, incoming: Incoming, now: datetime,
                   policy: SoftPolicy) -> Recorded:
-    """Record one report and do what it says, in one transaction."""
+    """Record one report and do what it says, in one transaction.
+
+    The report's row is inserted first: its unique dedupe key makes a concurrent copy of
+    the same report wait for this transaction, then fail, before it has changed anything.
+    """
     r = incoming.report
     with db.begin() as conn:
         if conn.execute(select(bounces.c.id).where(
@@ -177,58 +181,62 @@ def record_bounce(db: Database, incoming: Incoming, now: datetime,
             return Recorded(None, r.kind.value, False, "duplicate")
         delivery = _match(conn, incoming)
         address = delivery.address.strip().lower() if delivery else None
-        effects: list[str] = []
-        move = quarantine = deny = False
-        if delivery is None:
-            effects.append("unmatched")
-        elif address is None or (r.kind is not BounceKind.COMPLAINT
-                                 and _names_other_address(r, address)):
-            # complaints are often redacted (the token proves the message was ours)
-            effects.append("recipient mismatch")
-        elif r.kind is BounceKind.HARD:
-            move = quarantine = True
-        elif r.kind is BounceKind.SOFT:
-            move = r.action == "failed"
-            count = _soft_count(conn, address, now - policy.window) + 1
-            quarantine = count >= policy.limit
-            effects.append(f"soft {count}/{policy.limit}")
-        elif r.kind is BounceKind.COMPLAINT:
-            deny = True
-        else:
-            effects.append("recorded")
-        if move:
-            assert delivery is not None
-            moved = _fail_event(conn, delivery, _reason(r, incoming.source), r, now)
-            effects.append("deliveryFailed" if moved else "delivery marked failed")
-        if quarantine:
-            effects.append("quarantined")
-        if deny:
-            effects.append("denylisted")
-        row = _row(incoming, delivery, address, ", ".join(effects), now)
         try:
             with conn.begin_nested():
-                key = conn.execute(insert(bounces).values(**row)).inserted_primary_key
-                assert key is not None
-                bounce_id = int(key[0])
+                key = conn.execute(insert(bounces).values(
+                    **_row(incoming, delivery, address, now))).inserted_primary_key
         except IntegrityError:  # the same report, recorded concurrently
             return Recorded(None, r.kind.value, False, "duplicate")
-        if delivery is not None and address is not None and (move or quarantine or deny):
-            _log_delivery(conn, delivery, r, incoming.source, now)
-        if address is not None and (quarantine or deny):
-            source = "complaint" if deny else "bounce"
-            reason = (f"complaint ({r.feedback_type or 'abuse'}, {incoming.source})" if deny
-                      else _reason(r, incoming.source))
-            put_quarantine_in(conn, AddressKind.EMAIL, address, reason, source, now, bounce_id)
-    return Recorded(bounce_id, r.kind.value, delivery is not None, row["effect"],
+        assert key is not None
+        bounce_id = int(key[0])
+        effect = _act(conn, incoming, delivery, address, bounce_id, now, policy)[:64]
+        conn.execute(update(bounces).where(bounces.c.id == bounce_id).values(effect=effect))
+    return Recorded(bounce_id, r.kind.value, delivery is not None, effect,
                     delivery.event_id if delivery else None, address)
 
 
-def _row(incoming: Incoming, delivery: _Delivery | None, address: str | None, effect: str,
+def _act(conn: Connection, incoming: Incoming, delivery: _Delivery | None,
+         address: str | None, bounce_id: int, now: datetime, policy: SoftPolicy) -> str:
+    """Do what the (just recorded) report says; what was done, in words."""
+    r = incoming.report
+    if delivery is None or address is None:
+        return "unmatched"
+    if r.kind is not BounceKind.COMPLAINT and _names_other_address(r, address):
+        return "recipient mismatch"  # complaints are often redacted: the token suffices
+    effects: list[str] = []
+    move = quarantine = deny = False
+    if r.kind is BounceKind.HARD:
+        move = quarantine = True
+    elif r.kind is BounceKind.SOFT:
+        move = r.action == "failed"
+        count = _soft_count(conn, address, now - policy.window)  # this one included
+        quarantine = count >= policy.limit
+        effects.append(f"soft {count}/{policy.limit}")
+    elif r.kind is BounceKind.COMPLAINT:
+        deny = True
+    else:
+        return "recorded"
+    if move:
+        moved = _fail_event(conn, delivery, _reason(r, incoming.source), r, now)
+        effects.append("deliveryFailed" if moved else "delivery marked failed")
+    _log_delivery(conn, delivery, r, incoming.source, now)
+    if quarantine or deny:
+        source = "complaint" if deny else "bounce"
+        reason = (f"complaint ({r.feedback_type or 'abuse'}, {incoming.source})" if deny
+                  else _reason(r, incoming.source))
+        entry = put_quarantine_in(conn, AddressKind.EMAIL, address, reason, source, now,
+                                  bounce_id)
+        listed = "quarantined" if entry.source == "bounce" else "denylisted"
+        effects.append(listed if entry.source == source else f"already {listed}")
+    return ", ".join(effects)
+
+
+def _row(incoming: Incoming, delivery: _Delivery | None, address: str | None,
          now: datetime) -> dict[str, Any]:
     r = incoming.report
     return {
         "source": incoming.source, "format": r.source[:16], "kind": r.kind.value,
-        "matched": delivery is not None, "effect": effect[:64],
+        "matched": delivery is not None, "effect": "",
         "event_id": delivery.event_id if delivery else incoming.event_id,
         "delivery_id": delivery.id if delivery else None, "attempt": incoming.attempt,
         "address": address, "recipient": r.recipient[:320], "status": r.status[:16],

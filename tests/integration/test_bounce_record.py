@@ -183,7 +183,8 @@ def test_complaint_denylists_the_address(db, bsettings):
     assert entry is not None and entry.source == "complaint"
     assert exclusions.exclusion_reason(entry).startswith("denylisted")
     assert get_event(db, pk).status is EventStatus.PROCESSED
-    _record(db, bsettings, postfix_dsn(mail_from, "angry@example.net"), mail_from)
+    [hard] = _record(db, bsettings, postfix_dsn(mail_from, "angry@example.net"), mail_from)
+    assert hard.effect == "deliveryFailed, already denylisted"
     assert exclusions.lookup(db, "angry@example.net").source == "complaint"
 
 

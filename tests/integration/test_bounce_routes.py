@@ -149,3 +149,21 @@ def test_postmark_bounce_and_complaint(db, bsettings, server):
     entry = exclusions.lookup(db, "pm-angry@example.net")
     assert entry is not None and entry.source == "complaint", bounce_store.list_bounces(db)
     assert get_event(db, angry_pk).status is EventStatus.PROCESSED
+
+
+def test_sns_subscription_is_confirmed(db, server, pki: Pki, host: CertHost):
+    """A verified SubscriptionConfirmation: the server visits its SubscribeURL (on the
+    allowed origin) and answers 200 with nothing recorded; a forged one is not visited."""
+    confirm = host.url("/confirm?Action=ConfirmSubscription&Token=2336412f37fb")
+    message = {
+        "Type": "SubscriptionConfirmation", "MessageId": "sub-1", "Token": "2336412f37fb",
+        "TopicArn": TOPIC, "Message": "You have chosen to subscribe to the topic...",
+        "SubscribeURL": confirm, "Timestamp": "2026-11-30T09:00:00.000Z",
+        "SigningCertURL": host.url("/SimpleNotificationService-good.pem")}
+    forged = _post(server, "ses", json.dumps(sign(message, pki.other_key)).encode())
+    assert forged.status_code == 403
+    assert not any(h.startswith("/confirm") for h in host.hits)
+    resp = _post(server, "ses", json.dumps(sign(message, pki.signing_key)).encode())
+    assert resp.status_code == 200 and resp.json() == {"received": 0, "matched": 0}
+    assert any(h.startswith("/confirm?Action=ConfirmSubscription") for h in host.hits)
+    assert bounce_store.list_bounces(db) == []

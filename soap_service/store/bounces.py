@@ -33,11 +33,18 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from soap_service.errors import ServerError
 from soap_service.models import AddressKind, BounceKind, BounceReport, EventStatus
 from soap_service.store import Database
 from soap_service.store import webhooks as webhook_store
 from soap_service.store.exclusions import put_quarantine_in
 from soap_service.tables import bounces, delivery_log, event_status_log, events
+
+
+class SendNotRecorded(ServerError):
+    """A valid return path names an event whose send is not recorded yet (the worker is
+    still sending it): the listener answers 451 and the relay retries, a webhook 503."""
+
 
 _OUR_MESSAGE_ID = re.compile(r"^<?mc\.\d{1,9}\.(\d{1,19})@[^<>\s]+>?$")
 
@@ -180,6 +187,12 @@ def record_bounce(db: Database, incoming: Incoming, now: datetime,
                 bounces.c.dedupe_key == incoming.dedupe_key)).first() is not None:
             return Recorded(None, r.kind.value, False, "duplicate")
         delivery = _match(conn, incoming)
+        if delivery is None and incoming.event_id is not None and conn.execute(
+                select(events.c.status).where(events.c.id == incoming.event_id)
+        ).scalar() == EventStatus.PROCESSING.value:
+            # a fast relay's bounce, before the worker recorded the send: not now
+            raise SendNotRecorded(f"event {incoming.event_id} is being sent; its delivery "
+                                  "is not recorded yet")
         address = delivery.address.strip().lower() if delivery else None
         try:
             with conn.begin_nested():

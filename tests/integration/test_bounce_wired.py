@@ -280,3 +280,29 @@ def test_mailbox_poller_records_what_lands_in_the_mailbox(db, bsettings, imap_se
     session.select(folder)
     assert session.search(None, "ALL")[1][0].split() == []
     session.logout()
+
+
+def test_bounce_before_the_send_is_recorded_is_deferred(db, bsettings, service):
+    """A relay fast enough to bounce while the worker still holds the event (its send not
+    recorded yet) is told 451; its retry, after the worker recorded the send, acts."""
+    from soap_service import clock
+    from soap_service.models import Delivery, Outcome
+    from soap_service.store import queue
+
+    with db.begin() as conn:
+        conn.execute(insert(events).values(**event_row(8000, email="fast@example.net"),
+                                           id=8000))
+    [claimed] = queue.claim_events(db, "w1", limit=1, now=clock.utcnow(), lease_seconds=60)
+    assert claimed.status is EventStatus.PROCESSING
+    return_path = make_return_path(8000, 1, SECRET, DOMAIN)
+    data = postfix_dsn(return_path, "fast@example.net")
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        _deliver(service.listener.port, return_path, data)
+    assert deferred.value.smtp_code == 451
+    assert bounce_store.list_bounces(db) == []
+    queue.record_outcomes(db, "w1", [Outcome(8000, EventStatus.PROCESSED, delivery=Delivery(
+        "email", "fast@example.net", "sent", response_code=250,
+        message_id="<mc.1.8000@msgcenter.local>"))], clock.utcnow())
+    _deliver(service.listener.port, return_path, data)
+    assert get_event(db, 8000).status is EventStatus.DELIVERY_FAILED
+    assert exclusions.lookup(db, "fast@example.net").source == "bounce"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-30 09:00:05.095353
+Create Date: 2026-11-30 09:45:05.698958
 """
 
 from __future__ import annotations
@@ -32,6 +32,36 @@ def upgrade() -> None:
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.create_index('ix_audit_log_action_at', ['action', 'at'], unique=False)
         batch_op.create_index('ix_audit_log_at', ['at'], unique=False)
+
+    op.create_table('bounces',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('format', sa.String(length=16), nullable=False),
+    sa.Column('kind', sa.String(length=12), nullable=False),
+    sa.Column('matched', sa.Boolean(), nullable=False),
+    sa.Column('effect', sa.String(length=64), nullable=False),
+    sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('delivery_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('attempt', sa.Integer(), nullable=True),
+    sa.Column('address', sa.String(length=1024), nullable=True),
+    sa.Column('recipient', sa.String(length=320), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('action', sa.String(length=40), nullable=False),
+    sa.Column('diagnostic', sa.Text(), nullable=False),
+    sa.Column('return_path', sa.String(length=320), nullable=False),
+    sa.Column('message_id', sa.String(length=255), nullable=False),
+    sa.Column('provider_id', sa.String(length=255), nullable=False),
+    sa.Column('feedback_type', sa.String(length=40), nullable=False),
+    sa.Column('dedupe_key', sa.String(length=64), nullable=False),
+    sa.Column('reported_at', sa.DateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_bounces'))
+    )
+    with op.batch_alter_table('bounces', schema=None) as batch_op:
+        batch_op.create_index('ix_bounces_address_kind', ['address', 'kind', 'created_at'], unique=False)
+        batch_op.create_index('ix_bounces_created_at', ['created_at'], unique=False)
+        batch_op.create_index('ix_bounces_dedupe_key', ['dedupe_key'], unique=True)
+        batch_op.create_index('ix_bounces_event_id', ['event_id'], unique=False)
 
     op.create_table('connector_health',
     sa.Column('worker_id', sa.String(length=128), nullable=False),
@@ -156,6 +186,7 @@ def upgrade() -> None:
     sa.Column('address', sa.String(length=1024), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('bounce_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantine')),
     sa.UniqueConstraint('kind', 'address', name=op.f('uq_quarantine_kind_address'))
@@ -437,6 +468,13 @@ def downgrade() -> None:
 
     op.drop_table('delivery_parts')
     op.drop_table('connector_health')
+    with op.batch_alter_table('bounces', schema=None) as batch_op:
+        batch_op.drop_index('ix_bounces_event_id')
+        batch_op.drop_index('ix_bounces_dedupe_key')
+        batch_op.drop_index('ix_bounces_created_at')
+        batch_op.drop_index('ix_bounces_address_kind')
+
+    op.drop_table('bounces')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_log_at')
         batch_op.drop_index('ix_audit_log_action_at')

@@ -304,6 +304,11 @@ def test_monitoring_charts_thresholds_healthz_and_status(app: WebApp, conf: Sett
     bars = page.doc.xpath("//*[local-name()='svg'][@id='chart-queues']"
                           "/*[local-name()='rect'][@class='bar']")
     assert [b.get("data-value") for b in bars][:1] == ["3"]
+    charts = page.doc.xpath("//*[local-name()='svg']/@id")
+    assert charts == ["chart-volume", "chart-queues", "chart-queueing", "chart-sending",
+                      "chart-errors", "chart-oldest", "chart-workers"]
+    volume = page.doc.xpath("//*[@id='chart-volume']/*[local-name()='rect'][@class='bar']")
+    assert [b.get("data-value") for b in volume] == ["3", "0"]  # this hour: in, out
     refused = ann.submit("/console/monitoring", "//form[@id='thresholds']",
                          {"orange_queue_due": "5", "red_queue_due": "2"})
     assert refused.status == 400

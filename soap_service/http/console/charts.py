@@ -85,7 +85,7 @@ def bar_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence
             height = max(TOP + plot_h - y(v), 0.0)
             out.append(f'<rect class="bar" x="{x0 + si * bar_w:.1f}" y="{y(v):.1f}" '
                        f'width="{bar_w:.1f}" height="{height:.1f}" '
-                       f'fill="{COLOURS[si % len(COLOURS)]}" data-value="{v}">'
+                       f'fill="{COLOURS[si % len(COLOURS)]}" data-value="{v:g}">'
                        f'<title>{escape(f"{s.name}, {lab}: {_fmt(v)} {unit}".strip())}'
                        f'</title></rect>')
         if gi % max(label_every, 1) == 0:

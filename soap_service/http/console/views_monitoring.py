@@ -72,6 +72,17 @@ def monitoring() -> Any:
                              Series("pending", [q["pending"] for q in status["queues"]] or [0]),
                              Series("paused", [q["paused"] for q in status["queues"]] or [0])],
                             "events", levels=limits("queue_due")),
+        "oldest": bar_chart("chart-oldest", "Age of the oldest due event per queue and lane (s)",
+                            queue_labels or ["(empty)"],
+                            [Series("oldest due s", [q["oldest_due_age_s"] or 0
+                                                     for q in status["queues"]] or [0])],
+                            "s", levels=limits("oldest_due_age_s")),
+        "workers": bar_chart("chart-workers", "Workers (heartbeat within a minute = alive)",
+                             ["alive", "silent"],
+                             [Series("workers", [status["workers_alive"],
+                                                 len(status["workers"]) -
+                                                 status["workers_alive"]])],
+                             "workers", levels=limits("workers_alive")),
     }
     return page("monitoring.html", status=status, judged=judged, charts=charts,
                 summary=summary, causes=causes, hours=list(zip(keys, rows, strict=True)))

@@ -159,6 +159,7 @@ class Settings:
     # the web console (/console/): idle timeout of a login, whether security zones apply
     # (the caller must be in a zone allowing login/password), login rate limits
     console_idle_timeout: int = 1800
+    console_session_max: int = 43200  # seconds a console login lasts at most, active or not
     console_zones: bool = True
     console_login_max_failures: int = 5  # per account and window
     console_login_ip_max_failures: int = 20  # per address and window

@@ -101,6 +101,18 @@ def find_session(db: Database, token_hash: str) -> tuple[Operator, datetime] | N
     return (_operator(row), row["expires_at"]) if row else None
 
 
+def find_session_times(db: Database, token_hash: str
+                       ) -> tuple[Operator, datetime, datetime] | None:
+    """The session's operator, creation and expiry times, or None."""
+    stmt = (select(operators, sessions.c.created_at.label("session_created_at"),
+                   sessions.c.expires_at)
+            .join(sessions, sessions.c.operator_id == operators.c.id)
+            .where(sessions.c.token_hash == token_hash))
+    with db.connect() as conn:
+        row = conn.execute(stmt).mappings().first()
+    return (_operator(row), row["session_created_at"], row["expires_at"]) if row else None
+
+
 def touch_session(db: Database, token_hash: str, expires_at: datetime) -> bool:
     """Move a session's deadline (the console's idle timeout); False when it is gone."""
     stmt = (update(sessions).where(sessions.c.token_hash == token_hash)

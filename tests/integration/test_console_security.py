@@ -112,6 +112,18 @@ def test_idle_session_ends(app: WebApp) -> None:
     assert "Your session has ended" in " ".join(page.flashes())
 
 
+def test_a_session_ends_after_its_maximum_life_even_when_active(app: WebApp) -> None:
+    """A login older than ``console_session_max`` is over, however recent its activity."""
+    browser = logged_in(app, "admin")
+    assert browser.get("/console/history").status == 200
+    with app.db.begin() as conn:
+        conn.execute(update(sessions).values(
+            created_at=clock.utcnow() - timedelta(seconds=app.settings.console_session_max + 1)))
+    assert browser.get("/console/history").status == 302
+    with app.db.connect() as conn:
+        assert conn.execute(select(sessions.c.id)).first() is None
+
+
 def test_activity_moves_the_idle_deadline(db: Database, settings: Settings) -> None:
     """Each request pushes the deadline to now + idle timeout (when it has grown stale)."""
     populate(db)

@@ -10,7 +10,8 @@
 - **Sessions** are rows of the ``sessions`` table (a random ``console_...`` token, stored
   as its sha256 -- never usable as a SOAP session token, which starts ``___``) whose
   deadline moves with each request: idle for ``console_idle_timeout`` seconds, it is
-  gone.  The browser holds the token in Flask's signed cookie ``mc_console`` (HttpOnly,
+  gone, and ``console_session_max`` seconds after login it ends anyway.  The browser
+  holds the token in Flask's signed cookie ``mc_console`` (HttpOnly,
   SameSite=Strict, Secure behind https, path ``/console``); logging out deletes the row.
 - **CSRF**: every form carries ``csrf``, an HMAC of the session token (or, before login,
   of a random value kept in the cookie); a POST without the right one changes nothing (400).
@@ -104,13 +105,17 @@ def load_user() -> None:
         return
     ctx = context()
     token_hash = sha256_hex(token)
-    found = auth_store.find_session(ctx.db, token_hash)
+    found = auth_store.find_session_times(ctx.db, token_hash)
     now = clock.utcnow()
-    if found is None or found[1] <= now:
+    too_old = found is not None and \
+        found[1] <= now - timedelta(seconds=ctx.settings.console_session_max)
+    if found is None or found[2] <= now or too_old:
+        if too_old:
+            auth_store.delete_session(ctx.db, token_hash)
         session.pop("sid", None)
         g.session_expired = True
         return
-    op, deadline = found
+    op, _, deadline = found
     g.user = Principal(op.id, op.login, op.rights, "console")
     idle = ctx.settings.console_idle_timeout
     if deadline - now < timedelta(seconds=max(idle - TOUCH_EVERY, 0)):

@@ -134,6 +134,36 @@ def test_template_journey(app: WebApp, conf: Settings, sink: MailSink) -> None:
         assert action in actions
 
 
+def test_push_template_parts_and_data(app: WebApp) -> None:
+    """A push template's title, body and data (``key: value`` lines) are edited and
+    previewed; a data line without a colon is refused with the text kept."""
+    mia = logged_in(app, "mc")
+    mia.submit("/console/templates", "//form[@id='new-template']",
+               {"name": "order_push", "event_type": "order_confirmation", "channel": "push"})
+    edit = mia.get("/console/templates/order_push/edit")
+    assert [x.get("name") for x in edit.doc.xpath(
+        "//form[@id='edit-form']//*[self::input or self::textarea][starts-with(@id, 'part-')]")
+    ] == ["push_title", "push_body", "push_data"]
+    bad = mia.submit("/console/templates/order_push/edit", "//form[@id='edit-form']",
+                     {"push_title": "Order {{ rtEvent.ctx.order.@id }}",
+                      "push_body": "Thanks {{ rtEvent.ctx.client.@firstname }}",
+                      "push_data": "orderId: {{ rtEvent.ctx.order.@id }}\nno colon here"})
+    assert bad.status == 422
+    assert "line 2" in bad.text("//*[@id='edit-error']")
+    assert "no colon here" in bad.one("//textarea[@id='part-push_data']").text_content()
+    good = mia.submit("/console/templates/order_push/edit", "//form[@id='edit-form']",
+                      {"push_title": "Order {{ rtEvent.ctx.order.@id }}",
+                       "push_body": "Thanks {{ rtEvent.ctx.client.@firstname }}",
+                       "push_data": "orderId: {{ rtEvent.ctx.order.@id }}\nscreen: orders"})
+    assert good.status == 303
+    draft = catalog.get_template(app.db, "order_push").template.draft
+    assert draft.push_data == {"orderId": "{{ rtEvent.ctx.order.@id }}", "screen": "orders"}
+    catalog.add_seed(app.db, "order_push", "device-token-1", CTX)
+    shown = mia.get("/console/templates/order_push/preview")
+    assert shown.text("//dd[@id='push-title']") == "Order A-1042"
+    assert shown.text("//pre[@id='push-body']") == "Thanks Zoë"
+
+
 def test_preview_is_sandboxed_and_escapes_personalisation(app: WebApp) -> None:
     """The HTML part is shown in an <iframe sandbox> whose document carries a sandbox
     CSP; a seed's markup arrives escaped, never as a live element."""

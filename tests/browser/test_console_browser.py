@@ -33,6 +33,41 @@ SHOTS = os.environ.get("MC_SCREENSHOTS", "")
 
 pytestmark = pytest.mark.browser
 
+# WCAG 2 contrast of every element with its own text, against the first opaque
+# background among it and its ancestors (the page is white where none is set).
+CONTRAST_JS = """
+function lum(c) {
+  var v = c.match(/[0-9.]+/g).slice(0, 3).map(function (x) {
+    x = x / 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+  return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+}
+function background(el) {
+  for (; el; el = el.parentElement) {
+    var bg = getComputedStyle(el).backgroundColor;
+    var alpha = bg.match(/[0-9.]+/g);
+    if (alpha && (alpha.length < 4 || parseFloat(alpha[3]) > 0.5)) { return bg; }
+  }
+  return "rgb(255, 255, 255)";
+}
+var bad = [];
+document.querySelectorAll("body *").forEach(function (el) {
+  var own = Array.prototype.some.call(el.childNodes, function (n) {
+    return n.nodeType === 3 && n.textContent.trim(); });
+  var box = el.getBoundingClientRect();
+  if (!own || box.width === 0 || box.height === 0 || el.closest("svg")) { return; }
+  var style = getComputedStyle(el);
+  if (style.visibility === "hidden") { return; }
+  var a = lum(style.color), b = lum(background(el));
+  var ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  var size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+  var large = size >= 24 || (bold && size >= 18.66);
+  if (ratio < (large ? 3 : 4.5)) {
+    bad.push(el.tagName + " '" + el.textContent.trim().slice(0, 30) + "' " + ratio.toFixed(2));
+  }
+});
+return bad;
+"""
+
 
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[Any]:
@@ -187,6 +222,12 @@ class Console:
         finally:
             self.d.switch_to.default_content()
 
+    def low_contrast(self) -> list[str]:
+        """Visible text whose colour against its background is below WCAG AA (4.5:1, or
+        3:1 for large text), as the browser computes the styles."""
+        found: list[str] = self.d.execute_script(CONTRAST_JS)
+        return found
+
     def heading(self) -> str:
         return self.text("h1")
 
@@ -212,6 +253,7 @@ def marketer_journey(driver: Any, served: Served) -> None:
     assert c.heading() == "Log in"
     assert c.tab_order(5) == ["Skip to content", "Message Center", "login", "password",
                              "Log in"]
+    assert c.low_contrast() == []
     c.type("#login", "marketer")
     c.type("#password", PASSWORD)
     c.shot("login")
@@ -231,6 +273,7 @@ def marketer_journey(driver: Any, served: Served) -> None:
     c.type("#part-html", BROKEN)
     c.click("button[value=save]")
     assert c.text("#edit-error .line") == "3"
+    assert c.low_contrast() == []
     assert c.find("#part-html").get_attribute("aria-invalid") == "true"
     c.check("#live-auto", False)
     c.shot("syntax-error")
@@ -299,9 +342,11 @@ def marketer_journey(driver: Any, served: Served) -> None:
     assert c.text("#state") == "paused v1"
 
     c.click("nav a[href='/console/browse']")
+    assert c.low_contrast() == []
     c.shot("browse")
     c.click("nav a[href='/console/monitoring']")
     pending = c.d.find_elements(c.By.CSS_SELECTOR, "#queues tbody tr td:nth-child(3)")
     assert [p.text for p in pending] == ["1"]
     assert c.find("svg#chart-queues rect.bar").get_attribute("data-value") == "1"
+    assert c.low_contrast() == []
     c.shot("monitoring")

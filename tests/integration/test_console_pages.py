@@ -280,6 +280,9 @@ def test_history_search_event_page_cancel_and_retry(app: WebApp, conf: Settings)
     assert found.texts("//table[@id='events']//td[@class='status']") == ["routingFailed"]
     assert ann.get("/console/history?status=processed&type=order_confirmation").texts(
         "//table[@id='events']/tbody/tr/td[1]") == [sent]
+    unknown = ann.get(f"/console/history?plid={int(sent) + 10_000}")
+    assert unknown.status == 404 and "no such event" in unknown.text("//*[@id='missing']")
+    assert unknown.one("//input[@id='plid']").value == str(int(sent) + 10_000)
     jump = ann.get(f"/console/history?plid={sent}")
     assert jump.status == 302 and jump.location.endswith(f"/console/events/{sent}")
     event = ann.get(jump.location)

@@ -11,7 +11,7 @@ from flask import redirect, request, url_for
 
 from soap_service import clock, eventstatus
 from soap_service.ctxdata import ctx_to_json
-from soap_service.errors import ValidationFailed
+from soap_service.errors import NotFound, ValidationFailed
 from soap_service.http.console import security
 from soap_service.http.console.base import arg, back, blueprint, form, page
 from soap_service.models import EventStatus, Queue
@@ -36,10 +36,16 @@ def _date(name: str) -> datetime | None:
 def history() -> Any:
     ctx = security.context()
     wanted = arg("plid", 40)
-    if wanted:  # a plId goes straight to its page
-        pk = eventstatus.primary_key(wanted, ctx.settings.instance_id)
-        eventstatus.get_event(ctx.db, pk)
-        return redirect(url_for("console.event", plid=wanted))
+    if wanted:  # a plId goes straight to its page; an unknown one is said on this page
+        try:
+            pk = eventstatus.primary_key(wanted, ctx.settings.instance_id)
+            eventstatus.get_event(ctx.db, pk)
+        except NotFound as exc:
+            return page("history.html", 404, events=[], next_url=None, args=request.args,
+                        statuses=[s.value for s in EventStatus],
+                        queues=[q.value for q in Queue], periods=list(PERIODS),
+                        missing=exc.message)
+        return redirect(url_for("console.event", plid=wanted.strip()))
     status, queue, period = arg("status", 20), arg("queue", 8), arg("period", 8)
     if status and status not in {s.value for s in EventStatus}:
         raise ValidationFailed(f"unknown status {status!r}")

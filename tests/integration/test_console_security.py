@@ -49,6 +49,8 @@ def test_logged_out_visitors_are_sent_to_the_login_page(app: WebApp) -> None:
     reply = browser.post("/console/templates/order/publish", {"csrf": login.csrf()})
     assert reply.status == 302 and reply.location.startswith("/console/login")
     assert catalog.get_template(app.db, "order").latest is None
+    assert browser.get("/console/nope").status == 404
+    assert browser._open("PUT", "/console/login").status == 405
 
 
 def test_login_sets_a_strict_httponly_cookie_and_logout_ends_the_session(app: WebApp) -> None:

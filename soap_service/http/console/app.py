@@ -65,8 +65,8 @@ def create_console(settings: Settings, db: Database, authenticator: Authenticato
     @app.before_request
     def guard() -> None:
         g.user = None
-        if request.path.startswith(f"{PREFIX}/static/"):
-            return
+        if request.path.startswith(f"{PREFIX}/static/") or request.routing_exception:
+            return  # static files; or no such page / method: answered as such (404, 405)
         security.check_zone()
         security.load_user()
         security.check_csrf()

@@ -105,6 +105,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
         run_cli(env, "init")
         run_cli(env, "zone", "add", "loopback", "127.0.0.0/8", "--allow-user-password")
         run_cli(env, "operator", "add", "marketer", "--password", PASSWORD, "--right", "mc")
+        run_cli(env, "operator", "add", "boss", "--password", PASSWORD, "--right", "admin")
         run_cli(env, "eventtype", "add", "order_confirmation", "--label", "Order confirmed")
         log_path = tmp_path / "serve.log"
         with log_path.open("wb") as out:
@@ -350,3 +351,58 @@ def marketer_journey(driver: Any, served: Served) -> None:
     assert c.find("svg#chart-queues rect.bar").get_attribute("data-value") == "1"
     assert c.low_contrast() == []
     c.shot("monitoring")
+
+
+def test_admin_journey(driver: Any, served: Served, request: pytest.FixtureRequest) -> None:
+    """An admin cancels a waiting event, sets a queue threshold that Monitoring and
+    /healthz then report, and denylists an address then releases it."""
+    with kept_on_failure(driver, request.node.name):
+        admin_journey(driver, served)
+
+
+def admin_journey(driver: Any, served: Served) -> None:
+    pushed = [run_cli(served.env, "push", "--type", "order_confirmation", "--email",
+                      f"client{n}@example.com", "--ctx", CTX, "--url", served.url,
+                      "--token", f"boss/{PASSWORD}").stdout for n in range(2)]
+    plid = next(w for w in pushed[0].split() if w.isdigit() and len(w) > 6)
+    c = Console(driver, served.url)
+    c.open(f"/console/events/{plid}")
+    assert c.heading() == "Log in"
+    c.type("#login", "boss")
+    c.type("#password", PASSWORD)
+    c.click("form button[type=submit]")
+    assert c.heading() == f"Event {plid}"  # back where the link pointed
+    c.type("#cancel-reason", "customer asked")
+    c.click("form[action$='/cancel'] button")
+    assert c.text("#facts .status") == "ignored"
+
+    c.click("nav a[href='/console/monitoring']")
+    c.type("#orange_queue_due", "1")
+    c.type("#red_queue_due", "5")
+    c.click("#thresholds button[type=submit]")
+    assert "Thresholds saved." in c.flashes()
+    assert c.text("tr[data-metric='queue_due'] .level") == "orange"
+    lines = driver.find_elements(c.By.CSS_SELECTOR, "svg#chart-queues line.threshold")
+    assert len(lines) == 2
+    c.wait.until(lambda d: '"warning"' in _get(served.url + "/healthz"))
+
+    c.click("nav a[href='/console/quarantine']")
+    c.type("#d-address", "blocked@example.com")
+    c.type("#d-reason", "asked to stop")
+    c.click("#add-denylist button[type=submit]")
+    assert [e.text for e in driver.find_elements(
+        c.By.CSS_SELECTOR, "#quarantine tbody td:nth-child(2)")] == ["blocked@example.com"]
+    c.click("#quarantine form button")
+    assert "removed from quarantine" in c.flashes()
+    c.click("nav a[href='/console/audit']")
+    actions = [e.text for e in driver.find_elements(c.By.CSS_SELECTOR,
+                                                    "#audit tbody td:nth-child(4)")]
+    assert actions[:4] == ["quarantine.remove", "quarantine.add", "thresholds.set",
+                           "event.cancel"]
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return str(reply.read().decode())

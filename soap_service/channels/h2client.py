@@ -16,8 +16,9 @@ what HTTP/2 requires:
   windows allow (the rest waits for ``WINDOW_UPDATE``), received data is acknowledged as
   it is consumed, and the connection window is opened wide for answers;
 * **GOAWAY**: no new stream on that connection; streams the server says it did not
-  process (id above its last-stream-id) are sent again, once, on a new connection;
-  the others finish on the old one;
+  process (id above its last-stream-id) are sent again, once, on a new connection; the
+  others are still read to their end on the old one, which then closes (h2 itself stops
+  reading at a GOAWAY: :class:`_H2Connection` keeps it reading);
 * **loss** (reset, protocol error, TLS close): the streams in flight fail with
   :class:`ConnectionLost`; the next request connects again;
 * **timeout**: ``timeout`` seconds per request, connecting and waiting for a stream
@@ -61,6 +62,19 @@ _CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None,
                                     normalize_outbound_headers=False,
                                     validate_outbound_headers=False)
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, except that a received GOAWAY does not stop it from reading: the
+    streams the server still answers (ids up to its last stream id) can finish, as RFC
+    9113 §6.8 intends.  No new stream is opened on it (``_Connection.usable``)."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        state = self.state_machine.state
+        result = super()._receive_goaway_frame(frame)
+        if state is not h2.connection.ConnectionState.CLOSED:
+            self.state_machine.state = state
+        return result
 
 
 class _PlainEncoder(hpack.Encoder):
@@ -125,13 +139,13 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: H2Client) -> None:
         self.client = client
         self.loop = client.loop
-        self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        self.h2 = _H2Connection(config=_CONFIG)
         self.h2.encoder = _PlainEncoder()
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _Stream] = {}
         self.blocked: dict[int, _Stream] = {}  # streams waiting for window to send their body
         self.ready: asyncio.Future[None] = self.loop.create_future()  # server SETTINGS seen
-        self.usable = True  # False once draining (GOAWAY), lost or closed
+        self.usable = True  # False once GOAWAY, lost, closed or out of stream ids
         self.limit = client.max_streams
         self._flush_pending = False
 
@@ -312,6 +326,9 @@ class _Connection(asyncio.Protocol):
         self.client._released(self)
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        """The server takes no new stream: the streams above its last stream id were
+        never processed (sent again on a new connection), the others may still be
+        answered here (the connection closes once they are)."""
         self.usable = False
         self.client._forget(self)
         last = event.last_stream_id or 0
@@ -322,8 +339,8 @@ class _Connection(asyncio.Protocol):
             stream = self.streams.pop(stream_id)
             self.blocked.pop(stream_id, None)
             if not stream.future.done():
-                stream.future.set_exception(_NotProcessed(f"GOAWAY ({code}) before the "
-                                                          "server processed the request"))
+                stream.future.set_exception(
+                    _NotProcessed(f"GOAWAY ({code}) before the server processed it"))
         if not self.ready.done():
             self.ready.set_exception(ConnectFailed(f"GOAWAY ({code}) on connect"))
         if not self.streams and self.transport is not None:
@@ -364,7 +381,7 @@ class _Connection(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
         if not self.usable and not self.streams and self.transport is not None:
-            self.transport.close()  # drained after GOAWAY
+            self.transport.close()  # retired (stream ids used up, closing) and idle
 
 
 def _code_name(code: Any) -> str:

@@ -23,6 +23,8 @@ what HTTP/2 requires:
   :class:`ConnectionLost`; the next request connects again;
 * **timeout**: ``timeout`` seconds per request, connecting and waiting for a stream
   included; on expiry the stream is reset (``CANCEL``) and :class:`RequestTimeout` raised.
+  When the server sent nothing at all while the request waited, the connection is
+  presumed dead (a silent drop): later requests open a new one.
 
 Every failure is a :class:`TransportError` (the connectors make it a temporary result).
 Writes are coalesced: what every request of one event-loop iteration produced goes out
@@ -147,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self.ready: asyncio.Future[None] = self.loop.create_future()  # server SETTINGS seen
         self.usable = True  # False once GOAWAY, lost, closed or out of stream ids
         self.limit = client.max_streams
+        self.reads = 0  # data_received calls: did the server say anything lately?
         self._flush_pending = False
 
     # ---------------------------------------------------------------- asyncio protocol
@@ -163,6 +166,7 @@ class _Connection(asyncio.Protocol):
         transport.write(self.h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -464,10 +468,19 @@ class H2Client:
             stream = conn.open_stream(method, self.authority, path, headers, body)
         except h2.exceptions.ProtocolError as exc:
             raise TransportError(f"request refused by the HTTP/2 layer: {exc}") from None
+        reads = conn.reads
         try:
             return await stream.future
         except asyncio.CancelledError:
             conn.cancel(stream)
+            if conn.reads == reads and conn.usable:
+                # not a byte from the server while this request waited: the connection
+                # may be dead (a silent NAT drop); new requests go to a fresh one, the
+                # old one closes once its streams end
+                log.info("h2client.retired host=%s reason=silent", self.host)
+                conn.usable = False
+                self._forget(conn)
+                conn._flush_soon()
             raise
 
     async def _acquire(self) -> _Connection:

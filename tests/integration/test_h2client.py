@@ -150,11 +150,14 @@ def test_a_lost_connection_fails_what_is_in_flight_then_reconnects(ca: trustme.C
 
 def test_a_stalled_answer_times_out_and_frees_its_stream(ca: trustme.CA) -> None:
     """No answer within the timeout → RequestTimeout; the stream is reset (the server
-    sees RST_STREAM) and its slot freed: with one stream allowed, the next request goes
-    through on the same connection."""
+    sees RST_STREAM) and its slot freed.  The server said nothing at all meanwhile, so
+    the connection is presumed dead: the next request goes through on a new one."""
     async def test(peer: H2Peer) -> None:
         client = _client(peer, timeout=0.3, max_streams=1)
         try:
+            client.timeout = 10.0
+            await client.post("/warm", b"", {})  # the connection's set-up frames are done
+            client.timeout = 0.3
             with pytest.raises(RequestTimeout, match=r"no answer within 0\.3 s"):
                 await client.post("/stall", b"", {})
             client.timeout = 10.0
@@ -162,7 +165,32 @@ def test_a_stalled_answer_times_out_and_frees_its_stream(ca: trustme.CA) -> None
         finally:
             await client.aclose()
         assert answer.body == b"fine"
-        assert peer.resets == 1 and peer.connections == 1
+        assert peer.resets == 1 and peer.connections == 2
+        assert [r.connection for r in peer.received] == [1, 1, 2]
+    _run(ca, test)
+
+
+def test_a_stall_while_other_answers_flow_keeps_the_connection(ca: trustme.CA) -> None:
+    """One request stalls while others are answered on the same connection: it times
+    out alone, and the connection (alive) is kept."""
+    async def test(peer: H2Peer) -> None:
+        client = _client(peer, timeout=2.0)
+
+        async def busy() -> list[Response]:
+            answers = []
+            for i in range(50):  # answered one after another while /stall waits
+                answers.append(await client.post(f"/n/{i}", b"b", {}))
+            return answers
+
+        try:
+            stalled, answers = await asyncio.gather(client.post("/stall", b"", {}), busy(),
+                                                    return_exceptions=True)
+            after = await client.post("/after", b"a", {})
+        finally:
+            await client.aclose()
+        assert isinstance(stalled, RequestTimeout)
+        assert not isinstance(answers, BaseException) and len(answers) == 50
+        assert after.body == b"a" and peer.connections == 1
     _run(ca, test)
 
 

@@ -322,7 +322,7 @@ class _Connection(asyncio.Protocol):
 
     def _settings(self) -> None:
         remote = self.h2.remote_settings.max_concurrent_streams
-        self.limit = max(1, min(self.client.max_streams, remote))
+        self.limit = min(self.client.max_streams, remote)  # 0: wait (until a new SETTINGS)
         if not self.ready.done():
             self.ready.set_result(None)
         if self.blocked:  # a new initial window size may unblock bodies
@@ -521,6 +521,15 @@ class H2Client:
             self._wake(task.result().limit)
 
     async def _open(self) -> _Connection:
+        """Connect, bounded by ``timeout`` of its own: a server that accepts and never
+        completes TLS or never sends SETTINGS must not keep later requests waiting on it."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._handshake()
+        except TimeoutError:
+            raise ConnectFailed(f"no HTTP/2 connection within {self.timeout:g} s") from None
+
+    async def _handshake(self) -> _Connection:
         try:
             transport, conn = await self.loop.create_connection(
                 lambda: _Connection(self), self.host, self.port, ssl=self.context,

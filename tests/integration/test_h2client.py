@@ -269,6 +269,42 @@ def test_connect_failures_are_connect_failed(ca: trustme.CA, tmp_path: Path) -> 
     _run(ca, test)
 
 
+def test_a_server_that_never_sends_its_settings(ca: trustme.CA) -> None:
+    """TLS completes (ALPN h2) but the server never sends SETTINGS: the request times
+    out, no stream was opened, and the client does not keep the connection."""
+    async def main() -> None:
+        closed = asyncio.Event()
+        opened: list[bytes] = []
+
+        class Mute(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                opened.append(data)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                closed.set()
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        context.set_alpn_protocols(["h2"])
+        server = await asyncio.get_running_loop().create_server(Mute, "127.0.0.1", 0,
+                                                                ssl=context)
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        port = server.sockets[0].getsockname()[1]
+        client = H2Client(f"https://127.0.0.1:{port}", client_context, timeout=0.5)
+        try:
+            with pytest.raises((RequestTimeout, ConnectFailed)):
+                await client.post("/x", b"body", {})
+            await asyncio.wait_for(closed.wait(), 10)
+        finally:
+            await client.aclose()
+            server.close()
+        received = b"".join(opened)
+        assert received.startswith(b"PRI * HTTP/2.0")  # the preface and SETTINGS only
+        assert b"body" not in received
+    asyncio.run(main())
+
+
 def test_requests_to_another_origin_are_refused(ca: trustme.CA) -> None:
     """A client belongs to one origin: a URL elsewhere is a ValueError, not a request."""
     async def test(peer: H2Peer) -> None:

@@ -7,7 +7,8 @@ It runs on the test's event loop, on a free port, and speaks HTTP/2 only (ALPN `
 ``alpn=["http/1.1"]`` makes it an HTTP/1.1-only server for the negotiation test).
 Every request's answer is ``200`` with the request body echoed, unless its path says
 otherwise: ``/stall`` (never answered), ``/drop`` (the connection is cut),
-``/size/N`` (N bytes of answer), ``/status/N`` (that status, two ``x-twice`` headers).
+``/size/N`` (N bytes of answer), ``/status/N`` (that status, two ``x-twice`` headers),
+``/bad-status`` (``:status: 2x0``).
 """
 
 from __future__ import annotations
@@ -173,15 +174,17 @@ class _PeerConnection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.abort()
             return
-        status, extra = 200, [("content-type", "application/octet-stream")]
-        if path.startswith("/size/"):
+        status, extra = "200", [("content-type", "application/octet-stream")]
+        if path == "/bad-status":
+            status = "2x0"
+        elif path.startswith("/size/"):
             body = b"y" * int(path[len("/size/"):])
         elif path.startswith("/status/"):
-            status = int(path[len("/status/"):])
+            status = path[len("/status/"):]
             extra = [("x-twice", "one"), ("x-twice", "two"), ("retry-after", "7")]
         if stream_id not in self.requests:
             return  # reset by the client meanwhile
-        self.h2.send_headers(stream_id, [(":status", str(status)),
+        self.h2.send_headers(stream_id, [(":status", status),
                                          ("content-length", str(len(body))), *extra],
                              end_stream=not body)
         self.flush()

@@ -314,6 +314,9 @@ class _Connection(asyncio.Protocol):
         headers = stream.headers
         for name, value in raw:
             if name == b":status":
+                if not (value.isdigit() and len(value) == 3):
+                    self._reset(stream, ConnectionLost(f"bad :status {value[:20]!r}"))
+                    return
                 stream.status = int(value)
             elif name[:1] != b":":
                 key = name.decode("ascii", "replace")

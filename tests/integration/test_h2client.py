@@ -247,6 +247,21 @@ def test_an_answer_over_the_size_limit_is_refused(ca: trustme.CA) -> None:
     _run(ca, test)
 
 
+def test_an_answer_with_a_bad_status_fails_alone(ca: trustme.CA) -> None:
+    """``:status: 2x0`` is no HTTP answer: that request fails as a lost stream (not a
+    crash of the connection's reader), and the next one is answered."""
+    async def test(peer: H2Peer) -> None:
+        client = _client(peer)
+        try:
+            with pytest.raises(ConnectionLost, match="status"):
+                await client.post("/bad-status", b"", {})
+            answer = await client.post("/echo", b"fine", {})
+        finally:
+            await client.aclose()
+        assert answer.body == b"fine"
+    _run(ca, test)
+
+
 def test_connect_failures_are_connect_failed(ca: trustme.CA, tmp_path: Path) -> None:
     """Nothing listening, a certificate no trusted CA signed, a server without HTTP/2:
     each is ConnectFailed saying why."""

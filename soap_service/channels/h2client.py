@@ -251,14 +251,18 @@ class _Connection(asyncio.Protocol):
         h2c.send_headers(stream_id, request, end_stream=not body)
         stream = _Stream(stream_id, self.loop.create_future())
         self.streams[stream_id] = stream
-        if body:
-            if len(body) <= h2c.local_flow_control_window(stream_id) \
-                    and len(body) <= h2c.max_outbound_frame_size:
-                h2c.send_data(stream_id, body, end_stream=True)
-            else:
-                stream.pending = memoryview(body)
-                self._send_body(stream)
         self._flush_soon()
+        if body:
+            try:
+                if len(body) <= h2c.local_flow_control_window(stream_id) \
+                        and len(body) <= h2c.max_outbound_frame_size:
+                    h2c.send_data(stream_id, body, end_stream=True)
+                else:
+                    stream.pending = memoryview(body)
+                    self._send_body(stream)
+            except h2.exceptions.ProtocolError:
+                self.cancel(stream)  # its slot must not leak
+                raise
         return stream
 
     def cancel(self, stream: _Stream) -> None:

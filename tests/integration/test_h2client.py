@@ -376,3 +376,48 @@ def test_against_hypercorn_too(tmp_path: Path) -> None:
         server.stop()
     assert [a.body for a in answers] == [str(i).encode() * 50 for i in range(500)]
     assert {(a.status, a.headers["x-http"]) for a in answers} == {(201, "2")}
+
+
+def test_push_transport_is_h2_for_https_and_httpx_for_plain_http(tmp_path: Path) -> None:
+    """``push_http.make_transport``: an https base URL gets the HTTP/2 client, a plain
+    http one (a local stand-in) httpx over HTTP/1.1 -- with the same answers and the
+    same failures (here: nothing listening is ConnectFailed, a temporary result)."""
+    from soap_service.channels import push_http
+    from soap_service.config import ConnectorConfig
+    from soap_service.models import Channel, SendOutcome
+
+    tls = make_tls(tmp_path)
+    server = AsgiServer(_echo_app, "127.0.0.1", tls_port=0, plain_port=0,
+                        certfile=tls.cert_file, keyfile=tls.cert_file).start()
+    config = ConnectorConfig("c", Channel.PUSH, "fcm", options={"ca_file": str(tls.ca_file)})
+
+    async def main() -> tuple[list[Response], Exception]:
+        answers = []
+        for url in (f"https://127.0.0.1:{server.tls_port}",
+                    f"http://127.0.0.1:{server.plain_port}"):
+            transport = push_http.make_transport(config, url, 10)
+            try:
+                answers.append(await transport.post(f"{url}/x", b"hello",
+                                                    {"content-type": "text/plain"}))
+            finally:
+                await transport.aclose()
+        closed_url = f"http://127.0.0.1:{free_port()}"
+        closed = push_http.make_transport(config, closed_url, 10)
+        try:
+            await closed.post(f"{closed_url}/x", b"", {})
+        except Exception as exc:  # the failure is the result
+            return answers, exc
+        finally:
+            await closed.aclose()
+        raise AssertionError("a closed port answered")
+
+    try:
+        (h2, http1), failure = asyncio.run(main())
+    finally:
+        server.stop()
+    assert isinstance(h2, Response) and isinstance(http1, Response)
+    assert (h2.status, h2.headers["x-http"], h2.body) == (201, "2", b"hello")
+    assert (http1.status, http1.headers["x-http"], http1.body) == (201, "1.1", b"hello")
+    assert isinstance(failure, ConnectFailed)
+    result = push_http.transport_failure(failure, 0.0)
+    assert result.outcome is SendOutcome.TEMPORARY and "connection failed" in result.text

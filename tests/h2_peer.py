@@ -8,7 +8,8 @@ It runs on the test's event loop, on a free port, and speaks HTTP/2 only (ALPN `
 Every request's answer is ``200`` with the request body echoed, unless its path says
 otherwise: ``/stall`` (never answered), ``/drop`` (the connection is cut),
 ``/size/N`` (N bytes of answer), ``/status/N`` (that status, two ``x-twice`` headers),
-``/bad-status`` (``:status: 2x0``).
+``/bad-status`` (``:status: 2x0``), ``/refused`` (RST_STREAM ``REFUSED_STREAM`` the first
+time).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 import trustme
@@ -169,6 +171,13 @@ class _PeerConnection(asyncio.Protocol):
         assert peer._released is not None
         await peer._released.wait()
         if path == "/stall":
+            return
+        if path == "/refused" and not any(r.path == "/refused" for r in
+                                          peer.received[:-1]):
+            self.requests.pop(stream_id, None)
+            peer.active -= 1
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.flush()
             return
         if path == "/drop":
             assert self.transport is not None

@@ -18,7 +18,8 @@ what HTTP/2 requires:
 * **GOAWAY**: no new stream on that connection; streams the server says it did not
   process (id above its last-stream-id) are sent again, once, on a new connection; the
   others are still read to their end on the old one, which then closes (h2 itself stops
-  reading at a GOAWAY: :class:`_H2Connection` keeps it reading);
+  reading at a GOAWAY: :class:`_H2Connection` keeps it reading).  A stream reset with
+  ``REFUSED_STREAM`` was not processed either, and is sent again once too;
 * **loss** (reset, protocol error, TLS close): the streams in flight fail with
   :class:`ConnectionLost`; the next request connects again;
 * **timeout**: ``timeout`` seconds per request, connecting and waiting for a stream
@@ -210,9 +211,10 @@ class _Connection(asyncio.Protocol):
                 if stream is not None:
                     self.blocked.pop(stream.id, None)
                     code = _code_name(event.error_code)  # type: ignore[attr-defined]
-                    if not stream.future.done():
+                    if not stream.future.done():  # REFUSED_STREAM: not processed (§8.7)
+                        error = _NotProcessed if code == "REFUSED_STREAM" else ConnectionLost
                         stream.future.set_exception(
-                            ConnectionLost(f"stream reset by the server ({code})"))
+                            error(f"stream reset by the server ({code})"))
                     self.client._released(self)
             elif kind is h2.events.ConnectionTerminated:
                 self._goaway(event)  # type: ignore[arg-type]

@@ -130,6 +130,20 @@ def test_goaway_mid_flight_resends_what_the_server_did_not_process(ca: trustme.C
     _run(ca, test, hold_until=10, goaway_after=10, goaway_last=4)
 
 
+def test_a_refused_stream_is_sent_again_once(ca: trustme.CA) -> None:
+    """RST_STREAM REFUSED_STREAM means the server did not process the request: it is
+    sent again (once) and answered."""
+    async def test(peer: H2Peer) -> None:
+        client = _client(peer)
+        try:
+            answer = await client.post("/refused", b"again", {})
+        finally:
+            await client.aclose()
+        assert answer.body == b"again"
+        assert [r.path for r in peer.received] == ["/refused", "/refused"]
+    _run(ca, test)
+
+
 def test_a_lost_connection_fails_what_is_in_flight_then_reconnects(ca: trustme.CA) -> None:
     """The server cuts the connection while 3 requests wait: all 3 fail as a lost
     connection (none hangs), and the next request opens a new connection."""

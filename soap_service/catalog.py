@@ -31,7 +31,10 @@ from soap_service.models import (
     Event,
     EventType,
     Lane,
+    MissingProfile,
+    ReconcileOn,
     Seed,
+    Targeting,
     Template,
     TemplateContent,
     VersionInfo,
@@ -98,6 +101,9 @@ def _check_event_type(et: EventType) -> None:
         raise ValidationFailed("validity and retention must be positive durations")
     _check_length("label", et.label, 255)
     Lane(et.lane)
+    Targeting(et.targeting)
+    ReconcileOn(et.reconcile_on)
+    MissingProfile(et.missing_profile)
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,15 @@ class _EventTypes:
 
     by_name: dict[str, EventType]
     lanes: dict[str, str]
+    profile_based: frozenset[str]
 
 
 def _event_types(db: Database) -> _EventTypes:
     def load() -> _EventTypes:
         types = {et.name: et for et in store.list_event_types(db)}
-        return _EventTypes(types, {name: et.lane.value for name, et in types.items()})
+        return _EventTypes(types, {name: et.lane.value for name, et in types.items()},
+                           frozenset(name for name, et in types.items()
+                                     if et.targeting is Targeting.PROFILE))
 
     snapshot: _EventTypes = _cache.get_or_load((db, "eventtypes"), load)
     return snapshot
@@ -126,6 +135,12 @@ def event_type_lanes(db: Database) -> dict[str, str]:
     """``{event type name: lane}`` for ingest's dispatch priority (cached briefly, with
     :func:`get_event_type`'s answers: one read of the event types per process and period)."""
     return _event_types(db).lanes
+
+
+def profile_based_types(db: Database) -> frozenset[str]:
+    """The names of the profile-based event types (cached with :func:`get_event_type`):
+    ingest accepts their events without an address (the profile has it)."""
+    return _event_types(db).profile_based
 
 
 def require_event_type(db: Database, name: str) -> EventType:

@@ -145,6 +145,7 @@ class Event:
     requeued_at: datetime | None = None  # a manual retry: validity counts from here
     # the profile a profile-based event was joined to (set by targeting, never stored)
     profile: Profile | None = field(default=None, compare=False)
+    unsubscribe_url: str = field(default="", compare=False)  # its signed one-click link
 
     @property
     def channel(self) -> Channel:
@@ -166,7 +167,7 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
-            if key == "profile":  # not the event's own data
+            if key in ("profile", "unsubscribe_url"):  # not the event's own data
                 continue
             if isinstance(value, datetime):
                 value = value.isoformat()

@@ -160,10 +160,11 @@ def put(db: Database, external_id: str, data: dict[str, Any],
 
 
 def set_subscription(db: Database, external_id: str, channel: Channel,
-                     subscribed: bool) -> Profile:
-    """Opt the profile in to or out of a channel (an opt-out keeps its first time)."""
+                     subscribed: bool, event_id: int | None = None) -> Profile:
+    """Opt the profile in to or out of a channel (an opt-out keeps its first time;
+    ``event_id``: the message whose unsubscribe link was used)."""
     at = None if subscribed else clock.utcnow()
-    return store.set_unsubscribed(db, check_external_id(external_id), channel, at)
+    return store.set_unsubscribed(db, check_external_id(external_id), channel, at, event_id)
 
 
 def delete(db: Database, external_id: str) -> None:

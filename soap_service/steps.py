@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from soap_service import clock, exclusions, messages, retry, track
+from soap_service import clock, exclusions, messages, retry, targeting, track, unsubscribe
 from soap_service.errors import RenderError
 from soap_service.models import (
     PUSH_PLATFORM_OF,
@@ -169,7 +169,9 @@ def _email(d: Dispatcher, job: Job) -> ChannelMessage:
     assert job.rendered is not None
     return messages.email_message(
         job.rendered, job.address, d.message_id(job.event),
-        email_format=job.event.email_format, headers={"X-MC-Event-Id": str(job.event.id)})
+        email_format=job.event.email_format, headers={
+            "X-MC-Event-Id": str(job.event.id),
+            **unsubscribe.email_headers(job.event.unsubscribe_url)})
 
 
 def _sms(d: Dispatcher, job: Job) -> ChannelMessage:
@@ -200,7 +202,10 @@ def build_message(d: Dispatcher, job: Job) -> Outcome | None:
 
 
 # The pipeline before sending, in order; a new step is one more function in this list.
-PREPARE_STEPS: list[Step] = [check_too_old, find_address, check_exclusion, find_route,
+# Profile-based events (targeting.py) are joined to their profile before the address is
+# looked up, and counted against the fatigue rules once routed.
+PREPARE_STEPS: list[Step] = [check_too_old, targeting.find_profile, find_address,
+                             check_exclusion, find_route, targeting.check_fatigue,
                              render_content, track_links, build_message]
 
 

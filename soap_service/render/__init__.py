@@ -90,7 +90,12 @@ def event_data(event: Event) -> EventData:
         value = getattr(event, attr)
         if value is not None and value != "":
             attributes[name] = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return EventData(attributes=attributes, ctx=parse_ctx(event.ctx_xml))
+    profile = None
+    if event.profile is not None:
+        profile = {k: v for k, v in event.profile.to_dict().items()
+                   if k not in ("createdAt", "updatedAt", "unsubscribedAt")}
+    return EventData(attributes=attributes, ctx=parse_ctx(event.ctx_xml), profile=profile,
+                     unsubscribe_url=event.unsubscribe_url)
 
 
 def render_part(source: str, data: EventData, part: str,

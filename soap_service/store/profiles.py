@@ -19,6 +19,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from soap_service.errors import Conflict, NotFound
 from soap_service.models import Channel, FatigueRule, Lane, Profile
 from soap_service.store import Database, dialect
+from soap_service.store import webhooks as webhook_store
 from soap_service.tables import (
     delivery_log,
     events,
@@ -125,9 +126,11 @@ def import_rows(db: Database, rows: Sequence[dict[str, Any]], columns: Sequence[
 
 
 def set_unsubscribed(db: Database, external_id: str, channel: Channel,
-                     at: datetime | None) -> Profile:
+                     at: datetime | None, event_id: int | None = None) -> Profile:
     """Record an opt-out of ``channel`` (``at``), or a new opt-in (None).  An opt-out
-    already recorded keeps its first time."""
+    already recorded keeps its first time.  A new opt-out writes an ``unsubscribed``
+    webhook notification (about ``event_id``, the message whose link was used) in the
+    same transaction."""
     column = profiles.c[UNSUBSCRIBED_COLUMN[channel]]
     with db.begin() as conn:
         profile = _get_in(conn, external_id)
@@ -136,7 +139,11 @@ def set_unsubscribed(db: Database, external_id: str, channel: Channel,
         stmt = update(profiles).where(profiles.c.id == profile.id)
         if at is not None:
             stmt = stmt.where(column.is_(None))
-        conn.execute(stmt.values({column: at, profiles.c.updated_at: at or profile.updated_at}))
+        changed = conn.execute(stmt.values(
+            {column: at, profiles.c.updated_at: at or profile.updated_at})).rowcount
+        if changed and at is not None:
+            webhook_store.enqueue(conn, [webhook_store.Notification(
+                "unsubscribed", event_id, {"channel": channel.value}, at)])
         fresh = _get_in(conn, external_id)
         assert fresh is not None
         return fresh

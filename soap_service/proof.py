@@ -28,9 +28,11 @@ from soap_service.models import (
     EmailMessage,
     Event,
     Queue,
+    ReconcileOn,
     RenderedMessage,
     Seed,
     SendResult,
+    Targeting,
     Template,
     TemplateContent,
 )
@@ -85,6 +87,25 @@ def seed_event(tpl: Template, seed: Seed) -> Event:
     return make_test_event(tpl, seed.address, seed.ctx_xml, seed.external_id)
 
 
+def with_test_profile(db: Database, event: Event) -> Event:
+    """For a template of a profile-based type: the test event joined to the profile its
+    seed (or event file) names, as the worker would join it -- so previews and proofs
+    show ``profile.*``.  Its unsubscribe link is a placeholder that records nothing: a
+    proof never carries a working opt-out of a real customer."""
+    et = catalog.get_event_type(db, event.event_type)
+    if et is None or et.targeting is not Targeting.PROFILE:
+        return event
+    from soap_service import profiles, targeting
+
+    by_email = et.reconcile_on is ReconcileOn.EMAIL
+    profile = profiles.find(db, email=event.email) if by_email else \
+        profiles.find(db, external_id=event.external_id)
+    if profile is None:
+        return event
+    placeholder = f"{db.settings.public_url.rstrip('/')}/u/preview"
+    return targeting.with_profile(event, profile, placeholder)
+
+
 # ---------------------------------------------------------------- preview
 
 
@@ -116,6 +137,7 @@ def preview(db: Database, name: str, *, version: int | None = None, seed: str | 
         if seed is not None and not chosen:
             raise ValidationFailed(f"template {name!r} has no seed {seed!r}")
         event = seed_event(tpl, chosen[0]) if chosen else make_test_event(tpl, None)
+    event = with_test_profile(db, event)
     message = render.render_message(content, event, tpl.channel)
     return Preview(name, label, event.address or "", message)
 
@@ -145,7 +167,7 @@ def send_proofs(db: Database, settings: Settings, name: str, *, to: list[str] | 
     version_id = catalog.get_version(db, name, version).version.id if version else None
     results: list[ProofResult] = []
     pending: list[tuple[int, EmailMessage]] = []
-    for event in _targets(db, tpl, to or [], seeds):
+    for event in [with_test_profile(db, e) for e in _targets(db, tpl, to or [], seeds)]:
         try:
             rendered = render.render_message(content, event, tpl.channel)
         except RenderError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from soap_service import catalog, fatigue, ingest, profiles, unsubscribe
+from soap_service import catalog, fatigue, ingest, profiles, proof, unsubscribe
 from soap_service.devsmtp import MailSink
 from soap_service.models import (
     Channel,
@@ -172,3 +172,19 @@ def test_fatigue_rule_at_n_and_n_plus_one(world) -> None:
     assert row.reason == reason
     assert _status(db, critical)[0] is EventStatus.PROCESSED
     assert len(sink.messages) == 3
+
+
+def test_preview_with_a_seed_naming_a_profile(world) -> None:
+    """A seed whose external id names a profile previews with that profile's data and a
+    placeholder unsubscribe link that records nothing."""
+    db, s, _d, _sink = world
+    _type(db, "news")
+    catalog.add_seed(db, "news_email", "qa@example.com", '<ctx><order id="Q-1"/></ctx>',
+                     external_id="C1")
+    shown = proof.preview(db, "news_email")
+    assert shown.message.subject == "Hi Ann"
+    assert "Hello Ann Lee, tier gold / gold; order Q-1" in shown.message.html
+    assert "/u/preview" in shown.message.html
+    assert unsubscribe.verify_token(s.secret, "preview") is None
+    catalog.add_seed(db, "news_email", "nobody@example.com", "<ctx/>", external_id="C9")
+    assert proof.preview(db, "news_email", seed="nobody@example.com").message.subject == "Hi"

@@ -183,13 +183,13 @@ class TemplateSummary:
             store.content_hash(self.template.draft) != self.latest.version.content_hash
 
 
-def _check_parts(content: TemplateContent, channel: Channel) -> None:
+def check_parts(content: TemplateContent, channel: Channel) -> None:
     """Refuse parts the channel has no use for (``--subject`` on an SMS template is a slip,
     not something to store silently), then check the others' syntax, and that a From or
     Reply-To written out (not personalised) is an address."""
     own = [*render.CHANNEL_PARTS[channel], *(["push_data"] if channel is Channel.PUSH else [])]
     foreign = [f.name for f in dataclasses.fields(TemplateContent)
-               if f.name not in own and getattr(content, f.name)]
+               if f.name not in own and f.name != "variants" and getattr(content, f.name)]
     if foreign:
         article = "an" if channel is Channel.EMAIL else "a"
         raise ValidationFailed(f"{article} {channel.value} template has no {_options(foreign)} "
@@ -225,7 +225,7 @@ def _options(fields: list[str]) -> str:
 def create_template(db: Database, name: str, event_type: str, channel: Channel,
                     content: TemplateContent) -> Template:
     _check_name("template", name)
-    _check_parts(content, channel)
+    check_parts(content, channel)
     tpl = store.insert_template(db, name, event_type, channel, content, clock.utcnow())
     log.info("template.created name=%s type=%s channel=%s", name, event_type, channel.value)
     return tpl
@@ -237,7 +237,7 @@ def edit_template(db: Database, name: str, **changes: Any) -> Template:
     def change(tpl: Template) -> TemplateContent:
         draft = dataclasses.replace(tpl.draft, **{k: v for k, v in changes.items()
                                                  if v is not None})
-        _check_parts(draft, tpl.channel)
+        check_parts(draft, tpl.channel)
         return draft
 
     tpl = store.update_draft(db, name, change, clock.utcnow())

@@ -194,6 +194,7 @@ class RenderedMessage:
     push_title: str = ""
     push_body: str = ""
     push_data: dict[str, str] = field(default_factory=dict)
+    language: str = ""  # the template's language variant used ("" the default content)
 
 
 @dataclass(frozen=True)
@@ -486,6 +487,9 @@ class TemplateContent:
     push_title: str = ""
     push_body: str = ""
     push_data: dict[str, str] = field(default_factory=dict)
+    # language tag (fr, fr-CA) -> that language's parts (render/variants.py); published
+    # with the default parts, in one version
+    variants: dict[str, TemplateContent] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -556,6 +560,7 @@ class Delivery:
     connector: str = ""  # the connector that made the attempt
     provider_id: str = ""  # the provider's id for the message (receipts name it)
     part_ids: tuple[str, ...] = ()  # an SMS in parts: every part's id (receipts name any)
+    variant: str = ""  # the template's language variant used ("" the default content)
 
 
 @dataclass(frozen=True)
@@ -601,6 +606,7 @@ class DeliveryAttempt:
     provider_id: str | None = None
     receipt: str | None = None  # delivered | failed, once a receipt said so
     receipt_at: datetime | None = None
+    variant: str | None = None  # the language variant used (None: the default content)
 
 
 # ---------------------------------------------------------------- after the send

@@ -31,6 +31,7 @@ from soap_service.addresses import is_email_address
 from soap_service.errors import NotFound, ValidationFailed
 from soap_service.models import Channel, Profile
 from soap_service.phone import normalise_phone
+from soap_service.render.variants import normalise_language
 from soap_service.store import Database
 from soap_service.store import profiles as store
 
@@ -42,20 +43,12 @@ FIELDS = {"email": "email", "mobilePhone": "mobile_phone", "pushTokens": "push_t
           "lastName": "last_name", "attributes": "attributes"}
 ATTRIBUTE_PREFIX = "attributes."  # a CSV column "attributes.tier" fills attributes["tier"]
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+__all__ = ["ImportReport", "import_csv", "normalise_language", "put"]
 _COUNTRY = re.compile(r"^[A-Za-z]{2,3}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ATTRIBUTES_CHARS = 16 * 1024
 MAX_LINE_BYTES = 64 * 1024
 BATCH_ROWS = 1000
-
-
-def normalise_language(tag: str) -> str:
-    """``FR_ca`` -> ``fr-CA``: language lower-case, region upper-case (BCP 47 habits)."""
-    parts = tag.strip().replace("_", "-").split("-")
-    out = [parts[0].lower()]
-    for part in parts[1:]:
-        out.append(part.upper() if len(part) == 2 else part.lower())
-    return "-".join(out)
 
 
 def check_external_id(external_id: str) -> str:

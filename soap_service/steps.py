@@ -228,6 +228,7 @@ def outcome_of_send(d: Dispatcher, job: Job, result: SendResult) -> Outcome:
         response_code=result.code, response_text=result.text, message_id=_our_id(msg),
         duration_ms=result.duration_ms, connector=result.connector,
         provider_id=result.provider_id, part_ids=result.part_ids,
+        variant=job.rendered.language if job.rendered else "",
     )
     reply = f"{result.code or ''} {result.text}".strip()
     if result.outcome is SendOutcome.SENT:

@@ -221,6 +221,7 @@ delivery_log = Table(
     Column("provider_id", String(255)),  # the provider's message id: receipts name it
     Column("receipt", String(16)),  # delivered | failed, from a delivery receipt
     Column("receipt_at", DateTime),
+    Column("variant", String(32)),  # the template's language variant used (NULL: default)
     Column("created_at", DateTime, nullable=False),
     Index("ix_delivery_log_event_id", "event_id"),
     Index("ix_delivery_log_created_at", "created_at"),

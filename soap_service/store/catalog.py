@@ -55,13 +55,25 @@ WAITING = (EventStatus.PENDING.value, EventStatus.PROCESSING.value, EventStatus.
 
 
 def content_to_json(content: TemplateContent) -> str:
-    return json.dumps(dataclasses.asdict(content), sort_keys=True, ensure_ascii=False)
+    """Content as JSON; ``variants`` only when there are some (so a template without
+    language variants keeps the hash it always had)."""
+    data = dataclasses.asdict(content)
+    if not data["variants"]:
+        del data["variants"]
+    return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+def _content_from_dict(data: dict[str, Any], nested: bool = False) -> TemplateContent:
+    known = {f.name for f in dataclasses.fields(TemplateContent)}
+    values = {k: v for k, v in data.items() if k in known and k != "variants"}
+    if not nested and isinstance(data.get("variants"), dict):
+        values["variants"] = {lang: _content_from_dict(v, nested=True)
+                              for lang, v in data["variants"].items()}
+    return TemplateContent(**values)
 
 
 def content_from_json(raw: str) -> TemplateContent:
-    data = json.loads(raw or "{}")
-    known = {f.name for f in dataclasses.fields(TemplateContent)}
-    return TemplateContent(**{k: v for k, v in data.items() if k in known})
+    return _content_from_dict(json.loads(raw or "{}"))
 
 
 def content_hash(content: TemplateContent) -> str:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-30 08:58:02.541067
+Create Date: 2026-11-30 09:10:14.186499
 """
 
 from __future__ import annotations
@@ -261,6 +261,7 @@ def upgrade() -> None:
     sa.Column('provider_id', sa.String(length=255), nullable=True),
     sa.Column('receipt', sa.String(length=16), nullable=True),
     sa.Column('receipt_at', sa.DateTime(), nullable=True),
+    sa.Column('variant', sa.String(length=32), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_delivery_log_event_id_events'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_delivery_log'))

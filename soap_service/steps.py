@@ -36,6 +36,7 @@ from soap_service.models import (
     EventStatus,
     EventType,
     Outcome,
+    Profile,
     PushPlatform,
     Queue,
     RenderedMessage,
@@ -64,6 +65,9 @@ class Job:
     # quarantined / denylisted (kind, address) pairs of this round
     listed: set[tuple[AddressKind, str]] = field(default_factory=set)
     rechecked: set[tuple[str, Channel]] = field(default_factory=set)  # shared by a round
+    # profile-based events: the profile looked up for the whole round (targeting.preload)
+    # and why none was found
+    profile_lookup: tuple[Profile | None, str] | None = None
 
 
 Step = Callable[["Dispatcher", Job], Outcome | None]

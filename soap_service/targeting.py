@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from soap_service import clock, exclusions, fatigue, profiles, unsubscribe
 from soap_service.models import (
+    AddressKind,
     Channel,
     Event,
     EventStatus,
@@ -35,6 +37,7 @@ from soap_service.models import (
     Targeting,
 )
 from soap_service.store import exclusions as store_exclusions
+from soap_service.store import profiles as store_profiles
 
 if TYPE_CHECKING:
     from soap_service.steps import Job
@@ -78,17 +81,60 @@ def with_profile(event: Event, profile: Profile, unsubscribe_url: str = "") -> E
     return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
 
 
-def lookup(d: Dispatcher, event: Event, reconcile_on: ReconcileOn) -> tuple[Profile | None, str]:
-    """The event's profile, or None and why."""
+def _key(event: Event, reconcile_on: ReconcileOn) -> str:
     if reconcile_on is ReconcileOn.EMAIL:
-        if not event.email:
-            return None, "the event has no email to find its profile by"
-        found = profiles.find(d.db, email=event.email)
-        return found, "" if found else "no profile has the event's email"
+        return (event.email or "").strip().lower()
+    return (event.external_id or "").strip()
+
+
+def _answer(event: Event, reconcile_on: ReconcileOn,
+            found: Profile | None) -> tuple[Profile | None, str]:
+    """The lookup's answer: the profile, or None and why."""
+    if found is not None:
+        return found, ""
+    if reconcile_on is ReconcileOn.EMAIL:
+        return None, ("no profile has the event's email" if event.email
+                      else "the event has no email to find its profile by")
     if not event.external_id:
         return None, "the event has no externalId to find its profile by"
-    found = profiles.find(d.db, external_id=event.external_id)
-    return found, "" if found else f"no profile with externalId {event.external_id!r}"
+    return None, f"no profile with externalId {event.external_id!r}"
+
+
+def lookup(d: Dispatcher, event: Event, reconcile_on: ReconcileOn) -> tuple[Profile | None, str]:
+    """The event's profile, or None and why (one query)."""
+    key = _key(event, reconcile_on)
+    found = None
+    if key:
+        by_email = reconcile_on is ReconcileOn.EMAIL
+        found = profiles.find(d.db, email=key) if by_email else profiles.find(d.db,
+                                                                               external_id=key)
+    return _answer(event, reconcile_on, found)
+
+
+def preload(d: Dispatcher, jobs: Sequence[Job]) -> None:
+    """Look up the profiles of a round's profile-based events at once (a query per kind
+    of key, not one per event), and which of the addresses they give are quarantined or
+    denylisted (the round's ``listed`` set grows); :func:`find_profile` then reads the
+    answer from the job.  Rounds without profile-based events cost nothing."""
+    wanted = [j for j in jobs if j.event_type.targeting is Targeting.PROFILE]
+    if not wanted:
+        return
+    ids = [_key(j.event, ReconcileOn.EXTERNAL_ID) for j in wanted
+           if j.event_type.reconcile_on is ReconcileOn.EXTERNAL_ID]
+    emails = [_key(j.event, ReconcileOn.EMAIL) for j in wanted
+              if j.event_type.reconcile_on is ReconcileOn.EMAIL]
+    by_id = store_profiles.get_profiles(d.db, [k for k in ids if k])
+    by_email = store_profiles.find_by_emails(d.db, [k for k in emails if k])
+    extra: list[tuple[AddressKind, str | None]] = []
+    for job in wanted:
+        reconcile_on = job.event_type.reconcile_on
+        found = (by_email if reconcile_on is ReconcileOn.EMAIL else by_id).get(
+            _key(job.event, reconcile_on))
+        job.profile_lookup = _answer(job.event, reconcile_on, found)
+        if found is not None and not job.event.address:
+            extra.append((job.event.address_kind, profile_address(found, job.event.channel)))
+    if extra:
+        wanted[0].listed.update(exclusions.listed_addresses(d.db, extra))  # shared by the round
 
 
 def find_profile(d: Dispatcher, job: Job) -> Outcome | None:
@@ -97,7 +143,7 @@ def find_profile(d: Dispatcher, job: Job) -> Outcome | None:
     if et.targeting is not Targeting.PROFILE:
         return None
     e = job.event
-    profile, why = lookup(d, e, et.reconcile_on)
+    profile, why = job.profile_lookup or lookup(d, e, et.reconcile_on)
     if profile is None:
         if et.missing_profile is MissingProfile.FAIL:
             return _final(job, EventStatus.TARGETING_FAILED, why)
@@ -108,7 +154,8 @@ def find_profile(d: Dispatcher, job: Job) -> Outcome | None:
         return _exclude(d, job, UNSUBSCRIBED)
     url = unsubscribe.url_for(d.settings, profile, e.channel, e.id)
     job.event = with_profile(e, profile, url)
-    if not e.address and job.event.address:  # not among the round's listed addresses yet
+    if job.profile_lookup is None and not e.address and job.event.address:
+        # not among the round's listed addresses (preload adds them for a whole round)
         kind = job.event.address_kind
         job.listed |= exclusions.listed_addresses(d.db, [(kind, job.event.address)])
     return None

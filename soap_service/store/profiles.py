@@ -67,6 +67,31 @@ def find_by_email(db: Database, email: str) -> Profile | None:
         return _profile(row) if row else None
 
 
+def get_profiles(db: Database, external_ids: Sequence[str]) -> dict[str, Profile]:
+    """The profiles with these external ids (one query per 500): the worker's round."""
+    found: dict[str, Profile] = {}
+    wanted = sorted(set(external_ids))
+    with db.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            rows = conn.execute(select(profiles).where(
+                profiles.c.external_id.in_(wanted[start:start + 500])))
+            found.update((r.external_id, _profile(r)) for r in rows)
+    return found
+
+
+def find_by_emails(db: Database, emails: Sequence[str]) -> dict[str, Profile]:
+    """The profile of each (lower-cased) email; several: the one updated last."""
+    found: dict[str, Profile] = {}
+    wanted = sorted(set(emails))
+    with db.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            rows = conn.execute(select(profiles).where(
+                profiles.c.email.in_(wanted[start:start + 500]))
+                .order_by(profiles.c.updated_at, profiles.c.id))
+            found.update((r.email, _profile(r)) for r in rows)  # the last one wins
+    return found
+
+
 def list_profiles(db: Database, *, limit: int = 100, after: str | None = None,
                   email: str | None = None) -> list[Profile]:
     """Profiles by external id, ``limit`` from after the external id ``after``."""

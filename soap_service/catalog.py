@@ -343,10 +343,20 @@ def content_of(db: Database, name: str, which: str | int | None) -> TemplateCont
 def diff(db: Database, name: str, old: str, new: str) -> str:
     """A unified diff, part by part, between two versions (numbers, ``draft``, ``latest``)."""
     a, b = content_of(db, name, old), content_of(db, name, new)
+    return "".join(line + "\n" for line in _diff_lines(a, b, f"{name}@{old}/",
+                                                         f"{name}@{new}/"))
+
+
+def _diff_lines(a: TemplateContent, b: TemplateContent, left: str, right: str) -> list[str]:
+    """Part by part; a language variant's parts as ``variants/fr/subject``."""
     out: list[str] = []
+    for lang in sorted(set(a.variants) | set(b.variants)):
+        empty = TemplateContent()
+        out += _diff_lines(a.variants.get(lang, empty), b.variants.get(lang, empty),
+                           f"{left}variants/{lang}/", f"{right}variants/{lang}/")
     for f in dataclasses.fields(TemplateContent):
         before, after = getattr(a, f.name), getattr(b, f.name)
-        if before == after:
+        if before == after or f.name == "variants":
             continue
         if isinstance(before, dict):
             before, after = _dict_lines(before), _dict_lines(after)
@@ -354,8 +364,8 @@ def diff(db: Database, name: str, old: str, new: str) -> str:
         # newline: a subject) still gets a line of its own in the diff
         out.extend(difflib.unified_diff(
             str(before).splitlines(), str(after).splitlines(),
-            f"{name}@{old}/{f.name}", f"{name}@{new}/{f.name}", lineterm=""))
-    return "".join(line + "\n" for line in out)
+            f"{left}{f.name}", f"{right}{f.name}", lineterm=""))
+    return out
 
 
 def _dict_lines(values: dict[str, str]) -> str:

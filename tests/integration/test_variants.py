@@ -84,7 +84,7 @@ def test_variant_commands_and_publish(env: dict[str, str], tmp_path: Path) -> No
                    check=False)
     assert gone.returncode == 1 and "has no it variant" in gone.stderr
     diff = run_cli(env, "template", "diff", "welcome_email", "1", "draft").stdout
-    assert "variants" in diff
+    assert "welcome_email@1/variants/fr-CA/subject" in diff and "-Bienvenue!" in diff
     db.dispose()
 
 

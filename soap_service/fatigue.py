@@ -36,7 +36,7 @@ def add_rule(db: Database, rule: FatigueRule) -> FatigueRule:
                                "'-'")
     if rule.max_count < 1:
         raise ValidationFailed("--max must be at least 1")
-    if not 60 <= rule.period_seconds <= 366 * 86400:
+    if not 60 <= rule.period_seconds <= store.MAX_PERIOD_DAYS * 86400:
         raise ValidationFailed("--per must be between 1m and 366d")
     stored = store.insert_rule(db, rule, clock.utcnow())
     _cache.clear()

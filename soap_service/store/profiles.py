@@ -33,6 +33,7 @@ from soap_service.tables import (
 UNSUBSCRIBED_COLUMN = {Channel.EMAIL: "unsubscribed_email", Channel.SMS: "unsubscribed_sms",
                        Channel.PUSH: "unsubscribed_push"}
 # the columns an import or a `set` may write (the opt-outs are written by unsubscribe only)
+MAX_PERIOD_DAYS = 366  # the longest period a fatigue rule may have (fatigue.add_rule)
 DATA_COLUMNS = ("email", "mobile_phone", "push_tokens", "language", "country", "first_name",
                 "last_name", "attributes")
 
@@ -268,6 +269,11 @@ def reserve_send(db: Database, profile_id: int, event_id: int, channel: Channel,
                 profile_sends.c.profile_id == profile_id,
                 profile_sends.c.event_id == event_id)).first():
             return None
+        # counts older than the longest period a rule may have are of no use: pruned here,
+        # under the lock, so the table stays bounded without a job of its own
+        conn.execute(delete(profile_sends).where(
+            profile_sends.c.profile_id == profile_id,
+            profile_sends.c.created_at < now - timedelta(days=MAX_PERIOD_DAYS)))
         for rule in rules:
             query = select(func.count()).select_from(profile_sends).where(
                 profile_sends.c.profile_id == profile_id,

@@ -19,7 +19,6 @@ No SQL here.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -78,7 +77,12 @@ def with_profile(event: Event, profile: Profile, unsubscribe_url: str = "") -> E
         field = {Channel.EMAIL: "email", Channel.SMS: "mobile_phone",
                  Channel.PUSH: "registration_token"}[event.channel]
         changes[field] = profile_address(profile, event.channel)
-    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
+    # a copy with these fields set: dataclasses.replace re-runs __init__ over the Event's
+    # thirty fields (60 µs, a tenth of the worker's time per event); Event has no
+    # __post_init__ nor slots, so copying its __dict__ makes the same value
+    joined = object.__new__(Event)
+    joined.__dict__.update(event.__dict__, **changes)
+    return joined
 
 
 def _key(event: Event, reconcile_on: ReconcileOn) -> str:

@@ -16,6 +16,8 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from soap_service import profiles
 from soap_service.config import Settings
@@ -41,9 +43,16 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+@lru_cache(maxsize=8)
+def _keyed(secret: str) -> Any:
+    """The HMAC keyed and labelled once per secret (a link is made per message)."""
+    return hmac.new(secret.encode("utf-8"), b"mc-unsubscribe\x00", hashlib.sha256)
+
+
 def _signature(secret: str, payload: bytes) -> bytes:
-    return hmac.new(secret.encode("utf-8"), b"mc-unsubscribe\x00" + payload,
-                    hashlib.sha256).digest()[:_SIG_BYTES]
+    mac = _keyed(secret).copy()
+    mac.update(payload)
+    return mac.digest()[:_SIG_BYTES]
 
 
 def make_token(secret: str, channel: Channel, event_id: int, external_id: str) -> str:

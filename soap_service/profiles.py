@@ -263,17 +263,19 @@ def _header(fields: list[str]) -> tuple[list[str], list[str]]:
 
 def _row_data(names: list[str], cells: list[str]) -> tuple[str, dict[str, Any]]:
     data: dict[str, Any] = {}
-    attributes: dict[str, str] = {}
+    attributes: dict[str, str] | None = None
     external_id = ""
     for name, cell in zip(names, cells, strict=True):
         if name == "externalId":
             external_id = cell
-        elif name.startswith(ATTRIBUTE_PREFIX):
+        elif name in FIELDS:
+            data[name] = cell
+        else:  # attributes.NAME (the header was checked)
+            if attributes is None:
+                attributes = {}
             if cell.strip():
                 attributes[name[len(ATTRIBUTE_PREFIX):]] = cell.strip()
-        else:
-            data[name] = cell
-    if any(n.startswith(ATTRIBUTE_PREFIX) for n in names):
+    if attributes is not None:
         data["attributes"] = attributes
     return external_id, data
 

@@ -31,3 +31,25 @@ def test_the_event_address_wins_and_none_stays_none() -> None:
     bare = Profile(id=2, external_id="C2")
     push = Event(id=6, queue=Queue.RT, event_type="t", ctx_xml="<ctx/>", wished_channel=42)
     assert targeting.with_profile(push, bare).address is None
+
+
+@pytest.mark.parametrize(("channel", "lane", "exempt", "applies"), [
+    (None, None, True, {("email", "transactional"), ("sms", "bulk"), ("push", "bulk"),
+                        ("email", "bulk"), ("sms", "transactional"),
+                        ("push", "transactional")}),
+    ("sms", None, True, {("sms", "bulk"), ("sms", "transactional")}),
+    (None, "bulk", True, {("email", "bulk"), ("sms", "bulk"), ("push", "bulk")}),
+    ("email", "critical", True, set()),  # a critical-only rule that exempts critical
+    ("email", "critical", False, {("email", "critical")}),
+    (None, None, False, {(c, lane) for c in ("email", "sms", "push")
+                         for lane in ("critical", "transactional", "bulk")}),
+])
+def test_which_messages_a_fatigue_rule_counts(channel, lane, exempt, applies) -> None:
+    """A rule counts its channel and lane (any when unset); the critical lane only with
+    --include-critical."""
+    from soap_service.models import Channel, FatigueRule, Lane
+
+    rule = FatigueRule("r", 1, 60, Channel(channel) if channel else None,
+                       Lane(lane) if lane else None, exempt_critical=exempt)
+    got = {(c.value, la.value) for c in Channel for la in Lane if rule.applies(c, la)}
+    assert got == applies

@@ -177,3 +177,18 @@ def test_import_refuses_a_bad_header_and_a_giant_line(env: dict[str, str],
     assert (out["inserted"], out["rejected"]) == (1, 1)
     assert out["reasons"] == {"too_long": 1}
     assert cli_json(env, "profile", "show", "G2")["email"] == "g2@example.com"
+
+
+def test_eventtype_targeting_options(env: dict[str, str]) -> None:
+    """--targeting / --reconcile-on / --missing-profile are stored and shown; an event-based
+    type shows none of them; bad values exit 1."""
+    made = cli_json(env, "eventtype", "add", "welcome", "--targeting", "profile",
+                    "--reconcile-on", "email", "--missing-profile", "send")
+    assert (made["targeting"], made["reconcile_on"], made["missing_profile"]) == (
+        "profile", "email", "send")
+    changed = cli_json(env, "eventtype", "update", "welcome", "--missing-profile", "fail")
+    assert (changed["reconcile_on"], changed["missing_profile"]) == ("email", "fail")
+    back = cli_json(env, "eventtype", "update", "welcome", "--targeting", "event")
+    assert "targeting" not in back
+    bad = run_cli(env, "eventtype", "add", "x", "--reconcile-on", "phone", check=False)
+    assert bad.returncode == 1 and "invalid choice" in bad.stderr

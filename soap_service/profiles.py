@@ -194,6 +194,7 @@ class ImportReport:
     rejected: int = 0
     rejects_file: str | None = None
     reasons: dict[str, int] = field(default_factory=dict)  # reason kind -> count
+    bytes_read: int = 0  # of the file, for a progress bar (not in the summary)
 
     def to_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "inserted": self.inserted, "updated": self.updated,
@@ -313,6 +314,7 @@ def import_csv(db: Database, path: Path, *, rejects_path: Path | None = None,
                 if len(batch) >= batch_rows:
                     _flush(db, batch, columns, stamp, report, rejects)
                     if progress:
+                        report.bytes_read = stream.tell()
                         progress(report)
             _flush(db, batch, columns, stamp, report, rejects)
     except OSError as exc:

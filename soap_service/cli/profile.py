@@ -94,11 +94,12 @@ def cmd_erase(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 class _Progress:
-    """A progress line on stderr: redrawn in place on a terminal, a line per 100,000
-    rows otherwise (logs stay short)."""
+    """A progress bar on stderr, redrawn in place on a terminal; elsewhere a line per
+    100,000 rows (logs stay short)."""
 
-    def __init__(self) -> None:
+    def __init__(self, total_bytes: int) -> None:
         self.started = time.monotonic()
+        self.total = max(total_bytes, 1)
         self.tty = sys.stderr.isatty()
         self.next_line = 100_000
 
@@ -106,8 +107,11 @@ class _Progress:
         if not self.tty and report.lines < self.next_line:
             return
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        text = (f"{report.lines:,} rows read, {report.inserted:,} new, {report.updated:,} "
-                f"updated, {report.rejected:,} rejected ({report.lines / elapsed:,.0f} rows/s)")
+        share = min(report.bytes_read / self.total, 1.0)
+        bar = "#" * int(share * 30)
+        text = (f"[{bar:<30}] {share:4.0%}  {report.lines:,} rows, {report.inserted:,} new, "
+                f"{report.updated:,} updated, {report.rejected:,} rejected "
+                f"({report.lines / elapsed:,.0f} rows/s)")
         if self.tty:
             print("\r" + text, end="", file=sys.stderr, flush=True)
         else:
@@ -124,7 +128,7 @@ def cmd_import(args: argparse.Namespace, ctx: CliContext) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ValidationFailed(f"no such file: {path}")
-    progress = _Progress()
+    progress = _Progress(path.stat().st_size)
     try:
         report = profiles.import_csv(
             ctx.db, path, rejects_path=Path(args.rejects) if args.rejects else None,

@@ -192,3 +192,16 @@ def test_eventtype_targeting_options(env: dict[str, str]) -> None:
     assert "targeting" not in back
     bad = run_cli(env, "eventtype", "add", "x", "--reconcile-on", "phone", check=False)
     assert bad.returncode == 1 and "invalid choice" in bad.stderr
+
+
+def test_import_progress_on_stderr(env: dict[str, str], tmp_path: Path) -> None:
+    """Without --quiet, a file of 100,000 rows prints a progress line (with its bar) to
+    stderr, and the summary alone to stdout."""
+    src = tmp_path / "many.csv"
+    with src.open("w", encoding="utf-8") as f:
+        f.write("externalId,email\n")
+        f.writelines(f"M{i},m{i}@example.com\n" for i in range(100_000))
+    res = run_cli(env, "--json", "profile", "import", str(src))
+    assert json.loads(res.stdout)["inserted"] == 100_000
+    [line] = [x for x in res.stderr.splitlines() if x.strip()]
+    assert line.startswith("[##############################] 100%  100,000 rows")

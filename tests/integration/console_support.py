@@ -37,7 +37,11 @@ class Page:
 
     @property
     def doc(self) -> Any:
-        return lxml.html.document_fromstring(self.body or b"<html></html>")
+        """The page parsed as a browser would: decoded by the charset of its
+        Content-Type (a preview frame has no ``<meta charset>`` of its own)."""
+        charset = self.headers.get("Content-Type", "").partition("charset=")[2] or "utf-8"
+        text = self.body.decode(charset.strip()) if self.body else "<html></html>"
+        return lxml.html.document_fromstring(text)
 
     @property
     def location(self) -> str:

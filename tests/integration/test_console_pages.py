@@ -164,6 +164,41 @@ def test_push_template_parts_and_data(app: WebApp) -> None:
     assert shown.text("//pre[@id='push-body']") == "Thanks Zoë"
 
 
+def test_language_variants_added_previewed_removed(app: WebApp) -> None:
+    """mc adds a French variant (the form holds the default's parts to translate),
+    previews the
+    draft in French, publishes both together and removes the variant; a viewer may not
+    add one."""
+    mia = logged_in(app, "mc")
+    added = mia.submit("/console/templates/order", "//form[@id='add-variant']",
+                       {"language": "fr", "subject": "Commande {{ rtEvent.ctx.order.@id }}"})
+    assert added.status == 303
+    page = mia.get("/console/templates/order")
+    assert page.doc.xpath("//section[@data-language='fr']//pre/text()")[0] == \
+        "Commande {{ rtEvent.ctx.order.@id }}"
+    french = mia.get("/console/templates/order/preview?language=fr")
+    assert french.text("//dd[@id='subject']") == "Commande A-1042"
+    assert french.one("//select[@id='pv-language']/option[@selected]").text == "fr"
+    frame = mia.get(french.one("//iframe").get("src"))
+    assert frame.texts("//p")[0] == "Hello Zoë,"  # the HTML part, as filled in
+    assert mia.get("/console/templates/order/preview").text("//dd[@id='subject']") == \
+        "Order A-1042"
+    assert mia.post("/console/templates/order/publish", {"csrf": page.csrf()}).status == 303
+    assert list(catalog.get_version(app.db, "order").version.content.variants) == ["fr"]
+    bad = mia.submit("/console/templates/order", "//form[@id='add-variant']",
+                     {"language": "de", "subject": "{{ broken"})
+    assert bad.status == 400 and "variant de" in bad.text("//p[@role='alert']")
+    viewer = logged_in(app, "viewer")
+    assert viewer.post("/console/templates/order/variants",
+                       {"csrf": viewer.get("/console/browse").csrf(),
+                        "language": "it"}).status == 403
+    removed = mia.post("/console/templates/order/variants/fr/remove", {"csrf": page.csrf()})
+    assert removed.status == 303
+    assert catalog.get_template(app.db, "order").template.draft.variants == {}
+    assert {"variant.add", "variant.remove"} <= {
+        e.action for e in audit.list_entries(app.db, actor="mia")}
+
+
 def test_preview_is_sandboxed_and_escapes_personalisation(app: WebApp) -> None:
     """The HTML part is shown in an <iframe sandbox> whose document carries a sandbox
     CSP; a seed's markup arrives escaped, never as a live element."""

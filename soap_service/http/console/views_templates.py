@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import g, redirect, request, url_for
 
-from soap_service import catalog, clock, proof
+from soap_service import catalog, clock, languages, proof
 from soap_service.errors import Conflict, RenderError, TemplateSyntaxError, ValidationFailed
 from soap_service.http.console import security
 from soap_service.http.console.base import MAX_FIELD, arg, back, blueprint, form, page
@@ -225,17 +225,19 @@ def template_preview(name: str) -> Any:
     db = security.context().db
     summary = catalog.get_template(db, name)
     seeds = catalog.list_seeds(db, name)
-    seed, version = arg("seed") or None, _version_arg()
+    seed, version, language = arg("seed") or None, _version_arg(), arg("language", 32)
     shown, error = None, None
     try:
-        shown = proof.preview(db, name, version=version, seed=seed)
+        shown = proof.preview(db, name, version=version, seed=seed, language=language or None)
     except RenderError as exc:
         error = exc.message
     frame = url_for("console.template_preview_frame", name=name, seed=seed or "",
-                    version=version or "draft")
+                    version=version or "draft", language=language)
+    content = catalog.content_of(db, name, version)
     return page("preview.html", t=summary.template, seeds=seeds, seed=seed or "",
                 version=version, versions=catalog.versions(db, name), shown=shown,
-                error=error, frame=frame)
+                error=error, frame=frame, languages=list(content.variants),
+                language=language)
 
 
 @blueprint.get("/templates/<name>/preview/frame")
@@ -245,7 +247,7 @@ def template_preview_frame(name: str) -> Any:
     g.preview_frame = True
     try:
         shown = proof.preview(security.context().db, name, version=_version_arg(),
-                              seed=arg("seed") or None)
+                              seed=arg("seed") or None, language=arg("language", 32) or None)
     except RenderError as exc:
         return _frame(f"<p>Cannot render: {escape(exc.message)}</p>")
     return _frame(_frame_body(shown))
@@ -282,6 +284,31 @@ def _frame_body(shown: proof.Preview) -> str:
 
 def _frame(body: str) -> Any:
     return body, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+# ---------------------------------------------------------------- language variants
+
+
+@blueprint.post("/templates/<name>/variants")
+@security.require("mc")
+def variant_add(name: str) -> Any:
+    db = security.context().db
+    tpl = catalog.get_template(db, name).template
+    language = form("language", "", 32).strip()
+    parts = {k: v for k, v in _content_from_form(tpl.channel).items() if v}
+    languages.add_variant(db, name, language, **parts)
+    security.record("variant.add", name, language)
+    return back(url_for("console.template", name=name) + "#variants",
+                f"Variant {language} added to the draft.")
+
+
+@blueprint.post("/templates/<name>/variants/<language>/remove")
+@security.require("mc")
+def variant_remove(name: str, language: str) -> Any:
+    languages.remove_variant(security.context().db, name, language)
+    security.record("variant.remove", name, language)
+    return back(url_for("console.template", name=name) + "#variants",
+                f"Variant {language} removed from the draft.")
 
 
 # ---------------------------------------------------------------- proofs and seeds

@@ -164,11 +164,10 @@ def test_push_template_parts_and_data(app: WebApp) -> None:
     assert shown.text("//pre[@id='push-body']") == "Thanks Zoë"
 
 
-def test_language_variants_added_previewed_removed(app: WebApp) -> None:
+def test_language_variants_added_previewed_removed(app: WebApp, sink: MailSink) -> None:
     """mc adds a French variant (the form holds the default's parts to translate),
-    previews the
-    draft in French, publishes both together and removes the variant; a viewer may not
-    add one."""
+    previews the draft in French, proofs it in French, publishes both together and
+    removes the variant; a viewer may not add one."""
     mia = logged_in(app, "mc")
     added = mia.submit("/console/templates/order", "//form[@id='add-variant']",
                        {"language": "fr", "subject": "Commande {{ rtEvent.ctx.order.@id }}"})
@@ -183,6 +182,10 @@ def test_language_variants_added_previewed_removed(app: WebApp) -> None:
     assert frame.texts("//p")[0] == "Hello Zoë,"  # the HTML part, as filled in
     assert mia.get("/console/templates/order/preview").text("//dd[@id='subject']") == \
         "Order A-1042"
+    proofed = mia.submit("/console/templates/order", "//form[@id='proof']",
+                         {"to": "lea@example.com", "language": "fr"})
+    assert proofed.status == 303
+    assert [m.message["Subject"] for m in sink.messages] == ["[PROOF] Commande A-1042"]
     assert mia.post("/console/templates/order/publish", {"csrf": page.csrf()}).status == 303
     assert list(catalog.get_version(app.db, "order").version.content.variants) == ["fr"]
     bad = mia.submit("/console/templates/order", "//form[@id='add-variant']",

@@ -322,7 +322,7 @@ def template_proof(name: str) -> Any:
     version_raw = form("version", "", 10).strip()
     version = int(version_raw) if version_raw.isdecimal() else None
     results = proof.send_proofs(ctx.db, ctx.settings, name, to=to or None, seeds=not to,
-                                version=version)
+                                version=version, language=form("language", "", 32) or None)
     summary = ", ".join(f"{r.address}: {r.outcome}" for r in results)
     security.record("template.proof", name, summary)
     failed = [r for r in results if r.outcome != "sent"]

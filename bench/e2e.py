@@ -22,8 +22,11 @@ template (``order_confirmation``: every event is rendered, instrumented and sent
    sampler itself costs CPU, so that run's rates are not reported).
 
 Usage: ``python bench/e2e.py [--duration 10] [--rate 300] [--databases sqlite,postgres]
-[--profile] [--quick]``.  A script, not a test: on a shared 2-core machine numbers vary
-±30 % and more; compare rows of one run, not runs of different days.
+[--profile] [--quick]``.  A/B: ``--compare DIR`` also serves from another source tree
+(``git archive COMMIT | tar -x -C DIR``), the two alternating ``--rounds`` times per
+database so that both see the same noise; rows are labelled ``[A]`` (DIR) and ``[B]``.
+A script, not a test: on a shared 2-core machine numbers vary ±30 % and more; compare
+rows of one run, not runs of different days.
 """
 
 from __future__ import annotations
@@ -62,16 +65,17 @@ BASELINE = {"SQLite": "ingest ~900-1,300 ev/s; e2e ~280 ev/s (acks p99 180-260 m
 # ---------------------------------------------------------------- servers
 
 
-def start_serve(url: str, sink_port: int, *, worker: bool, label: str) -> ingest.Server:
+def start_serve(url: str, sink_port: int, *, worker: bool, label: str,
+                tree: Path = ROOT) -> ingest.Server:
     """``msgcenter serve`` on its defaults (HTTP workers, threads, batch sizes): only the
     database, the relay's port and the public URL are set."""
     port = ingest.free_port()
     env = {**os.environ, "MC_DATABASE_URL": url, "MC_SMTP_PORT": str(sink_port),
-           "MC_PUBLIC_URL": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+           "MC_PUBLIC_URL": f"http://127.0.0.1:{port}", "PYTHONPATH": str(tree)}
     env.pop("MC_SQLITE_SYNCHRONOUS", None)  # the default (FULL) is what is measured
     cmd = [sys.executable, "-m", "soap_service.cli", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd + ([] if worker else ["--no-worker"]), env=env, cwd=ROOT,
+    proc = subprocess.Popen(cmd + ([] if worker else ["--no-worker"]), env=env, cwd=tree,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ingest.wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
     return ingest.Server(label, port, proc)
@@ -181,6 +185,8 @@ def realtime_latency(db: Database, port: int, rate: float, seconds: float
 # ---------------------------------------------------------------- profile
 
 
+IDLE = re.compile(r"select \(selectors|Condition\.wait|Event\.wait|sleep|recv|"
+                  r"_worker \(concurrent/futures/thread\.py:81\)|wait_for_signals")
 STAGES: list[tuple[str, re.Pattern[str]]] = [  # the deepest match on a stack wins
     ("SOAP edge", re.compile(r"soap_service/(http|soap)/|soap_service/httpd\.py|"
                              r"soap_service/ingest\.py|cli/serve\.py")),
@@ -190,7 +196,7 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [  # the deepest match on a stack wi
     ("render", re.compile(r"soap_service/(steps|render/|track|messages)")),
     ("SMTP", re.compile(r"channels/")),
     ("record", re.compile(r"record_outcomes|settle \(")),
-    ("commit", re.compile(r"\bcommit\b|_commit_impl|do_commit")),
+    ("commit", re.compile(r"\bcommit\b|_commit_impl|do_commit|GroupCommit\.insert")),
     ("write-lock wait", re.compile(r"_on_begin")),
 ]
 
@@ -237,8 +243,10 @@ def stage_seconds(files: list[Path], rate: int = 50) -> Counter[str]:
                 for name, pattern in STAGES:
                     if pattern.search(frame):
                         stage = name
-            if stage == "SMTP" and "select" in frames[-1]:
-                stage = None  # the channel loop idling
+            if "Dispatcher.finish" in stack and "Future.result" in stack:
+                stage = "SMTP"  # a round waiting for its sends
+            elif IDLE.search(frames[-1]) and stage in (None, "SOAP edge", "SMTP"):
+                stage = None  # a thread waiting for work, not for a stage
             if stage is not None:
                 total[stage] += int(n) / rate
     return total
@@ -263,12 +271,14 @@ class Result:
 
 
 def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path,
-                 sink_port: int) -> Result:
+                 sink_port: int, tree: Path = ROOT) -> Result:
     res = Result(name)
+    tmp = tmp / str(len(list(tmp.iterdir())))  # a fresh directory per run
     body = deliver.envelope(0)
     print(f"-- {name}: ingest only", flush=True)
     settings, db = deliver.fresh_db(url, tmp / f"{name}-ingest")
-    server = start_serve(settings.database_url, sink_port, worker=False, label=name)
+    server = start_serve(settings.database_url, sink_port, worker=False, label=name,
+                         tree=tree)
     try:
         wrk(server.port, body, 2, args.connections)  # warm-up
         res.ingest = wrk(server.port, body, args.duration, args.connections)
@@ -276,7 +286,8 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
         server.stop()
     print(f"-- {name}: end to end", flush=True)
     settings, db = deliver.fresh_db(url, tmp / f"{name}-e2e")
-    server = start_serve(settings.database_url, sink_port, worker=True, label=name)
+    server = start_serve(settings.database_url, sink_port, worker=True, label=name,
+                         tree=tree)
     try:
         wait_worker(db)
         res.e2e = wrk(server.port, body, args.duration, args.connections)
@@ -289,7 +300,8 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
     if args.profile:
         print(f"-- {name}: end to end under py-spy", flush=True)
         settings, db = deliver.fresh_db(url, tmp / f"{name}-spy")
-        server = start_serve(settings.database_url, sink_port, worker=True, label=name)
+        server = start_serve(settings.database_url, sink_port, worker=True, label=name,
+                         tree=tree)
         try:
             wait_worker(db)
             wrk(server.port, body, 2, args.connections)  # warm-up (password checks...)
@@ -366,6 +378,10 @@ def main() -> None:
     p.add_argument("--database-url", default=ingest.PG_URL, help="PostgreSQL server URL")
     p.add_argument("--profile", action="store_true",
                    help="also a run under py-spy: time per stage")
+    p.add_argument("--compare", type=Path,
+                   help="A/B: also serve from this source tree ([A]), alternating with this "
+                        "one ([B]) --rounds times per database")
+    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--spy-dir", type=Path, help="keep py-spy's raw stacks in this directory")
     p.add_argument("--quick", action="store_true", help="4 s per phase")
     args = p.parse_args()
@@ -376,13 +392,16 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mc-e2e-"))
     sink, sink_port, _ = deliver.start_sink("smtp-sink", tmp)
     results = []
+    trees = [("", ROOT)] if args.compare is None else [
+        ("[A] ", args.compare.resolve()), ("[B] ", ROOT)]
+    urls = {"sqlite": ("SQLite", None), "postgres": ("PostgreSQL", args.database_url)}
     try:
         for db in args.databases.split(","):
-            if db == "sqlite":
-                results.append(run_database("SQLite", None, args, tmp, sink_port))
-            elif db == "postgres":
-                results.append(run_database("PostgreSQL", args.database_url, args, tmp,
-                                            sink_port))
+            name, url = urls[db]
+            for _ in range(args.rounds if args.compare else 1):
+                for tag, tree in trees:
+                    results.append(run_database(f"{tag}{name}", url, args, tmp, sink_port,
+                                                tree))
     finally:
         sink.terminate()
         sink.wait(10)

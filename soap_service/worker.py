@@ -76,6 +76,7 @@ from soap_service.store import queue as store_queue
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 4  # about 7 s of database trouble before a round's outcomes are lost
+EXPRESS_DEFER_SECONDS = 0.01  # how often a deferring express path looks at the drain again
 
 
 # ---------------------------------------------------------------- the dispatcher
@@ -118,6 +119,11 @@ class Round:
     def event_ids(self) -> list[int]:
         return [o.event_id for o in self.early] + [j.event.id for j in self.sending]
 
+    @property
+    def has_batch(self) -> bool:
+        """Whether batch messages are being sent (a real-time one could wait behind them)."""
+        return any(j.event.queue is Queue.BATCH for j in self.sending)
+
 
 class Dispatcher:
     """Claims and delivers events for one worker process (one lease owner id).
@@ -159,6 +165,9 @@ class Dispatcher:
         self._unsettled_lock = threading.Lock()
         self._to_record: list[Outcome] = []
         self._to_release: set[int] = set()
+        # the drain loop's state, read by the express path (see express)
+        self.draining = False
+        self.drain_has_batch = False
 
     # -- the job ---------------------------------------------------------------
 
@@ -264,10 +273,13 @@ class Dispatcher:
         """
         total, rounds = 0, 0
         previous: Round | None = None
+        self.draining = True
         try:
             while stop is None or not stop.is_set():
                 self.woken.clear()
                 current = self.start()
+                self.drain_has_batch = current.has_batch or (
+                    previous is not None and previous.has_batch)
                 if previous is not None:
                     done, previous = previous, None
                     self.finish(done)
@@ -277,14 +289,25 @@ class Dispatcher:
                 if (not current.claimed and not self.woken.is_set()) or rounds == max_rounds:
                     break
         finally:
+            self.draining = self.drain_has_batch = False
             if previous is not None:  # sent messages are recorded even if a claim failed
                 self.finish(previous)
         return total
 
     def express(self, stop: threading.Event | None = None) -> int:
-        """Real-time events only, in small rounds, until none is due (the wake-up path)."""
+        """Real-time events only, in small rounds, until none is due (the wake-up path).
+
+        While the drain loop runs rounds of real-time messages only, the express path
+        leaves the new events to it (the drain was woken too, and claims real-time first):
+        small express rounds beside it would only add two transactions -- two fsyncs on
+        SQLite -- per handful of events.  It takes over as soon as batch messages are on
+        their way (a real-time event must not wait behind them) or the drain stops.
+        """
         total = 0
         while stop is None or not stop.is_set():
+            if self.draining and not self.drain_has_batch:
+                time.sleep(EXPRESS_DEFER_SECONDS)
+                continue
             report = self.tick(realtime_only=True, limit=self.express_size)
             total += report.claimed
             if not report.claimed:

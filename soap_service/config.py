@@ -169,8 +169,6 @@ class Settings:
     http_threads: int = 4
     # concurrent inserts of one process share a transaction (store.events.GroupCommit)
     ingest_group_commit: bool = True
-    # Where HTTP worker processes share their /metrics counters (set by `msgcenter serve`)
-    metrics_dir: str = ""
     # Email relay
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025

@@ -54,6 +54,7 @@ from soap_service.channels.failover import ConnectorSet
 from soap_service.channels.limits import Clock, Sleep
 from soap_service.config import Settings
 from soap_service.errors import ServerError
+from soap_service.metrics import WorkerMetrics
 from soap_service.models import (
     WISHED_CHANNEL_OF,
     Channel,
@@ -112,8 +113,11 @@ class Round:
     """One claimed batch on its way: early outcomes, jobs being sent, their results."""
 
     def __init__(self, claimed: int, early: list[Outcome], sending: list[Job],
-                 results: concurrent.futures.Future[list[SendResult]] | None) -> None:
+                 results: concurrent.futures.Future[list[SendResult]] | None,
+                 events: Sequence[Event] = ()) -> None:
         self.claimed, self.early, self.sending, self.results = claimed, early, sending, results
+        self.events = {e.id: e for e in events}  # what was claimed (for the metrics)
+        self.sent_at: datetime | None = None  # when its last message was answered
 
     @property
     def event_ids(self) -> list[int]:
@@ -161,6 +165,7 @@ class Dispatcher:
         # express rounds: about what the connectors take at once
         self.express_size = max(c.concurrency for cs in self._configured.values() for c in cs)
         self._domain = _message_id_domain(settings.public_url)
+        self.metrics = WorkerMetrics()
         # what failed rounds left to do (see settle); shared by the drain and express paths
         self._unsettled_lock = threading.Lock()
         self._to_record: list[Outcome] = []
@@ -180,12 +185,15 @@ class Dispatcher:
         earlier failed round left is settled first; if this round fails before its
         messages are handed to the channel, its events are released."""
         self.settle()
+        started = time.perf_counter()
         events = store_queue.claim_events(
             self.db, self.worker_id, limit=limit or self.settings.worker_batch_size,
             now=clock.utcnow(), lease_seconds=self.settings.lease_seconds,
             batch_min_share=self.settings.batch_min_share, realtime_only=realtime_only)
         if not events:
             return Round(0, [], [], None)
+        claimed = time.perf_counter()
+        self.metrics.stage("claim", claimed - started)
         try:
             listed = exclusions.listed_addresses(self.db,
                                                  [(e.address_kind, e.address) for e in events])
@@ -193,7 +201,12 @@ class Dispatcher:
             jobs = [Job(e, self.event_type(e.event_type), listed=listed, rechecked=rechecked)
                     for e in events]
             early, ready = self.prepare(jobs)
-            return Round(len(events), early, ready, self.send_async(ready))
+            sending = time.perf_counter()
+            self.metrics.stage("prepare", sending - claimed)
+            rnd = Round(len(events), early, ready, self.send_async(ready), events)
+            assert rnd.results is not None
+            rnd.results.add_done_callback(lambda _: self._sent(rnd, sending))
+            return rnd
         except BaseException:
             self._give_back([e.id for e in events])
             raise
@@ -209,13 +222,33 @@ class Dispatcher:
             self._give_back(rnd.event_ids)
             raise
         try:
+            started = time.perf_counter()
             self._record(outcomes)
+            self.metrics.stage("record", time.perf_counter() - started)
         except ServerError:
             with self._unsettled_lock:
                 self._to_record.extend(outcomes)
             log.warning("queue.record_deferred count=%s", len(outcomes))
             raise
+        self._count(rnd, outcomes)
         return _report(rnd.claimed, outcomes)
+
+    def _sent(self, rnd: Round, started: float) -> None:
+        """A round's last answer arrived (on the channel loop)."""
+        rnd.sent_at = clock.utcnow()
+        self.metrics.stage("send", time.perf_counter() - started)
+
+    def _count(self, rnd: Round, outcomes: Sequence[Outcome]) -> None:
+        """Outcomes per channel, and ack -> send of the messages sent (/metrics)."""
+        now = rnd.sent_at or clock.utcnow()
+        for o in outcomes:
+            event = rnd.events.get(o.event_id)
+            if event is None:
+                continue
+            self.metrics.outcome(event.channel.value, o.status.value)
+            if o.status is EventStatus.PROCESSED and event.created_at is not None:
+                self.metrics.sent(event.channel.value, event.queue.value,
+                                  (now - event.created_at).total_seconds())
 
     def _give_back(self, event_ids: Sequence[int]) -> None:
         """Release the events of a failed round: at once if the database answers, else

@@ -20,21 +20,24 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from soap_service.config import Settings, load_settings
 from soap_service.http.api import create_api
 from soap_service.http.body import read_body
+from soap_service.http.ingest_api import EVENTS_PATH as INGEST_PATH
 from soap_service.http.ingest_api import IngestApp
 from soap_service.http.sms_callbacks import PREFIX as SMS_CALLBACKS
 from soap_service.http.sms_callbacks import callback_endpoint
 from soap_service.http.soap import soap_endpoint, wsdl_endpoint
 from soap_service.http.tracking import Recorder, TrackingApp
 from soap_service.http.wsgi import Request, Response, Route, answer
+from soap_service.metrics import CONTENT_TYPE as METRICS_TYPE
+from soap_service.metrics import HttpMetrics
 from soap_service.receipts import ReceiptRecorder
 from soap_service.soap import router, wsdl
-from soap_service.soap.metrics import Metrics
 from soap_service.store import Database, connect
 
 __all__ = ["ROUTES", "Request", "Response", "Route", "WebApp", "create_app", "is_api_path",
@@ -53,7 +56,7 @@ def healthz(app: WebApp, request: Request) -> Response:
 
 
 def metrics_endpoint(app: WebApp, request: Request) -> Response:
-    return Response(200, app.metrics.render().encode(), "text/plain; version=0.0.4")
+    return Response(200, app.metrics.render(), METRICS_TYPE)
 
 
 def tracking_endpoint(app: WebApp, request: Request) -> Response:
@@ -82,7 +85,7 @@ class WebApp:
         self.settings = settings
         self.db = db
         self.routes = list(routes) or list(ROUTES)
-        self.metrics = Metrics(settings.metrics_dir or None)
+        self.metrics = HttpMetrics()
         self.soap_services = router.Services(settings, db)
         self.rest = create_api(settings, db, self.soap_services.authenticator)
         self.api = IngestApp(self.rest.extensions["msgcenter"], self.rest)
@@ -156,12 +159,16 @@ class WebApp:
 
     def _call_api(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """The JSON API (Flask), counted in /metrics by family and status."""
-        family = "/api/v1" if str(environ.get("PATH_INFO", "")).startswith("/api/") else (
-            "/{org}/campaign")
+        started = time.perf_counter()
+        path = str(environ.get("PATH_INFO", ""))
+        family = "/api/v1" if path.startswith("/api/") else "/{org}/campaign"
+        ingest = path == INGEST_PATH and environ.get("REQUEST_METHOD") == "POST"
 
         def counted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             code = int(status.split(" ", 1)[0]) if status[:3].isdigit() else 500
             self.metrics.observe_http(family, code)
+            if ingest and 200 <= code < 300:  # answered once the events are committed
+                self.metrics.observe_ingest("rest", "events", time.perf_counter() - started)
             return start_response(status, headers, exc_info)
 
         return self.api(environ, counted)

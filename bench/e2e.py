@@ -102,7 +102,8 @@ class Wrk:
     rate: float  # successful requests per second
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: int  # of which timeouts (wrk gives up after 2 s; the request may still succeed)
+    timeouts: int = 0
 
 
 def wrk(port: int, body: bytes, seconds: int, conns: int) -> Wrk:
@@ -117,14 +118,16 @@ def wrk(port: int, body: bytes, seconds: int, conns: int) -> Wrk:
             "wrk.headers['SOAPAction'] = '\"nms:rtEvent#PushEvent\"'\n"
             "done = function(summary, latency, requests)\n"
             "  local e = summary.errors\n"
-            "  io.write(string.format('RESULT %d %d %d %d\\n', summary.requests,\n"
-            "    e.status + e.connect + e.read + e.write + e.timeout,\n"
+            "  io.write(string.format('RESULT %d %d %d %d %d\\n', summary.requests,\n"
+            "    e.status + e.connect + e.read + e.write + e.timeout, e.timeout,\n"
             "    latency:percentile(50.0), latency:percentile(99.0)))\nend\n")
         out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "-s", str(script),
                               f"http://127.0.0.1:{port}/nl/jsp/soaprouter.jsp"],
                              capture_output=True, text=True, check=True).stdout
-    _, reqs, errs, p50, p99 = next(x for x in out.splitlines() if x.startswith("RESULT")).split()
-    return Wrk((int(reqs) - int(errs)) / seconds, int(p50) / 1000, int(p99) / 1000, int(errs))
+    _, reqs, errs, timeouts, p50, p99 = next(
+        x for x in out.splitlines() if x.startswith("RESULT")).split()
+    return Wrk((int(reqs) - int(errs)) / seconds, int(p50) / 1000, int(p99) / 1000, int(errs),
+               int(timeouts))
 
 
 def count(db: Database, *statuses: str) -> int:
@@ -180,6 +183,43 @@ def realtime_latency(db: Database, port: int, rate: float, seconds: float
     return {"pushed": len(acks), "sent": len(sent), "ack_p50": statistics.median(ack_ms),
             "ack_p99": _p99(ack_ms), "send_p50": statistics.median(sent) if sent else 0.0,
             "send_p99": _p99(sent)}
+
+
+def pg_commits(db: Database) -> int:
+    """Transactions committed in the database so far (PostgreSQL; -1 on SQLite)."""
+    if not db.is_postgres:
+        return -1
+    from sqlalchemy import text
+
+    time.sleep(1.0)  # backends flush their statistics about once a second when idle
+    with db.connect() as conn:
+        return int(conn.execute(text("SELECT xact_commit FROM pg_stat_database "
+                                     "WHERE datname = current_database()")).scalar_one())
+
+
+def worker_rounds(port: int, events_sent: int) -> dict[str, float]:
+    """The worker's round stages from serve's /metrics (``mc_worker_round_seconds``):
+    rounds, events per round, and mean ms per round of each stage."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "mc_worker_round_seconds_sum":
+                sums[s.labels["stage"]] = s.value
+            elif s.name == "mc_worker_round_seconds_count":
+                counts[s.labels["stage"]] = s.value
+    rounds = counts.get("record", 0.0)
+    out = {"rounds": rounds, "per_round": events_sent / rounds if rounds else 0.0}
+    for stage in ("claim", "prepare", "send", "record"):
+        if counts.get(stage):
+            out[stage] = sums[stage] / counts[stage] * 1000
+    return out
 
 
 # ---------------------------------------------------------------- profile
@@ -268,6 +308,8 @@ class Result:
     rt: dict[str, float] = field(default_factory=dict)
     stages: Counter[str] = field(default_factory=Counter)
     profiled: int = 0
+    commits: float = -1.0  # PostgreSQL transactions committed per event sent, end to end
+    rounds: dict[str, float] = field(default_factory=dict)  # from the worker's /metrics
 
 
 def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path,
@@ -290,9 +332,12 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
                          tree=tree)
     try:
         wait_worker(db)
+        commits = pg_commits(db)
         res.e2e = wrk(server.port, body, args.duration, args.connections)
         res.drained = wait_drained(db, 300)
         res.sent, res.e2e_rate, res.e2e_send_p50, res.e2e_send_p99 = pushed_to_sent(db)
+        res.commits = (pg_commits(db) - commits) / max(res.sent, 1) if commits >= 0 else -1.0
+        res.rounds = worker_rounds(server.port, res.sent)
         print(f"-- {name}: real-time latency at {args.rate:.0f}/s", flush=True)
         res.rt = realtime_latency(db, server.port, args.rate, args.duration)
     finally:
@@ -347,13 +392,29 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
               f"({rt['sent']:.0f}/{rt['pushed']:.0f}) |")
         errors = r.ingest.errors + r.e2e.errors
         if errors:
-            print(f"  ! {r.name}: {errors} failed requests")
+            print(f"  ! {r.name}: {errors} failed requests "
+                  f"({r.ingest.timeouts + r.e2e.timeouts} of them wrk's 2 s timeout)")
     print()
     print(f"Goals (issue 13): pushed-to-sent >= {GOALS['rate']:,.0f} ev/s and >= "
           f"{GOALS['ratio']}x ingest only; real-time ack->SMTP p99 <= "
           f"{GOALS['send_p99_ms']:.0f} ms; PushEvent ack p99 <= {GOALS['ack_p99_ms']:.0f} ms.")
     for name, text in BASELINE.items():
         print(f"Before (issue 13, {name}): {text}")
+    with_rounds = [r for r in results if r.rounds.get("rounds")]
+    if with_rounds:
+        print()
+        print("The worker's rounds in the end-to-end phase (serve's /metrics, "
+              "mc_worker_round_seconds), and PostgreSQL commits per event sent:")
+        print("| database | rounds | events/round | claim ms | prepare ms | send ms "
+              "| record ms | commits/event |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in with_rounds:
+            w = r.rounds
+            commits = f"{r.commits:.2f}" if r.commits >= 0 else "-"
+            print(f"| {r.name} | {w['rounds']:,.0f} | {w['per_round']:.1f} | "
+                  + " | ".join(f"{w.get(s, 0.0):.1f}" for s in
+                               ("claim", "prepare", "send", "record"))
+                  + f" | {commits} |")
     profiled = [r for r in results if r.stages]
     if not profiled:
         return

@@ -327,18 +327,21 @@ class Dispatcher:
                 self.finish(previous)
         return total
 
-    def express(self, stop: threading.Event | None = None) -> int:
+    def express(self, stop: threading.Event | None = None, wait_for_drain: bool = True) -> int:
         """Real-time events only, in small rounds, until none is due (the wake-up path).
 
         While the drain loop runs rounds of real-time messages only, the express path
         leaves the new events to it (the drain was woken too, and claims real-time first):
         small express rounds beside it would only add two transactions -- two fsyncs on
         SQLite -- per handful of events.  It takes over as soon as batch messages are on
-        their way (a real-time event must not wait behind them) or the drain stops.
+        their way (a real-time event must not wait behind them) or, with
+        ``wait_for_drain``, when the drain stops (else it returns: the drain was woken).
         """
         total = 0
         while stop is None or not stop.is_set():
             if self.draining and not self.drain_has_batch:
+                if not wait_for_drain:
+                    break
                 time.sleep(EXPRESS_DEFER_SECONDS)
                 continue
             report = self.tick(realtime_only=True, limit=self.express_size)

@@ -322,7 +322,7 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
     server = start_serve(settings.database_url, sink_port, worker=False, label=name,
                          tree=tree)
     try:
-        wrk(server.port, body, 2, args.connections)  # warm-up
+        wrk(server.port, body, 3, args.connections)  # warm-up (password checks...)
         res.ingest = wrk(server.port, body, args.duration, args.connections)
     finally:
         server.stop()

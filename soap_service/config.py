@@ -199,6 +199,16 @@ class Settings:
     bounce_max_bytes: int = 20 * 1024 * 1024  # larger inbound reports are refused (552)
     bounce_imap_url: str = ""  # imaps://user@host:993/INBOX?move_to=Processed (a mailbox to poll)
     bounce_imap_password: str = ""
+    bounce_imap_interval: float = 60.0  # seconds between polls of that mailbox (msgcenter bounced)
+    # soft bounces (4.x.x) quarantine an address after this many within this many seconds
+    bounce_soft_limit: int = 3
+    bounce_soft_window_seconds: int = 7 * 86400
+    # previous MC_SECRET values (comma-separated): late bounces of mail sent before a
+    # rotation still match their event
+    bounce_old_secrets: str = ""
+    # a header that also carries the return path (Postmark: X-PM-Metadata-mc-return-path,
+    # which its webhooks give back as metadata); empty: none
+    bounce_metadata_header: str = ""
     sns_topic_arns: str = ""  # comma-separated SNS topics whose SES notifications are accepted
     # scheme://host[:port] the SNS SigningCertURL / SubscribeURL must match in full
     sns_origin_pattern: str = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?"
@@ -371,6 +381,13 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     if settings.webhook_timeout <= 0 or settings.webhook_poll_interval < 0:
         raise ConfigError("MC_WEBHOOK_TIMEOUT must be positive and MC_WEBHOOK_POLL_INTERVAL "
                           "at least 0")
+    if settings.bounce_soft_limit < 1 or settings.bounce_soft_window_seconds < 1 \
+            or settings.bounce_imap_interval <= 0:
+        raise ConfigError("MC_BOUNCE_SOFT_LIMIT and MC_BOUNCE_SOFT_WINDOW_SECONDS must be at "
+                          "least 1 and MC_BOUNCE_IMAP_INTERVAL positive")
+    if settings.bounce_metadata_header and not re.fullmatch(r"[A-Za-z0-9-]{1,76}",
+                                                            settings.bounce_metadata_header):
+        raise ConfigError("MC_BOUNCE_METADATA_HEADER must be a header name")
     if "@" in settings.bounce_domain or settings.bounce_max_bytes < 1024:
         raise ConfigError("MC_BOUNCE_DOMAIN must be a domain name and MC_BOUNCE_MAX_BYTES "
                           "at least 1024")

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_BOUNCE = "bounce"
 SOURCE_MANUAL = "manual"
+SOURCE_COMPLAINT = "complaint"  # a spam complaint (ARF, SES, Postmark): on the denylist
 _PHONE_LIKE = re.compile(r"^\+?[0-9 ().-]{3,24}$")
 _E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")  # as ingest stores numbers: no parsing needed
 
@@ -71,7 +72,7 @@ def normalise_address(address: str, kind: AddressKind | None = None,
 
 
 def exclusion_reason(entry: QuarantineEntry) -> str:
-    kind = "denylisted" if entry.source == SOURCE_MANUAL else "quarantined"
+    kind = "denylisted" if entry.source in store.DENYLIST_SOURCES else "quarantined"
     return f"{kind}: {entry.reason}"
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
 COUNT_KEYS = ("events", "delivery_log", "tracking_log", "exclusion_log", "event_status_log",
-              "delivery_parts")
+              "delivery_parts", "bounces")
 
 
 def _groups(db: Database, settings: Settings, now: datetime

@@ -35,8 +35,10 @@ HTML_ONLY = 2
 
 
 def email_message(rendered: RenderedMessage, to: str, message_id: str, *,
-                  email_format: int = 0, headers: dict[str, str] | None = None) -> EmailMessage:
-    """The email for ``to``; :class:`RenderError` when it has no From address."""
+                  email_format: int = 0, headers: dict[str, str] | None = None,
+                  return_path: str = "") -> EmailMessage:
+    """The email for ``to``; :class:`RenderError` when it has no From address.
+    ``return_path``, when given, is the envelope sender (a VERP address)."""
     if not rendered.from_addr:
         raise RenderError("template has no From address")
     html, text = rendered.html, rendered.text
@@ -47,6 +49,7 @@ def email_message(rendered: RenderedMessage, to: str, message_id: str, *,
     return EmailMessage(
         from_addr=rendered.from_addr, to=to, subject=rendered.subject, message_id=message_id,
         html=html, text=text, reply_to=rendered.reply_to, headers=dict(headers or {}),
+        return_path=return_path,
     )
 
 

@@ -203,6 +203,9 @@ class EmailMessage:
     text: str = ""
     reply_to: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    # the envelope sender (MAIL FROM) when not from_addr: a signed VERP return path
+    # bounces+<token>@<MC_BOUNCE_DOMAIN> naming the event and attempt (docs/bounces.md)
+    return_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -550,9 +553,10 @@ class QuarantineEntry:
 
     address: str
     reason: str
-    source: str  # bounce | manual
+    source: str  # bounce | manual | complaint (manual and complaint: the denylist)
     created_at: datetime
     kind: AddressKind = AddressKind.EMAIL
+    bounce_id: int | None = None  # the received bounce that caused it (msgcenter bounces)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from soap_service import clock, exclusions, messages, retry, track
+from soap_service.bounces import verp
 from soap_service.errors import RenderError
 from soap_service.models import (
     PUSH_PLATFORM_OF,
@@ -165,11 +166,18 @@ def track_links(d: Dispatcher, job: Job) -> Outcome | None:
 
 
 def _email(d: Dispatcher, job: Job) -> ChannelMessage:
-    """``emailFormat`` 1 sends text only, 2 HTML only; no From address fails the event."""
+    """``emailFormat`` 1 sends text only, 2 HTML only; no From address fails the event.
+    With ``MC_BOUNCE_DOMAIN`` set, the envelope sender is the event's signed return path
+    (``bounces.verp``: event id and attempt number), where its bounces come back."""
     assert job.rendered is not None
-    return messages.email_message(
-        job.rendered, job.address, d.message_id(job.event),
-        email_format=job.event.email_format, headers={"X-MC-Event-Id": str(job.event.id)})
+    e = job.event
+    headers = {"X-MC-Event-Id": str(e.id)}
+    return_path = verp.return_path_for(d.settings, e.id, e.error_count + 1)
+    if return_path and d.settings.bounce_metadata_header:  # Postmark gives it back
+        headers[d.settings.bounce_metadata_header] = return_path
+    return messages.email_message(job.rendered, job.address, d.message_id(e),
+                                  email_format=e.email_format, headers=headers,
+                                  return_path=return_path)
 
 
 def _sms(d: Dispatcher, job: Job) -> ChannelMessage:

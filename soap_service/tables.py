@@ -260,7 +260,8 @@ quarantine = Table(
     Column("kind", String(8), nullable=False, default="email"),  # email | phone | token
     Column("address", String(1024), nullable=False),
     Column("reason", Text, nullable=False),
-    Column("source", String(16), nullable=False),  # bounce | manual (denylist)
+    Column("source", String(16), nullable=False),  # bounce | manual | complaint (denylist)
+    Column("bounce_id", BigId),  # the received bounce that caused the entry (bounces.id)
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("kind", "address"),
 )
@@ -275,6 +276,39 @@ exclusion_log = Table(
     Column("created_at", DateTime, nullable=False),
     Index("ix_exclusion_log_created_at", "created_at"),
     Index("ix_exclusion_log_event_id", "event_id"),  # purge deletes by event
+)
+
+# Asynchronous bounces and complaints received (SMTP listener, IMAP poller, SES / Postmark
+# webhooks), matched or not: what each one said and what it did (docs/bounces.md).  No
+# foreign keys: a bounce stays listed after its event is purged.
+bounces = Table(
+    "bounces",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(16), nullable=False),  # smtp | imap | ses | postmark
+    Column("format", String(16), nullable=False, default=""),  # dsn, text, arf, jmrp, ...
+    Column("kind", String(12), nullable=False),  # hard | soft | complaint | unknown | unparseable
+    Column("matched", Boolean, nullable=False, default=False),  # names one of our deliveries
+    Column("effect", String(64), nullable=False, default=""),  # what it did (deliveryFailed...)
+    Column("event_id", BigId),
+    Column("delivery_id", BigId),
+    Column("attempt", Integer),
+    Column("address", String(1024)),  # the address acted on: the delivery's, never the report's
+    Column("recipient", String(320), nullable=False, default=""),  # as the report names it
+    Column("status", String(16), nullable=False, default=""),  # RFC 3463 code
+    Column("action", String(40), nullable=False, default=""),
+    Column("diagnostic", Text, nullable=False, default=""),
+    Column("return_path", String(320), nullable=False, default=""),
+    Column("message_id", String(255), nullable=False, default=""),
+    Column("provider_id", String(255), nullable=False, default=""),
+    Column("feedback_type", String(40), nullable=False, default=""),
+    Column("dedupe_key", String(64), nullable=False),  # the same report twice is one row
+    Column("reported_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_bounces_dedupe_key", "dedupe_key", unique=True),
+    Index("ix_bounces_created_at", "created_at"),
+    Index("ix_bounces_address_kind", "address", "kind", "created_at"),
+    Index("ix_bounces_event_id", "event_id"),
 )
 
 followup_rules = Table(

@@ -20,7 +20,10 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from soap_service.config import Settings
 
 LOCAL_PREFIX = "bounces"
 _MAC_BYTES = 10  # 80 bits: a forger needs ~2^79 tries per address, each one a real bounce
@@ -118,6 +121,14 @@ def make_return_path(event_id: int, attempt: int, secret: str, domain: str) -> s
     if not domain or "@" in domain:
         raise ValueError("the bounce domain must be a domain name")
     return f"{LOCAL_PREFIX}+{make_token(event_id, attempt, secret)}@{domain}"
+
+
+def return_path_for(settings: Settings, event_id: int, attempt: int) -> str:
+    """The envelope sender of an event's email: its return path when ``MC_BOUNCE_DOMAIN``
+    is set, else "" (the From address is the envelope sender, as without VERP)."""
+    if not settings.bounce_domain:
+        return ""
+    return make_return_path(event_id, attempt, settings.secret, settings.bounce_domain)
 
 
 def split_address(address: str) -> tuple[str, str]:

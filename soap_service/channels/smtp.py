@@ -217,13 +217,16 @@ class SmtpConnector:
 
     async def send(self, message: ChannelMessage, address: str, *,
                    urgent: bool = False) -> SendResult:
-        """Send one email to ``address`` (its envelope recipient); the outcome is a value,
-        never an exception.  ``urgent`` is for the channel's slots, which came first."""
+        """Send one email to ``address`` (its envelope recipient) from ``return_path`` (else
+        the From address); the outcome is a value, never an exception.  ``urgent`` is
+        for the channel's slots, which came first."""
         if not isinstance(message, EmailMessage):
             return SendResult(SendOutcome.PERMANENT, None, "the smtp connector sends email only")
         try:
             data = build_mime_bytes(message)
-            sender, rcpt = aiosmtplib.email.parse_address(message.from_addr), address.strip()
+            # the envelope sender: the event's VERP return path when there is one
+            sender = aiosmtplib.email.parse_address(message.return_path or message.from_addr)
+            rcpt = address.strip()
             aiosmtplib.email.parse_address(rcpt)
         except (ValueError, TypeError) as exc:  # unusable address or header: never retry
             return SendResult(SendOutcome.PERMANENT, None, f"invalid message: {exc}"[:500])

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "soap_service.cli.eventtype",  # eventtype
     "soap_service.cli.catalog",  # template, seed
     "soap_service.cli.tracking",  # followup, quarantine, exclusions, purge
+    "soap_service.cli.bounces",  # bounced, bounces
     "soap_service.cli.observe",  # status, history
     "soap_service.cli.webhook",  # webhook
 )

@@ -5,7 +5,9 @@ Process layout (``serve`` is a small supervisor, never a server itself)::
     msgcenter serve            supervisor: starts both, forwards SIGTERM/SIGINT, stops both
     ├── gunicorn master        ``python -m soap_service.cli.serve``: builds the app (and the
     │   └── N sync workers     WSDLs for MC_PUBLIC_URL) once, then forks the workers
-    └── msgcenter worker       the dispatch loop (unless --no-worker), restarted if it dies
+    ├── msgcenter worker       the dispatch loop (unless --no-worker), restarted if it dies
+    └── msgcenter bounced      the bounce listener, when MC_BOUNCE_DOMAIN is set (unless
+                               --no-bounced), restarted if it dies
 
 The supervisor exists because gunicorn's master reaps *every* child it has (it calls
 ``waitpid(-1)``): a dispatch worker started from inside it could not be watched.  The
@@ -213,12 +215,15 @@ def worker_command() -> list[str] | None:
 class Supervisor:
     """Start gunicorn and the worker, restart the worker if it dies, stop both on a signal."""
 
-    def __init__(self, gunicorn_cmd: list[str], worker_cmd: list[str] | None) -> None:
+    def __init__(self, gunicorn_cmd: list[str], worker_cmd: list[str] | None,
+                 bounced_cmd: list[str] | None = None) -> None:
         self.gunicorn_cmd = gunicorn_cmd
         self.worker_cmd = worker_cmd
+        self.bounced_cmd = bounced_cmd  # the bounce listener, when MC_BOUNCE_DOMAIN is set
         self.stopping = False
         self.gunicorn: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
+        self.bounced: subprocess.Popen[bytes] | None = None
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stopping = True
@@ -230,6 +235,8 @@ class Supervisor:
         log.info("serve.started pid=%s gunicorn=%s", os.getpid(), self.gunicorn.pid)
         if self.worker_cmd:
             self._start_worker()
+        if self.bounced_cmd:
+            self._start_bounced()
         try:
             return self._watch()
         finally:
@@ -240,14 +247,26 @@ class Supervisor:
         self.worker = subprocess.Popen(self.worker_cmd, env=_child_env())
         log.info("serve.worker_started pid=%s", self.worker.pid)
 
+    def _start_bounced(self) -> None:
+        assert self.bounced_cmd is not None
+        self.bounced = subprocess.Popen(self.bounced_cmd, env=_child_env())
+        log.info("serve.bounced_started pid=%s", self.bounced.pid)
+
     def _watch(self) -> int:
         assert self.gunicorn is not None
-        restart_at = 0.0
+        restart_at = bounced_restart_at = 0.0
         while not self.stopping:
             code = self.gunicorn.poll()
             if code is not None:
                 log.error("serve.gunicorn_exited code=%s", code)
                 return code or 1
+            if self.bounced is not None and self.bounced.poll() is not None:
+                if not bounced_restart_at:
+                    log.error("serve.bounced_exited code=%s", self.bounced.returncode)
+                    bounced_restart_at = time.monotonic() + WORKER_RESTART_DELAY
+                elif time.monotonic() >= bounced_restart_at:
+                    bounced_restart_at = 0.0
+                    self._start_bounced()
             if self.worker is not None and self.worker.poll() is not None:
                 if not restart_at:
                     log.error("serve.worker_exited code=%s", self.worker.returncode)
@@ -260,7 +279,7 @@ class Supervisor:
         return 0
 
     def _stop_all(self) -> None:
-        children = [p for p in (self.worker, self.gunicorn) if p is not None]
+        children = [p for p in (self.worker, self.bounced, self.gunicorn) if p is not None]
         for proc in children:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -302,6 +321,9 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
         worker_cmd = worker_command()
         if worker_cmd is None:
             log.warning("serve.no_worker_command (running as --no-worker)")
+    bounced_cmd = None
+    if ctx.settings.bounce_domain and not args.no_bounced:  # MC_BOUNCE_SMTP_HOST / _PORT
+        bounced_cmd = [sys.executable, "-m", "soap_service.cli", "bounced"]
     host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     gunicorn_cmd = [sys.executable, "-m", "soap_service.cli.serve",
                     f"{host}:{args.port}", str(args.workers), args.log_level]
@@ -310,7 +332,7 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="msgcenter-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        code = Supervisor(gunicorn_cmd, worker_cmd).run()
+        code = Supervisor(gunicorn_cmd, worker_cmd, bounced_cmd).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if code:
@@ -325,6 +347,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="HTTP worker processes (default: 2 x CPU cores)")
     p.add_argument("--no-worker", action="store_true", help="do not start a dispatch worker")
+    p.add_argument("--no-bounced", action="store_true",
+                   help="do not start the bounce listener (started when MC_BOUNCE_DOMAIN is set)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 

@@ -7,12 +7,15 @@ import dataclasses
 
 from soap_service import exclusions, followup, housekeeping, track
 from soap_service.cli.argtypes import whole_number
+from soap_service.cli.bounces import bounce_row
 from soap_service.cli.context import CliContext
 from soap_service.cli.events import resolve_id
 from soap_service.durations import format_duration, parse_duration
-from soap_service.errors import ValidationFailed
+from soap_service.errors import NotFound, ValidationFailed
 from soap_service.http.tracking import list_hits
 from soap_service.models import AddressKind, Channel, FollowupRule, QuarantineEntry, make_plid
+from soap_service.store import bounces as bounce_store
+from soap_service.store.bounces import BounceRow
 
 RULE_COLUMNS = ["name", "event_type", "template", "after", "condition", "channel", "enabled",
                 "created_at"]
@@ -58,16 +61,50 @@ def _kind(args: argparse.Namespace) -> AddressKind | None:
     return AddressKind(args.kind) if args.kind else None
 
 
-def _entry_row(entry: QuarantineEntry) -> dict:
+def _entry_row(entry: QuarantineEntry, causes: dict[int, BounceRow] | None = None,
+               instance_id: int = 1) -> dict:
+    """An entry; with ``causes``, the received bounce that caused it (``bounce``: its id,
+    kind, status and event in the table; the whole bounce in JSON)."""
     row = dataclasses.asdict(entry)
     row["kind"] = entry.kind.value
+    if causes is not None:
+        cause = causes.get(entry.bounce_id) if entry.bounce_id is not None else None
+        row["bounce"] = bounce_row(cause, instance_id) if cause else None
     return row
+
+
+def _bounce_cell(row: dict) -> str:
+    cause = row.get("bounce")
+    if not cause:
+        return ""
+    event = f" plId {cause['plId']}" if cause["plId"] is not None else ""
+    return f"#{cause['id']} {cause['kind']} {cause['status']}{event}".replace("  ", " ")
 
 
 def cmd_quarantine_list(args: argparse.Namespace, ctx: CliContext) -> int:
     entries = exclusions.list_entries(ctx.db, args.source, _limit(args), _kind(args))
-    ctx.emit([_entry_row(e) for e in entries],
-             ["kind", "address", "source", "reason", "created_at"])
+    causes = bounce_store.get_bounces(ctx.db, {e.bounce_id for e in entries if e.bounce_id})
+    rows = [_entry_row(e, causes, ctx.settings.instance_id) for e in entries]
+    if not ctx.json:
+        for row in rows:
+            row["bounce"] = _bounce_cell(row)
+    ctx.emit(rows, ["kind", "address", "source", "reason", "bounce", "created_at"])
+    return 0
+
+
+def cmd_quarantine_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    entry = exclusions.lookup(ctx.db, args.address, _kind(args))
+    if entry is None:
+        raise NotFound(f"{args.address} is not in quarantine")
+    causes = bounce_store.get_bounces(ctx.db, {entry.bounce_id} if entry.bounce_id else set())
+    row = _entry_row(entry, causes, ctx.settings.instance_id)
+    if not ctx.json:  # the bounce's fields, one per line
+        cause = row.pop("bounce") or {}
+        row.pop("bounce_id", None)
+        row.update({f"bounce_{k}": v for k, v in cause.items()
+                    if k in {"id", "created_at", "source", "format", "kind", "plId",
+                             "recipient", "status", "action", "diagnostic"}})
+    ctx.emit(row)
     return 0
 
 
@@ -146,10 +183,15 @@ def _register_quarantine(sub: argparse._SubParsersAction) -> None:
     kind_help = ("email, phone or token (default: guessed -- an @ is an email, a number a "
                  "phone, anything else a device token)")
     p = cmds.add_parser("list", help="list entries")
-    p.add_argument("--source", choices=[exclusions.SOURCE_BOUNCE, exclusions.SOURCE_MANUAL])
+    p.add_argument("--source", choices=[exclusions.SOURCE_BOUNCE, exclusions.SOURCE_MANUAL,
+                                        exclusions.SOURCE_COMPLAINT])
     p.add_argument("--kind", choices=kinds, help="only this kind of address")
     p.add_argument("--limit", type=whole_number(), default=1000)
     p.set_defaults(func=cmd_quarantine_list)
+    p = cmds.add_parser("show", help="one entry, with the bounce that caused it")
+    p.add_argument("address")
+    p.add_argument("--kind", choices=kinds, help=kind_help)
+    p.set_defaults(func=cmd_quarantine_show)
     p = cmds.add_parser("add", help="denylist an address (never sent to)")
     p.add_argument("address", help="an email address, a phone number or a device token")
     p.add_argument("--kind", choices=kinds, help=kind_help)

@@ -7,7 +7,8 @@
   the rest through it to the Flask application of ``api.py``;
 * everything else is matched against :data:`ROUTES` (``wsgi.Route``): the SOAP router
   and WSDLs (``soap.py``), the tracking pixel and redirect (``tracking.py``), SMS
-  providers' delivery callbacks (``sms_callbacks.py``), health and metrics --
+  providers' delivery callbacks (``sms_callbacks.py``), bounce webhooks
+  (``bounce_callbacks.py``), health and metrics --
   hand-written handlers that take the application and a ``wsgi.Request`` and
   return a ``wsgi.Response``.
 
@@ -24,9 +25,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from soap_service.bounces.providers import CallbackReader, callback_reader
 from soap_service.config import Settings, load_settings
 from soap_service.http.api import create_api
 from soap_service.http.body import read_body
+from soap_service.http.bounce_callbacks import PREFIX as BOUNCE_CALLBACKS
+from soap_service.http.bounce_callbacks import bounce_callback_endpoint
 from soap_service.http.ingest_api import EVENTS_PATH as INGEST_PATH
 from soap_service.http.ingest_api import IngestApp
 from soap_service.http.sms_callbacks import PREFIX as SMS_CALLBACKS
@@ -72,6 +76,7 @@ ROUTES: list[Route] = [
     Route("GET", "/metrics", metrics_endpoint),
     Route("GET", "/r/", tracking_endpoint, prefix=True),  # open pixel, click redirect
     Route("POST", SMS_CALLBACKS, callback_endpoint, prefix=True),  # delivery receipts
+    Route("POST", BOUNCE_CALLBACKS, bounce_callback_endpoint, prefix=True),  # SES, Postmark
 ]
 
 
@@ -94,6 +99,7 @@ class WebApp:
         self._tracker: TrackingApp | None = None
         self._tracker_lock = threading.Lock()
         self._receipts: ReceiptRecorder | None = None
+        self._bounce_reader: CallbackReader | None = None
 
     def wsdl(self, schema: str) -> bytes:
         return self._wsdl[schema]
@@ -125,6 +131,15 @@ class WebApp:
                     self._receipts = ReceiptRecorder(
                         self.db, grace=max(60.0, self.settings.lease_seconds))
         return self._receipts
+
+    @property
+    def bounce_reader(self) -> CallbackReader:
+        """The reader of bounce webhooks (one per process: the SNS certificate cache)."""
+        if self._bounce_reader is None:
+            with self._tracker_lock:
+                if self._bounce_reader is None:
+                    self._bounce_reader = callback_reader(self.settings)
+        return self._bounce_reader
 
     def close_receipts(self) -> None:
         """Try the held receipts once more and stop their thread (on exit)."""

@@ -1,8 +1,9 @@
 """Exclusion storage: the quarantine / denylist table and the exclusion log.
 
 Entries are kept per address kind (``email``, ``phone``, ``token``: SPEC §7) and arrive
-normalised (``soap_service.exclusions.normalise_address``).  A manual (denylist) entry is
-never downgraded to a bounce entry, even by a concurrent writer.
+normalised (``soap_service.exclusions.normalise_address``).  A denylist entry (``manual``,
+or ``complaint``: the recipient reported our mail as spam) is never downgraded to a bounce
+entry, even by a concurrent writer.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from soap_service.store import Database
 from soap_service.tables import exclusion_log, quarantine
 
 _CHUNK = 500  # (kind, address) pairs per lookup statement
+DENYLIST_SOURCES = frozenset({"manual", "complaint"})
 
 
 def _entry(row: Any) -> QuarantineEntry:
     return QuarantineEntry(row.address, row.reason, row.source, row.created_at,
-                           AddressKind(row.kind))
+                           AddressKind(row.kind), row.bounce_id)
 
 
 def _where(kind: AddressKind, address: str) -> Any:
@@ -62,25 +64,35 @@ def listed_addresses(db: Database, pairs: Iterable[tuple[AddressKind, str]]
 
 
 def put_quarantine(db: Database, kind: AddressKind, address: str, reason: str, source: str,
-                   at: datetime) -> QuarantineEntry:
-    """Insert or update an entry; a manual (denylist) entry is never downgraded to bounce."""
+                   at: datetime, bounce_id: int | None = None) -> QuarantineEntry:
+    """Insert or update an entry; a denylist entry is never downgraded to bounce."""
     with db.begin() as conn:
-        current = _get_in(conn, kind, address)
-        if current is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(quarantine).values(
-                        kind=kind.value, address=address, reason=reason, source=source,
-                        created_at=at))
-                return QuarantineEntry(address, reason, source, at, kind)
-            except IntegrityError:  # another worker quarantined it just now
-                current = _get_in(conn, kind, address)
-                assert current is not None
-        if current.source == "manual" and source != "manual":
-            return current
-        conn.execute(update(quarantine).where(_where(kind, address))
-                     .values(reason=reason, source=source))
-        return QuarantineEntry(address, reason, source, current.created_at, kind)
+        return put_quarantine_in(conn, kind, address, reason, source, at, bounce_id)
+
+
+def put_quarantine_in(conn: Connection, kind: AddressKind, address: str, reason: str,
+                      source: str, at: datetime, bounce_id: int | None = None
+                      ) -> QuarantineEntry:
+    """:func:`put_quarantine` on the caller's transaction (a bounce records itself and its
+    quarantine together)."""
+    current = _get_in(conn, kind, address)
+    if current is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(quarantine).values(
+                    kind=kind.value, address=address, reason=reason, source=source,
+                    bounce_id=bounce_id, created_at=at))
+            return QuarantineEntry(address, reason, source, at, kind, bounce_id)
+        except IntegrityError:  # another worker quarantined it just now
+            current = _get_in(conn, kind, address)
+            assert current is not None
+    if current.source in DENYLIST_SOURCES and source not in DENYLIST_SOURCES:
+        return current
+    if current.source == "manual" and source != "manual":
+        return current  # an operator's entry keeps its words
+    conn.execute(update(quarantine).where(_where(kind, address))
+                 .values(reason=reason, source=source, bounce_id=bounce_id))
+    return QuarantineEntry(address, reason, source, current.created_at, kind, bounce_id)
 
 
 def delete_quarantine(db: Database, kind: AddressKind, address: str) -> bool:

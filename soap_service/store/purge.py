@@ -15,6 +15,7 @@ from sqlalchemy import and_, delete, func, select, update
 
 from soap_service.store import Database
 from soap_service.tables import (
+    bounces,
     delivery_log,
     delivery_parts,
     event_status_log,
@@ -78,13 +79,15 @@ def purge_batch(db: Database, types: Sequence[str], other_than: bool, cutoff: da
 
 def purge_orphan_logs(db: Database, cutoff: datetime, limit: int,
                       dry_run: bool) -> dict[str, int]:
-    """Log rows with no event (proofs, already purged events) and SMS part ids older than
-    ``cutoff``: up to ``limit`` of each deleted (or, ``dry_run``, all of them counted)."""
+    """Log rows with no event (proofs, already purged events), SMS part ids and received
+    bounces older than ``cutoff``: up to ``limit`` of each deleted (or, ``dry_run``, all of
+    them counted)."""
     counts: dict[str, int] = {}
     with db.begin() as conn:
-        for name, table in (*_EVENT_LOGS[:3], ("delivery_parts", delivery_parts)):
+        for name, table in (*_EVENT_LOGS[:3], ("delivery_parts", delivery_parts),
+                            ("bounces", bounces)):
             where = table.c.created_at < cutoff
-            if name != "delivery_parts":  # part ids outlive no event: they go by age
+            if name not in {"delivery_parts", "bounces"}:  # those go by age alone
                 where = and_(table.c.event_id.is_(None), where)
             if dry_run:
                 counts[name] = conn.execute(

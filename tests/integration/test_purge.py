@@ -80,7 +80,7 @@ def test_purge_counts_and_deletes_by_retention(db: Database, purge_settings) -> 
     expected_status_rows = before["event_status_log"] - counts(db)["event_status_log"]
     assert done == planned == {
         "events": 3 + 1 + 2, "delivery_log": 3 + 2 + 1, "tracking_log": 3, "exclusion_log": 1,
-        "event_status_log": expected_status_rows, "delivery_parts": 0,
+        "event_status_log": expected_status_rows, "delivery_parts": 0, "bounces": 0,
     }
     assert expected_status_rows >= 6
     assert again == dict.fromkeys(housekeeping.COUNT_KEYS, 0)

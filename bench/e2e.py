@@ -11,10 +11,10 @@ template (``order_confirmation``: every event is rendered, instrumented and sent
    waits until no event is ``pending`` / ``processing``.  *Pushed-to-sent* is the number
    of events over the span from the first event's ``created_at`` to the last
    delivery-log row (counted from the database), with the acks seen meanwhile;
-3. **real-time latency** -- on the same server, once drained: ``PushEvent`` at a fixed
-   open-loop ``--rate`` for ``--duration`` seconds; ack p50 / p99 (from each call's
-   scheduled time) and ack -> SMTP p50 / p99: from the client's ack to the delivery-log
-   row, which is written once the relay accepted the message (so an upper bound);
+3. **real-time latency** -- another ``serve`` (worker on, fresh database) relaying to an
+   aiosmtpd sink that logs each message's arrival: ``PushEvent`` at a fixed open-loop
+   ``--rate`` for ``--duration`` seconds; ack p50 / p99 (from each call's scheduled
+   time) and ack -> SMTP p50 / p99 (from the client's ack to the sink's arrival);
 4. with ``--profile`` (``py-spy`` installed), a second end-to-end run sampled by
    ``py-spy --idle`` in every process of the server: the wall time per event spent in
    each stage (SOAP edge, auth, insert, commit, write-lock wait, claim, render, SMTP,
@@ -42,7 +42,6 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -168,18 +167,35 @@ def _p99(values: list[float]) -> float:
     return values[int(0.99 * (len(values) - 1))] if values else float("nan")
 
 
-def realtime_latency(db: Database, port: int, rate: float, seconds: float
-                     ) -> dict[str, float]:
-    """Open-loop PushEvent at ``rate``: ack and ack -> sent (delivery-log row) latencies."""
-    ack_ms: list[float] = []
-    acks = deliver.push_at_rate(port, rate, seconds, ack_ms)  # {primary key: ack time}
-    ack_ms.sort()
-    wait_drained(db, 60)
-    with db.connect() as conn:
-        rows = conn.execute(select(delivery_log.c.event_id, delivery_log.c.created_at)
-                            .where(delivery_log.c.event_id.in_(list(acks)))).all()
-    sent = sorted((r.created_at.replace(tzinfo=UTC).timestamp() - acks[r.event_id]) * 1000
-                  for r in rows)
+def realtime_latency(url: str | None, args: argparse.Namespace, tmp: Path, name: str,
+                     tree: Path) -> dict[str, float]:
+    """Open-loop PushEvent at ``--rate`` through ``serve`` (worker on, a fresh database)
+    to an aiosmtpd sink that logs when each message arrives: ack latency, and ack -> the
+    relay's acceptance (``deliver.sink_child_main``'s log, by X-MC-Event-Id)."""
+    settings, db = deliver.fresh_db(url, tmp / f"{name}-rt")
+    sink, sink_port, sink_log = deliver.start_sink("aiosmtpd", tmp)
+    server = start_serve(settings.database_url, sink_port, worker=True, label=name, tree=tree)
+    try:
+        wait_worker(db)
+        deliver.push_at_rate(server.port, 50, 1)  # warm-up (password checks...)
+        wait_drained(db, 60)
+        ack_ms: list[float] = []
+        acks = deliver.push_at_rate(server.port, args.rate, args.duration, ack_ms)
+        ack_ms.sort()
+        wait_drained(db, 120)
+        arrived: dict[int, float] = {}
+        deadline = time.monotonic() + 30
+        while len(arrived) < len(acks) and time.monotonic() < deadline:
+            for line in sink_log.read_text().splitlines():
+                at, event = line.split(" ", 1)
+                if event.isdigit() and int(event) in acks:
+                    arrived[int(event)] = float(at)
+            time.sleep(0.2)
+    finally:
+        server.stop()
+        sink.terminate()
+        sink.wait(10)
+    sent = sorted((arrived[k] - acks[k]) * 1000 for k in arrived)
     return {"pushed": len(acks), "sent": len(sent), "ack_p50": statistics.median(ack_ms),
             "ack_p99": _p99(ack_ms), "send_p50": statistics.median(sent) if sent else 0.0,
             "send_p99": _p99(sent)}
@@ -338,10 +354,10 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
         res.sent, res.e2e_rate, res.e2e_send_p50, res.e2e_send_p99 = pushed_to_sent(db)
         res.commits = (pg_commits(db) - commits) / max(res.sent, 1) if commits >= 0 else -1.0
         res.rounds = worker_rounds(server.port, res.sent)
-        print(f"-- {name}: real-time latency at {args.rate:.0f}/s", flush=True)
-        res.rt = realtime_latency(db, server.port, args.rate, args.duration)
     finally:
         server.stop()
+    print(f"-- {name}: real-time latency at {args.rate:.0f}/s", flush=True)
+    res.rt = realtime_latency(url, args, tmp, name, tree)
     if args.profile:
         print(f"-- {name}: end to end under py-spy", flush=True)
         settings, db = deliver.fresh_db(url, tmp / f"{name}-spy")

@@ -332,6 +332,7 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
                  sink_port: int, tree: Path = ROOT) -> Result:
     res = Result(name)
     tmp = tmp / str(len(list(tmp.iterdir())))  # a fresh directory per run
+    tmp.mkdir(parents=True)
     body = deliver.envelope(0)
     print(f"-- {name}: ingest only", flush=True)
     settings, db = deliver.fresh_db(url, tmp / f"{name}-ingest")
@@ -484,7 +485,8 @@ def main() -> None:
         sink.wait(10)
         deliver.drop_created()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(results, args)
+        if results:  # what was measured, even if a later phase failed
+            report(results, args)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ class Dispatcher:
         # the drain loop's state, read by the express path (see express)
         self.draining = False
         self.drain_has_batch = False
+        self._expressing = threading.Lock()  # one express path at a time (the window)
 
     # -- the job ---------------------------------------------------------------
 
@@ -336,7 +337,17 @@ class Dispatcher:
         SQLite -- per handful of events.  It takes over as soon as batch messages are on
         their way (a real-time event must not wait behind them) or, with
         ``wait_for_drain``, when the drain stops (else it returns: the drain was woken).
+        One express path runs at a time (the other caller returns at once), so at most
+        one express round is in flight beside the drain's two.
         """
+        if not self._expressing.acquire(blocking=False):
+            return 0
+        try:
+            return self._express(stop, wait_for_drain)
+        finally:
+            self._expressing.release()
+
+    def _express(self, stop: threading.Event | None, wait_for_drain: bool) -> int:
         total = 0
         while stop is None or not stop.is_set():
             if self.draining and not self.drain_has_batch:

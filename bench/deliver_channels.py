@@ -12,8 +12,9 @@ the pipeline costs:
   with a window of ``--window``, vs smpplib pipelining the same window
   (``bench/deliver_sms.py``);
 * **push** -- to devpush's APNs (HTTP/2 + TLS, every check made, nothing written; another
-  process): the ``apns`` connector with ``--concurrency`` streams, vs one plain httpx
-  HTTP/2 client (``bench/deliver_push.py``); ``--platform android`` uses FCM instead.
+  process): the ``apns`` connector (its own HTTP/2 client, ``channels/h2client.py``) with
+  ``--concurrency`` streams, vs one plain httpx HTTP/2 client (``bench/deliver_push.py``);
+  ``--platform android`` uses FCM instead.  The server's CPU per message is printed too.
 
 A script, not a test: numbers vary ±30 % with what else runs on the machine.
 """
@@ -150,6 +151,7 @@ def bench_push(db: Database, database_url: str, n: int, concurrency: int, platfo
                 raise SystemExit("the push sink did not start")
             time.sleep(0.1)
         ports = json.loads(ready.read_text())
+        deliver_push.SERVER_PID = sink.pid
         url = f"https://127.0.0.1:{ports['tls']}"
         key, account = write_credentials(tmp / "credentials", f"{url}/token")
         deliver_push.ROUNDS = 1
@@ -170,13 +172,17 @@ def bench_push(db: Database, database_url: str, n: int, concurrency: int, platfo
         config.write_text(f'[[connectors]]\nname = "devpush"\nchannel = "push"\n{table}\n'
                           f"concurrency = {concurrency}\n", encoding="utf-8")
         queue_channel_events(db, n, wished, address)
+        server = deliver_push.cpu_seconds(sink.pid)
         rate, wall, cpu = run_worker(db, database_url, config, n)
+        server = deliver_push.cpu_seconds(sink.pid) - server
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(30)
     plain = measured["plain"]
     return {"worker": rate, "wall": wall, "plain": plain, "ratio": rate / plain,
             "worker_cpu_us": cpu, "plain_cpu_us": measured["plain_cpu_us"],
+            "server_cpu_us": server / n * 1e6,
+            "plain_server_cpu_us": measured["plain_server_cpu_us"],
             "plain_client": f"httpx HTTP/2, {concurrency} in flight"}
 
 
@@ -200,5 +206,8 @@ def main_channel(args: Any, fresh_db: Any) -> None:
         plain_cpu = f", plain client {r['plain_cpu_us']:.0f}" if "plain_cpu_us" in r else ""
         print(f"CPU per message (µs): worker {r['worker_cpu_us']:.0f} (render, send, record, "
               f"start-up included){plain_cpu}")
+    if "server_cpu_us" in r:
+        print(f"server CPU per message (µs): during the worker's run {r['server_cpu_us']:.0f}"
+              f", during the plain client's {r['plain_server_cpu_us']:.0f}")
     if "receipts_recorded" in r:
         print(f"receipts recorded   : {r['receipts_recorded']} of {args.events}")

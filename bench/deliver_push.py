@@ -7,6 +7,11 @@ Measures, in one run and against the same local servers:
   * **plain** — one ``httpx.AsyncClient(http2=True)`` sending the same requests (same
     URL, headers, provider/access token and body bytes) at the same concurrency.
 
+The connectors send over ``soap_service/channels/h2client.py`` (h2 driven directly);
+httpx is the plain client of the protocol.  Besides the rates, the client's CPU per
+message and the server's (the sink process) are printed: on a shared machine the server,
+a Python HTTP/2 stack too, is often what caps the rate.
+
 The server is devpush's ASGI app (every APNs and FCM check it makes, nothing written to
 disk) under hypercorn in a child process, so client and server use different cores:
 APNs over HTTP/2 + TLS, FCM over HTTP/2 + TLS as Google serves it (``--fcm-http1`` for
@@ -63,9 +68,24 @@ def serve_sink(directory: str, ready_file: str) -> None:
     server.stop()
 
 
+SERVER_PID: int | None = None  # the sink process, whose CPU per message is reported
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU a process has used (Linux ``/proc``; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def _run(n: int, concurrency: int, send: Callable[[int], Awaitable[bool]]
-               ) -> tuple[float, float]:
-    """(messages/s, client CPU µs per message) for ``n`` sends, ``concurrency`` in flight.
+               ) -> tuple[float, float, float]:
+    """(messages/s, client CPU µs per message, server CPU µs per message) for ``n``
+    sends, ``concurrency`` in flight.
 
     The CPU cost is what the client process spent (user + system): unlike the rate, it
     barely moves when other processes compete for the cores."""
@@ -79,11 +99,13 @@ async def _run(n: int, concurrency: int, send: Callable[[int], Awaitable[bool]]
                 failures += 1
 
     started, cpu = time.perf_counter(), time.process_time()
+    server = cpu_seconds(SERVER_PID)
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    server = cpu_seconds(SERVER_PID) - server
     if failures:
         raise SystemExit(f"{failures} of {n} sends failed")
-    return n / elapsed, cpu / n * 1e6
+    return n / elapsed, cpu / n * 1e6, server / n * 1e6
 
 
 def _message(platform: PushPlatform, i: int) -> PushMessage:
@@ -169,13 +191,16 @@ async def _rounds(n: int, concurrency: int, *sends: Callable[[int], Awaitable[bo
         await _run(min(n, 200), concurrency, send)
     rates: dict[str, list[float]] = {name: [] for name in names}
     costs: dict[str, list[float]] = {name: [] for name in names}
+    server: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(ROUNDS):
         for name, send in zip(names, sends, strict=True):
-            rate, cost = await _run(n, concurrency, send)
+            rate, cost, server_cost = await _run(n, concurrency, send)
             rates[name].append(rate)
             costs[name].append(cost)
+            server[name].append(server_cost)
     out = {name: statistics.median(values) for name, values in rates.items()}
     out.update({f"{name}_cpu_us": statistics.median(v) for name, v in costs.items()})
+    out.update({f"{name}_server_cpu_us": statistics.median(v) for name, v in server.items()})
     out["ratio"] = out["connector"] / out["plain"]
     out["channel_ratio"] = out["channel"] / out["plain"]
     out["cpu_ratio"] = out["plain_cpu_us"] / out["connector_cpu_us"]
@@ -186,7 +211,7 @@ ROUNDS = 3
 
 
 def main() -> None:
-    global ROUNDS
+    global ROUNDS, SERVER_PID
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--messages", type=int, default=5000, help="per round and client")
     p.add_argument("--concurrency", type=int, default=100, help="requests in flight")
@@ -211,6 +236,7 @@ def main() -> None:
                     raise SystemExit("the push sink did not start")
                 time.sleep(0.1)
             ports = json.loads(ready.read_text())
+            SERVER_PID = sink.pid
             tls_url = f"https://127.0.0.1:{ports['tls']}"
             fcm_url = f"http://127.0.0.1:{ports['plain']}" if args.fcm_http1 else tls_url
             key, account = write_credentials(Path(tmp) / "credentials", f"{fcm_url}/token")
@@ -244,6 +270,10 @@ def report(results: dict[str, dict[str, float]], args: Any) -> None:
     for name, r in results.items():
         print(f"{name:6} {r['connector_cpu_us']:10.0f} {r['channel_cpu_us']:10.0f} "
               f"{r['plain_cpu_us']:12.0f} {r['cpu_ratio']:7.2f}")
+    print("server CPU per message (µs; the sink process, same runs)")
+    for name, r in results.items():
+        print(f"{name:6} {r['connector_server_cpu_us']:10.0f} "
+              f"{r['channel_server_cpu_us']:10.0f} {r['plain_server_cpu_us']:12.0f}")
 
 
 if __name__ == "__main__":

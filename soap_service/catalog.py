@@ -31,7 +31,10 @@ from soap_service.models import (
     Event,
     EventType,
     Lane,
+    MissingProfile,
+    ReconcileOn,
     Seed,
+    Targeting,
     Template,
     TemplateContent,
     VersionInfo,
@@ -98,6 +101,9 @@ def _check_event_type(et: EventType) -> None:
         raise ValidationFailed("validity and retention must be positive durations")
     _check_length("label", et.label, 255)
     Lane(et.lane)
+    Targeting(et.targeting)
+    ReconcileOn(et.reconcile_on)
+    MissingProfile(et.missing_profile)
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,15 @@ class _EventTypes:
 
     by_name: dict[str, EventType]
     lanes: dict[str, str]
+    profile_based: frozenset[str]
 
 
 def _event_types(db: Database) -> _EventTypes:
     def load() -> _EventTypes:
         types = {et.name: et for et in store.list_event_types(db)}
-        return _EventTypes(types, {name: et.lane.value for name, et in types.items()})
+        return _EventTypes(types, {name: et.lane.value for name, et in types.items()},
+                           frozenset(name for name, et in types.items()
+                                     if et.targeting is Targeting.PROFILE))
 
     snapshot: _EventTypes = _cache.get_or_load((db, "eventtypes"), load)
     return snapshot
@@ -126,6 +135,12 @@ def event_type_lanes(db: Database) -> dict[str, str]:
     """``{event type name: lane}`` for ingest's dispatch priority (cached briefly, with
     :func:`get_event_type`'s answers: one read of the event types per process and period)."""
     return _event_types(db).lanes
+
+
+def profile_based_types(db: Database) -> frozenset[str]:
+    """The names of the profile-based event types (cached with :func:`get_event_type`):
+    ingest accepts their events without an address (the profile has it)."""
+    return _event_types(db).profile_based
 
 
 def require_event_type(db: Database, name: str) -> EventType:
@@ -168,13 +183,13 @@ class TemplateSummary:
             store.content_hash(self.template.draft) != self.latest.version.content_hash
 
 
-def _check_parts(content: TemplateContent, channel: Channel) -> None:
+def check_parts(content: TemplateContent, channel: Channel) -> None:
     """Refuse parts the channel has no use for (``--subject`` on an SMS template is a slip,
     not something to store silently), then check the others' syntax, and that a From or
     Reply-To written out (not personalised) is an address."""
     own = [*render.CHANNEL_PARTS[channel], *(["push_data"] if channel is Channel.PUSH else [])]
     foreign = [f.name for f in dataclasses.fields(TemplateContent)
-               if f.name not in own and getattr(content, f.name)]
+               if f.name not in own and f.name != "variants" and getattr(content, f.name)]
     if foreign:
         article = "an" if channel is Channel.EMAIL else "a"
         raise ValidationFailed(f"{article} {channel.value} template has no {_options(foreign)} "
@@ -210,7 +225,7 @@ def _options(fields: list[str]) -> str:
 def create_template(db: Database, name: str, event_type: str, channel: Channel,
                     content: TemplateContent) -> Template:
     _check_name("template", name)
-    _check_parts(content, channel)
+    check_parts(content, channel)
     tpl = store.insert_template(db, name, event_type, channel, content, clock.utcnow())
     log.info("template.created name=%s type=%s channel=%s", name, event_type, channel.value)
     return tpl
@@ -222,7 +237,7 @@ def edit_template(db: Database, name: str, **changes: Any) -> Template:
     def change(tpl: Template) -> TemplateContent:
         draft = dataclasses.replace(tpl.draft, **{k: v for k, v in changes.items()
                                                  if v is not None})
-        _check_parts(draft, tpl.channel)
+        check_parts(draft, tpl.channel)
         return draft
 
     tpl = store.update_draft(db, name, change, clock.utcnow())
@@ -328,10 +343,20 @@ def content_of(db: Database, name: str, which: str | int | None) -> TemplateCont
 def diff(db: Database, name: str, old: str, new: str) -> str:
     """A unified diff, part by part, between two versions (numbers, ``draft``, ``latest``)."""
     a, b = content_of(db, name, old), content_of(db, name, new)
+    return "".join(line + "\n" for line in _diff_lines(a, b, f"{name}@{old}/",
+                                                         f"{name}@{new}/"))
+
+
+def _diff_lines(a: TemplateContent, b: TemplateContent, left: str, right: str) -> list[str]:
+    """Part by part; a language variant's parts as ``variants/fr/subject``."""
     out: list[str] = []
+    for lang in sorted(set(a.variants) | set(b.variants)):
+        empty = TemplateContent()
+        out += _diff_lines(a.variants.get(lang, empty), b.variants.get(lang, empty),
+                           f"{left}variants/{lang}/", f"{right}variants/{lang}/")
     for f in dataclasses.fields(TemplateContent):
         before, after = getattr(a, f.name), getattr(b, f.name)
-        if before == after:
+        if before == after or f.name == "variants":
             continue
         if isinstance(before, dict):
             before, after = _dict_lines(before), _dict_lines(after)
@@ -339,8 +364,8 @@ def diff(db: Database, name: str, old: str, new: str) -> str:
         # newline: a subject) still gets a line of its own in the diff
         out.extend(difflib.unified_diff(
             str(before).splitlines(), str(after).splitlines(),
-            f"{name}@{old}/{f.name}", f"{name}@{new}/{f.name}", lineterm=""))
-    return "".join(line + "\n" for line in out)
+            f"{left}{f.name}", f"{right}{f.name}", lineterm=""))
+    return out
 
 
 def _dict_lines(values: dict[str, str]) -> str:

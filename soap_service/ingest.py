@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -83,7 +83,8 @@ def store_event(
     """
     row = build_row(event, Queue(queue), catalog.event_type_lanes(db), clock.utcnow(),
                     header_key=idempotency_key,
-                    default_country_code=settings.default_country_code)
+                    default_country_code=settings.default_country_code,
+                    profile_based=catalog.profile_based_types(db))
     try:
         stored = event_store.insert_events(db, [row])
     except event_store.IdempotencyConflict as exc:
@@ -111,13 +112,15 @@ def store_events(
             f"(at most {settings.max_events_per_call})"
         )
     lanes = catalog.event_type_lanes(db)
+    profile_based = catalog.profile_based_types(db)
     now = clock.utcnow()
     q = Queue(queue)
     rows = []
     for index, event in enumerate(events, start=1):
         try:
             rows.append(build_row(event, q, lanes, now,
-                                  default_country_code=settings.default_country_code))
+                                  default_country_code=settings.default_country_code,
+                                  profile_based=profile_based))
         except ValidationFailed as exc:
             raise InvalidBatchItem(index - 1, f"event #{index}: {exc.message}",
                                    exc.detail) from exc
@@ -157,11 +160,14 @@ def wire_event(element: etree._Element, header_key: str | None = None) -> WireEv
 def build_row(
     incoming: Incoming, queue: Queue, lanes: dict[str, str], now: datetime,
     *, header_key: str | None = None, default_country_code: str = "",
+    profile_based: Collection[str] = (),
 ) -> dict[str, Any]:
     """Validate one event and return the ``events`` column values to insert.
 
     ``mobilePhone`` is stored in E.164 (read in ``default_country_code`` when written
-    without its country code); see :func:`_check_address` for when it may not be."""
+    without its country code); see :func:`_check_address` for when it may not be.  An
+    event of a ``profile_based`` type may come without its channel's address: its
+    profile gives it (``targeting``)."""
     event = incoming if isinstance(incoming, WireEvent) else wire_event(incoming, header_key)
     attrs = event.attributes
     event_type = attrs.get("type", "").strip()
@@ -182,7 +188,7 @@ def build_row(
         raise ValidationFailed(
             f"invalid attribute 'emailFormat': {row['email_format']} (0 unknown, 1 text, 2 html)"
         )
-    _check_address(row, default_country_code)
+    _check_address(row, default_country_code, address_required=event_type not in profile_based)
     row["mobile_app_uuid"] = event.mobile_app_uuid
     if event.mobile_app_uuid is not None:
         _check_length("mobileApp/@uuid", event.mobile_app_uuid, "mobile_app_uuid")
@@ -258,7 +264,8 @@ def _int_attr(attrs: dict[str, str], name: str) -> int:
         raise ValidationFailed(f"invalid attribute '{name}': not a number") from None
 
 
-def _check_address(row: dict[str, Any], default_country_code: str = "") -> None:
+def _check_address(row: dict[str, Any], default_country_code: str = "",
+                   address_required: bool = True) -> None:
     """The event's channel needs its address: email for email, ``mobilePhone`` for SMS,
     ``registrationToken`` for push.  ``mobilePhone`` is normalised to E.164: an SMS event
     whose number cannot be is refused (a fault naming the attribute and the problem,
@@ -274,11 +281,11 @@ def _check_address(row: dict[str, Any], default_country_code: str = "") -> None:
     email = row["email"]
     if email is not None and not is_email_address(email):
         raise ValidationFailed("malformed attribute 'email'")
-    if channel is Channel.EMAIL and email is None:
+    if channel is Channel.EMAIL and email is None and address_required:
         raise ValidationFailed("missing attribute 'email' (required for the email channel)")
-    if channel is Channel.SMS and row["mobile_phone"] is None:
+    if channel is Channel.SMS and row["mobile_phone"] is None and address_required:
         raise ValidationFailed("missing attribute 'mobilePhone' (required for the SMS channel)")
-    if channel is Channel.PUSH and row["registration_token"] is None:
+    if channel is Channel.PUSH and row["registration_token"] is None and address_required:
         raise ValidationFailed(
             "missing attribute 'registrationToken' (required for the push channel)")
     if row["mobile_phone"] is not None:

@@ -143,6 +143,9 @@ class Event:
     last_error: str | None = None
     ctx_json: str | None = None  # the ctx as a JSON caller sent it (REST); None from SOAP
     requeued_at: datetime | None = None  # a manual retry: validity counts from here
+    # the profile a profile-based event was joined to (set by targeting, never stored)
+    profile: Profile | None = field(default=None, compare=False)
+    unsubscribe_url: str = field(default="", compare=False)  # its signed one-click link
 
     @property
     def channel(self) -> Channel:
@@ -164,6 +167,8 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
+            if key in ("profile", "unsubscribe_url"):  # not the event's own data
+                continue
             if isinstance(value, datetime):
                 value = value.isoformat()
             elif isinstance(value, enum.Enum):
@@ -189,6 +194,7 @@ class RenderedMessage:
     push_title: str = ""
     push_body: str = ""
     push_data: dict[str, str] = field(default_factory=dict)
+    language: str = ""  # the template's language variant used ("" the default content)
 
 
 @dataclass(frozen=True)
@@ -379,6 +385,28 @@ class BounceReport:
 # ---------------------------------------------------------------- catalog values
 
 
+class Targeting(enum.StrEnum):
+    """Event-based (the event carries its address) or profile-based (SPEC §10)."""
+
+    EVENT = "event"
+    PROFILE = "profile"
+
+
+class ReconcileOn(enum.StrEnum):
+    """What joins a profile-based event to its profile: the event's attribute of that name."""
+
+    EXTERNAL_ID = "externalId"
+    EMAIL = "email"
+
+
+class MissingProfile(enum.StrEnum):
+    """A profile-based event whose profile is not found: ``targetingFailed``, or sent with
+    the event's own data."""
+
+    FAIL = "fail"
+    SEND = "send"
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -387,6 +415,66 @@ class EventType:
     max_attempts: int = 5
     validity_seconds: int = 86400
     retention_seconds: int = 30 * 86400
+    targeting: Targeting = Targeting.EVENT
+    reconcile_on: ReconcileOn = ReconcileOn.EXTERNAL_ID
+    missing_profile: MissingProfile = MissingProfile.FAIL
+
+
+# ---------------------------------------------------------------- profiles (SPEC §10)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A customer profile: what profile-based events are joined to."""
+
+    id: int
+    external_id: str
+    email: str | None = None
+    mobile_phone: str | None = None
+    push_tokens: tuple[str, ...] = ()
+    language: str | None = None
+    country: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    # channel -> when the profile opted out of it; a channel absent here is subscribed
+    unsubscribed: dict[Channel, datetime] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "externalId": self.external_id, "email": self.email,
+            "mobilePhone": self.mobile_phone, "pushTokens": list(self.push_tokens),
+            "language": self.language, "country": self.country,
+            "firstName": self.first_name, "lastName": self.last_name,
+            "attributes": self.attributes,
+            "subscriptions": {ch.value: ch not in self.unsubscribed for ch in Channel},
+            "unsubscribedAt": {ch.value: at.isoformat() for ch, at in self.unsubscribed.items()},
+            "createdAt": self.created_at.isoformat() if self.created_at else None,
+            "updatedAt": self.updated_at.isoformat() if self.updated_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class FatigueRule:
+    """At most ``max_count`` messages per profile per ``period_seconds`` (of one channel
+    and / or lane when set); ``exempt_critical``: events of the critical lane pass."""
+
+    name: str
+    max_count: int
+    period_seconds: int
+    channel: Channel | None = None
+    lane: Lane | None = None
+    exempt_critical: bool = True
+    id: int = 0
+    created_at: datetime | None = None
+
+    def applies(self, channel: Channel, lane: Lane) -> bool:
+        if self.exempt_critical and lane is Lane.CRITICAL:
+            return False
+        return (self.channel is None or self.channel is channel) and \
+            (self.lane is None or self.lane is lane)
 
 
 @dataclass(frozen=True)
@@ -402,6 +490,9 @@ class TemplateContent:
     push_title: str = ""
     push_body: str = ""
     push_data: dict[str, str] = field(default_factory=dict)
+    # language tag (fr, fr-CA) -> that language's parts (render/variants.py); published
+    # with the default parts, in one version
+    variants: dict[str, TemplateContent] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -472,6 +563,7 @@ class Delivery:
     connector: str = ""  # the connector that made the attempt
     provider_id: str = ""  # the provider's id for the message (receipts name it)
     part_ids: tuple[str, ...] = ()  # an SMS in parts: every part's id (receipts name any)
+    variant: str = ""  # the template's language variant used ("" the default content)
 
 
 @dataclass(frozen=True)
@@ -517,6 +609,7 @@ class DeliveryAttempt:
     provider_id: str | None = None
     receipt: str | None = None  # delivered | failed, once a receipt said so
     receipt_at: datetime | None = None
+    variant: str | None = None  # the language variant used (None: the default content)
 
 
 # ---------------------------------------------------------------- after the send

@@ -28,9 +28,11 @@ from soap_service.models import (
     EmailMessage,
     Event,
     Queue,
+    ReconcileOn,
     RenderedMessage,
     Seed,
     SendResult,
+    Targeting,
     Template,
     TemplateContent,
 )
@@ -85,6 +87,33 @@ def seed_event(tpl: Template, seed: Seed) -> Event:
     return make_test_event(tpl, seed.address, seed.ctx_xml, seed.external_id)
 
 
+def with_test_profile(db: Database, event: Event) -> Event:
+    """For a template of a profile-based type: the test event joined to the profile its
+    seed (or event file) names, as the worker would join it -- so previews and proofs
+    show ``profile.*``.  Its unsubscribe link is a placeholder that records nothing: a
+    proof never carries a working opt-out of a real customer."""
+    et = catalog.get_event_type(db, event.event_type)
+    if et is None or et.targeting is not Targeting.PROFILE:
+        return event
+    from soap_service import profiles, targeting
+
+    by_email = et.reconcile_on is ReconcileOn.EMAIL
+    profile = profiles.find(db, email=event.email) if by_email else \
+        profiles.find(db, external_id=event.external_id)
+    if profile is None:
+        return event
+    placeholder = f"{db.settings.public_url.rstrip('/')}/u/preview"
+    return targeting.with_profile(event, profile, placeholder)
+
+
+def _in_language(event: Event, language: str | None) -> Event:
+    if not language:
+        return event
+    from soap_service.languages import check_language
+
+    return dataclasses.replace(event, language=check_language(language))
+
+
 # ---------------------------------------------------------------- preview
 
 
@@ -103,9 +132,10 @@ def _content(db: Database, name: str, version: int | None) -> tuple[TemplateCont
 
 
 def preview(db: Database, name: str, *, version: int | None = None, seed: str | None = None,
-            event_xml: str | None = None) -> Preview:
+            event_xml: str | None = None, language: str | None = None) -> Preview:
     """Render the draft (or ``version``) with a seed's data, an event file, or the first
-    seed when neither is given (no seed: every field renders empty)."""
+    seed when neither is given (no seed: every field renders empty); ``language``: the
+    variant that language gets (else the test event's or its profile's language)."""
     tpl = catalog.get_template(db, name).template
     content, label = _content(db, name, version)
     if event_xml is not None:
@@ -116,6 +146,7 @@ def preview(db: Database, name: str, *, version: int | None = None, seed: str | 
         if seed is not None and not chosen:
             raise ValidationFailed(f"template {name!r} has no seed {seed!r}")
         event = seed_event(tpl, chosen[0]) if chosen else make_test_event(tpl, None)
+    event = _in_language(with_test_profile(db, event), language)
     message = render.render_message(content, event, tpl.channel)
     return Preview(name, label, event.address or "", message)
 
@@ -134,8 +165,10 @@ class ProofResult:
 
 
 def send_proofs(db: Database, settings: Settings, name: str, *, to: list[str] | None = None,
-                seeds: bool = False, version: int | None = None) -> list[ProofResult]:
-    """Render and send proofs: to ``to`` (with the first seed's data) or to every seed."""
+                seeds: bool = False, version: int | None = None,
+                language: str | None = None) -> list[ProofResult]:
+    """Render and send proofs: to ``to`` (with the first seed's data) or to every seed;
+    ``language``: the variant that language gets."""
     tpl = catalog.get_template(db, name).template
     if tpl.channel is not Channel.EMAIL:
         raise ValidationFailed(f"proofs are sent by email; template {name!r} is "
@@ -145,7 +178,8 @@ def send_proofs(db: Database, settings: Settings, name: str, *, to: list[str] | 
     version_id = catalog.get_version(db, name, version).version.id if version else None
     results: list[ProofResult] = []
     pending: list[tuple[int, EmailMessage]] = []
-    for event in _targets(db, tpl, to or [], seeds):
+    for event in [_in_language(with_test_profile(db, e), language)
+                  for e in _targets(db, tpl, to or [], seeds)]:
         try:
             rendered = render.render_message(content, event, tpl.channel)
         except RenderError as exc:
@@ -191,7 +225,8 @@ def proof_message(rendered: RenderedMessage, event: Event, name: str, label: str
     return messages.email_message(
         dataclasses.replace(rendered, subject=PROOF_PREFIX + rendered.subject),
         event.email or "", f"<mc.proof.{uuid.uuid4().hex}@{domain}>",
-        email_format=event.email_format, headers={"X-MC-Proof": f"{name}@{label}"})
+        email_format=event.email_format, headers={"X-MC-Proof": f"{name}@{label}" + (
+            f"/{rendered.language}" if rendered.language else "")})
 
 
 def _send(settings: Settings, messages: list[EmailMessage]) -> list[SendResult]:

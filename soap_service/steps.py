@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from soap_service import clock, exclusions, messages, retry, track
+from soap_service import clock, exclusions, messages, retry, targeting, track, unsubscribe
 from soap_service.bounces import verp
 from soap_service.errors import RenderError
 from soap_service.models import (
@@ -37,6 +37,7 @@ from soap_service.models import (
     EventStatus,
     EventType,
     Outcome,
+    Profile,
     PushPlatform,
     Queue,
     RenderedMessage,
@@ -65,6 +66,9 @@ class Job:
     # quarantined / denylisted (kind, address) pairs of this round
     listed: set[tuple[AddressKind, str]] = field(default_factory=set)
     rechecked: set[tuple[str, Channel]] = field(default_factory=set)  # shared by a round
+    # profile-based events: the profile looked up for the whole round (targeting.preload)
+    # and why none was found
+    profile_lookup: tuple[Profile | None, str] | None = None
 
 
 Step = Callable[["Dispatcher", Job], Outcome | None]
@@ -171,7 +175,8 @@ def _email(d: Dispatcher, job: Job) -> ChannelMessage:
     (``bounces.verp``: event id and attempt number), where its bounces come back."""
     assert job.rendered is not None
     e = job.event
-    headers = {"X-MC-Event-Id": str(e.id)}
+    # profile-based: the one-click unsubscribe headers (RFC 8058)
+    headers = {"X-MC-Event-Id": str(e.id), **unsubscribe.email_headers(e.unsubscribe_url)}
     return_path = verp.return_path_for(d.settings, e.id, e.error_count + 1)
     if return_path and d.settings.bounce_metadata_header:  # Postmark gives it back
         headers[d.settings.bounce_metadata_header] = return_path
@@ -208,7 +213,10 @@ def build_message(d: Dispatcher, job: Job) -> Outcome | None:
 
 
 # The pipeline before sending, in order; a new step is one more function in this list.
-PREPARE_STEPS: list[Step] = [check_too_old, find_address, check_exclusion, find_route,
+# Profile-based events (targeting.py) are joined to their profile before the address is
+# looked up, and counted against the fatigue rules once routed.
+PREPARE_STEPS: list[Step] = [check_too_old, targeting.find_profile, find_address,
+                             check_exclusion, find_route, targeting.check_fatigue,
                              render_content, track_links, build_message]
 
 
@@ -231,6 +239,7 @@ def outcome_of_send(d: Dispatcher, job: Job, result: SendResult) -> Outcome:
         response_code=result.code, response_text=result.text, message_id=_our_id(msg),
         duration_ms=result.duration_ms, connector=result.connector,
         provider_id=result.provider_id, part_ids=result.part_ids,
+        variant=job.rendered.language if job.rendered else "",
     )
     reply = f"{result.code or ''} {result.text}".strip()
     if result.outcome is SendOutcome.SENT:

@@ -153,6 +153,11 @@ event_types = Table(
     Column("max_attempts", Integer, nullable=False, default=5),
     Column("validity_seconds", Integer, nullable=False, default=86400),
     Column("retention_seconds", Integer, nullable=False, default=30 * 86400),
+    # event | profile (SPEC §10); a profile-based type joins its events to a profile by
+    # reconcile_on (externalId | email) and, when none matches, fails or sends (missing_profile)
+    Column("targeting", String(8), nullable=False, default="event"),
+    Column("reconcile_on", String(16), nullable=False, default="externalId"),
+    Column("missing_profile", String(8), nullable=False, default="fail"),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
@@ -216,6 +221,7 @@ delivery_log = Table(
     Column("provider_id", String(255)),  # the provider's message id: receipts name it
     Column("receipt", String(16)),  # delivered | failed, from a delivery receipt
     Column("receipt_at", DateTime),
+    Column("variant", String(32)),  # the template's language variant used (NULL: default)
     Column("created_at", DateTime, nullable=False),
     Index("ix_delivery_log_event_id", "event_id"),
     Index("ix_delivery_log_created_at", "created_at"),
@@ -418,4 +424,56 @@ webhook_attempts = Table(
     Column("duration_ms", Integer),
     Column("created_at", DateTime, nullable=False),
     Index("ix_webhook_attempts_delivery_id", "delivery_id"),
+)
+
+# ---------------------------------------------------------------- profiles (SPEC §10)
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("external_id", String(255), nullable=False, unique=True),
+    Column("email", String(320)),  # lower-cased: reconciliation by email compares this
+    Column("mobile_phone", String(64)),  # E.164
+    Column("push_tokens", Text, nullable=False, default="[]"),  # JSON list
+    Column("language", String(32)),
+    Column("country", String(32)),
+    Column("first_name", String(255)),
+    Column("last_name", String(255)),
+    Column("attributes", Text, nullable=False, default="{}"),  # JSON object
+    # subscription per channel: when the profile opted out (NULL: subscribed)
+    Column("unsubscribed_email", DateTime),
+    Column("unsubscribed_sms", DateTime),
+    Column("unsubscribed_push", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_profiles_email", "email"),
+)
+
+# What fatigue rules count: one row per message let through to a profile (written under
+# the profile row's lock, so concurrent workers cannot both let the N+1th through).
+profile_sends = Table(
+    "profile_sends",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("profile_id", BigId, ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigId, nullable=False),  # no foreign key: counts outlive a purge
+    Column("channel", String(8), nullable=False),
+    Column("lane", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("profile_id", "event_id"),
+    Index("ix_profile_sends_profile_id_created_at", "profile_id", "created_at"),
+    Index("ix_profile_sends_created_at", "created_at"),
+)
+
+fatigue_rules = Table(
+    "fatigue_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("max_count", Integer, nullable=False),
+    Column("period_seconds", Integer, nullable=False),
+    Column("channel", String(8)),  # NULL: every channel
+    Column("lane", String(16)),  # NULL: every lane
+    Column("exempt_critical", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime, nullable=False),
 )

@@ -163,15 +163,18 @@ def open_url(base_url: str, secret: str, event_id: int) -> str:
     return f"{base_url}/r/o/{make_token(secret, OPEN, event_id)}"
 
 
-def instrument_html(html_text: str, event_id: int, base_url: str, secret: str) -> str:
+def instrument_html(html_text: str, event_id: int, base_url: str, secret: str,
+                    public_url: str = "") -> str:
     """Rewrite http(s) links to the click redirect and add the 1x1 open pixel.
 
-    Links with a ``data-notrack`` attribute, ``mailto:``/``tel:``/anchors and template
-    leftovers that are not absolute http(s) URLs are left as they are.
+    Links with a ``data-notrack`` attribute, ``mailto:``/``tel:``/anchors, template
+    leftovers that are not absolute http(s) URLs and our unsubscribe links (under
+    ``public_url``) are left as they are.
     """
     if not html_text:
         return html_text
     base = base_url.rstrip("/")
+    unsubscribe_base = (public_url or base_url).rstrip("/")
 
     def rewrite_tag(match: re.Match[str]) -> str:
         tag = match.group(0)
@@ -182,8 +185,8 @@ def instrument_html(html_text: str, event_id: int, base_url: str, secret: str) -
             return tag
         raw = next(g for g in href.groups()[1:] if g is not None)
         target = html.unescape(raw).strip()
-        if not is_trackable_url(target):
-            return tag
+        if not is_trackable_url(target) or target.startswith(f"{unsubscribe_base}/u/"):
+            return tag  # an unsubscribe link goes straight to its page
         token = make_token(secret, CLICK, event_id, target)
         if len(token) > MAX_TOKEN:
             return tag
@@ -208,7 +211,7 @@ def instrument_message(rendered: RenderedMessage, event_id: int, settings: Setti
     if not rendered.html:
         return rendered
     html_text = instrument_html(rendered.html, event_id, settings.effective_tracking_url,
-                                settings.secret)
+                                settings.secret, settings.public_url)
     return dataclasses.replace(rendered, html=html_text)
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from soap_service import clock, exclusions, messages, retry
+from soap_service import clock, exclusions, messages, retry, targeting
 from soap_service.channels.failover import ConnectorSet
 from soap_service.channels.limits import Clock, Sleep
 from soap_service.config import Settings
@@ -201,6 +201,7 @@ class Dispatcher:
             rechecked: set[tuple[str, Channel]] = set()
             jobs = [Job(e, self.event_type(e.event_type), listed=listed, rechecked=rechecked)
                     for e in events]
+            targeting.preload(self, jobs)  # profile-based events: their profiles at once
             early, ready = self.prepare(jobs)
             sending = time.perf_counter()
             self.metrics.stage("prepare", sending - claimed)

@@ -1,6 +1,7 @@
 """APNs connector (kind ``apns``): Apple push notifications over HTTP/2 with token auth.
 
-``POST {base_url}/3/device/{token}`` on one pooled HTTP/2 connection, authenticated by
+``POST {base_url}/3/device/{token}`` on one HTTP/2 connection (every notification a
+stream on it, :mod:`~soap_service.channels.h2client`), authenticated by
 an ES256 JWT (header ``kid`` = ``key_id``, claims ``iss`` = ``team_id`` and ``iat``)
 signed with the ``.p8`` key of ``key_file`` (or ``key`` / ``key_env``).  Apple refuses
 tokens regenerated more often than every 20 minutes and expires them after an hour, so
@@ -30,13 +31,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from soap_service.channels import push_http
 from soap_service.channels.base import ReceiptSink, register_kind
+from soap_service.channels.h2client import Response, TransportError
 from soap_service.config import ConnectorConfig
 from soap_service.errors import ConfigError
 from soap_service.models import (
@@ -156,17 +157,17 @@ class ApnsConnector:
             push_http.option_str(config, "team_id", required=True),
             clock,
         )
-        self._ssl = push_http.ssl_context(config)  # a bad ca_file fails here, at start
-        self._client: httpx.AsyncClient | None = None
+        push_http.ssl_context(config)  # a bad ca_file fails here, at start
+        self._transport: push_http.PushTransport | None = None
 
     def accepts(self, message: ChannelMessage) -> bool:
         return isinstance(message, PushMessage) and message.platform is PushPlatform.IOS
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = push_http.make_client(self.config, self._ssl, http2=True,
-                                                 timeout=self.timeout)
-        return self._client
+    def _http(self) -> push_http.PushTransport:
+        if self._transport is None:
+            self._transport = push_http.make_transport(self.config, self.base_url,
+                                                       self.timeout)
+        return self._transport
 
     async def send(self, message: ChannelMessage, address: str, *,
                    urgent: bool = False) -> SendResult:
@@ -195,41 +196,41 @@ class ApnsConnector:
         try:
             jwt_used = self.token.current()
             response = await self._post(url, body, headers, jwt_used)
-            if response.status_code == 403 and _reason(response) == "ExpiredProviderToken" \
+            if response.status == 403 and _reason(response) == "ExpiredProviderToken" \
                     and self.token.refused(jwt_used):
                 response = await self._post(url, body, headers, self.token.current())
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             result = push_http.transport_failure(exc, started)
             return push_http.scrub_token(result, token)
         return self._result(response, token, started)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str],
-                    provider_token: str) -> httpx.Response:
+                    provider_token: str) -> Response:
         return await self._http().post(
-            url, content=body, headers={**headers, "authorization": f"bearer {provider_token}"})
+            url, body, {**headers, "authorization": f"bearer {provider_token}"})
 
-    def _result(self, response: httpx.Response, token: str, started: float) -> SendResult:
+    def _result(self, response: Response, token: str, started: float) -> SendResult:
         ms = push_http.elapsed_ms(started)
-        if response.status_code == 200:
+        if response.status == 200:
             return SendResult(SendOutcome.SENT, 200, "OK", ms,
                               provider_id=response.headers.get("apns-id", ""))
         reason = _reason(response)
-        result = classify(response.status_code, reason, push_http.retry_after(response.headers))
+        result = classify(response.status, reason, push_http.retry_after(response.headers))
         if result.address_refused:
             log.info("apns.token_refused connector=%s token=%s reason=%s", self.config.name,
                      push_http.token_tail(token), reason)
         return push_http.scrub_token(replace(result, duration_ms=ms), token)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: Response) -> str:
     """APNs' ``{"reason": "..."}``, or the start of whatever else came back."""
     try:
-        data = json.loads(response.content or b"{}")
+        data = json.loads(response.body or b"{}")
     except ValueError:
         return response.text[:100]
     reason = data.get("reason") if isinstance(data, dict) else None

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from soap_service.channels import push_http
 from soap_service.channels.base import ReceiptSink, register_kind
+from soap_service.channels.h2client import Response, TransportError
 from soap_service.config import ConnectorConfig
 from soap_service.errors import ConfigError
 from soap_service.models import (
@@ -282,18 +283,26 @@ class FcmConnector:
         self.platforms = _platforms(config)
         token_uri = push_http.option_str(config, "token_uri", account.token_uri)
         self._clock = clock
-        self.access = AccessToken(account, token_uri, self._http, clock)
+        self.access = AccessToken(account, token_uri, self._token_http, clock)
         self._ssl = push_http.ssl_context(config)  # a bad ca_file fails here, at start
-        self._client: httpx.AsyncClient | None = None
+        self._token_client: httpx.AsyncClient | None = None
+        self._transport: push_http.PushTransport | None = None
 
     def accepts(self, message: ChannelMessage) -> bool:
         return isinstance(message, PushMessage) and message.platform in self.platforms
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = push_http.make_client(self.config, self._ssl, http2=True,
-                                                 timeout=self.timeout)
-        return self._client
+    def _token_http(self) -> httpx.AsyncClient:
+        """httpx for the OAuth2 token endpoint (a few requests an hour, maybe elsewhere)."""
+        if self._token_client is None:
+            self._token_client = push_http.make_client(self.config, self._ssl, http2=True,
+                                                       timeout=self.timeout)
+        return self._token_client
+
+    def _http(self) -> push_http.PushTransport:
+        if self._transport is None:
+            self._transport = push_http.make_transport(self.config, self.base_url,
+                                                       self.timeout)
+        return self._transport
 
     async def send(self, message: ChannelMessage, address: str, *,
                    urgent: bool = False) -> SendResult:
@@ -311,47 +320,50 @@ class FcmConnector:
         try:
             access = await self.access.get()
             response = await self._post(body, access)
-            if response.status_code == 401 and _fcm_code(response) != "THIRD_PARTY_AUTH_ERROR":
+            if response.status == 401 and _fcm_code(response) != "THIRD_PARTY_AUTH_ERROR":
                 response = await self._post(body, await self.access.renew(access))
         except TokenUnavailable as exc:
             return SendResult(SendOutcome.TEMPORARY, None, f"oauth token: {exc}",
                               push_http.elapsed_ms(started))
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             return push_http.scrub_token(push_http.transport_failure(exc, started), token)
         return push_http.scrub_token(self._result(response, started), token)
 
-    async def _post(self, body: bytes, access: str) -> httpx.Response:
-        return await self._http().post(self.url, content=body, headers={
+    async def _post(self, body: bytes, access: str) -> Response:
+        return await self._http().post(self.url, body, {
             "authorization": f"Bearer {access}", "content-type": "application/json"})
 
-    def _result(self, response: httpx.Response, started: float) -> SendResult:
+    def _result(self, response: Response, started: float) -> SendResult:
         ms = push_http.elapsed_ms(started)
         data = _json(response)
-        if response.status_code == 200:
+        if response.status == 200:
             return SendResult(SendOutcome.SENT, 200, "OK", ms,
                               provider_id=str(data.get("name", "")))
         error = data.get("error")
         if not isinstance(error, dict):
             error = {"message": response.text[:100]}
-        result = classify(response.status_code, error, push_http.retry_after(response.headers))
+        result = classify(response.status, error, push_http.retry_after(response.headers))
         return SendResult(result.outcome, result.code, result.text, ms, result.address_refused,
                           retry_after=result.retry_after)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
+        transport, self._transport = self._transport, None
+        client, self._token_client = self._token_client, None
+        if transport is not None:
+            await transport.aclose()
         if client is not None:
             await client.aclose()
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: Response) -> dict[str, Any]:
     try:
-        data = json.loads(response.content or b"{}")
+        data = json.loads(response.body or b"{}")
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _fcm_code(response: httpx.Response) -> str:
+def _fcm_code(response: Response) -> str:
     error = _json(response).get("error")
     if not isinstance(error, dict) or not isinstance(error.get("details"), list):
         return ""

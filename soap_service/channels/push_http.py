@@ -1,10 +1,15 @@
-"""HTTP plumbing shared by the push connectors (APNs, FCM): the pooled httpx client,
-``Retry-After``, transport failures as values, and what may be shown of a device token.
+"""HTTP plumbing shared by the push connectors (APNs, FCM): the transport that carries
+notifications, ``Retry-After``, transport failures as values, and what may be shown of a
+device token.
 
-The only module of the push connectors that builds an ``httpx.AsyncClient``.  One client
-per connector, created lazily on the connector's event loop: HTTP/2 multiplexes every
-request over one TLS connection per host (what APNs asks of providers), HTTP/1.1 keeps a
-pool of ``concurrency`` keep-alive connections.
+The only module of the push connectors that builds an HTTP client.  Notifications to an
+``https`` base URL go through :class:`~soap_service.channels.h2client.H2Client` (one
+HTTP/2 connection per connector, every request a stream on it -- what APNs asks of
+providers -- at about a fifth of httpx's CPU per request); a plain ``http`` base URL (a
+local stand-in) goes through httpx over HTTP/1.1.  httpx also fetches FCM's OAuth2 access
+tokens (rare requests, possibly to another host).  Both transports give a
+:class:`~soap_service.channels.h2client.Response` and raise
+:class:`~soap_service.channels.h2client.TransportError`.
 """
 
 from __future__ import annotations
@@ -13,11 +18,20 @@ import email.utils
 import logging
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 import httpx
 
+from soap_service.channels.h2client import (
+    ConnectFailed,
+    H2Client,
+    RequestTimeout,
+    Response,
+    TransportError,
+)
 from soap_service.config import ConnectorConfig
 from soap_service.errors import ConfigError
 from soap_service.models import SendOutcome, SendResult
@@ -68,7 +82,8 @@ def ssl_context(config: ConnectorConfig) -> ssl.SSLContext:
 
 def make_client(config: ConnectorConfig, context: ssl.SSLContext, *, http2: bool,
                 timeout: float) -> httpx.AsyncClient:
-    """The connector's one pooled client (create it on the loop that will use it)."""
+    """A pooled httpx client (create it on the loop that will use it): FCM's token
+    fetches, and notifications to a plain ``http`` base URL."""
     limits = httpx.Limits(max_connections=max(1, config.concurrency),
                           max_keepalive_connections=max(1, config.concurrency))
     return httpx.AsyncClient(http2=http2, verify=context,
@@ -76,7 +91,48 @@ def make_client(config: ConnectorConfig, context: ssl.SSLContext, *, http2: bool
                              follow_redirects=False, trust_env=False)
 
 
-def retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
+class PushTransport(Protocol):
+    """What a push connector sends its notifications through."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxTransport:
+    """Notifications to a plain ``http`` base URL, over httpx (HTTP/1.1 keep-alive pool),
+    with the answers and failures of :mod:`~soap_service.channels.h2client`."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        try:
+            response = await self.client.post(url, content=body, headers=dict(headers))
+        except httpx.TimeoutException as exc:
+            raise RequestTimeout(f"{type(exc).__name__}") from None
+        except httpx.ConnectError as exc:
+            raise ConnectFailed(str(exc)) from None
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        return Response(response.status_code, dict(response.headers), response.content)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def make_transport(config: ConnectorConfig, base_url: str, timeout: float) -> PushTransport:
+    """The connector's notification transport for ``base_url`` (create it on the loop
+    that will use it): HTTP/2 over TLS for ``https``, httpx's HTTP/1.1 for ``http``."""
+    if base_url.startswith("https://"):
+        origin = base_url.split("/", 3)
+        return H2Client("/".join(origin[:3]), ssl_context(config), timeout=timeout,
+                        max_streams=config.concurrency)
+    return HttpxTransport(make_client(config, ssl_context(config), http2=False,
+                                      timeout=timeout))
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or bad."""
     raw = headers.get("retry-after", "").strip()
     if not raw:
@@ -99,10 +155,11 @@ def elapsed_ms(started: float) -> int:
 
 def transport_failure(exc: Exception, started: float) -> SendResult:
     """A request that got no HTTP answer: timeout, refused or dropped connection, TLS or
-    HTTP/2 protocol error.  Always temporary: the message is not at fault."""
-    if isinstance(exc, httpx.TimeoutException):
-        text = f"timeout ({type(exc).__name__})"
-    elif isinstance(exc, httpx.ConnectError):
+    HTTP/2 protocol error (from :mod:`h2client` or httpx).  Always temporary: the message
+    is not at fault."""
+    if isinstance(exc, RequestTimeout | httpx.TimeoutException):
+        text = f"timeout ({exc or type(exc).__name__})"
+    elif isinstance(exc, ConnectFailed | httpx.ConnectError):
         text = f"connection failed: {exc}"
     else:
         text = f"{type(exc).__name__}: {exc}"

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "soap_service.cli.events",  # events, push
     "soap_service.cli.eventtype",  # eventtype
     "soap_service.cli.catalog",  # template, seed
+    "soap_service.cli.profile",  # profile, fatigue
     "soap_service.cli.tracking",  # followup, quarantine, exclusions, purge
     "soap_service.cli.bounces",  # bounced, bounces
     "soap_service.cli.observe",  # status, history

@@ -75,7 +75,10 @@ def _content_row(content: TemplateContent, channel: Channel) -> dict[str, Any]:
            "html": content.html, "text": content.text, "sms": content.sms,
            "push_title": content.push_title, "push_body": content.push_body,
            "push_data": content.push_data}
-    return {k: v for k, v in row.items() if k in CONTENT_FIELDS[channel]}
+    out = {k: v for k, v in row.items() if k in CONTENT_FIELDS[channel]}
+    if content.variants:  # the languages (template variant list shows their parts)
+        out["variants"] = ", ".join(content.variants)
+    return out
 
 
 def _version_row(info: VersionInfo, latest: int | None = None) -> dict[str, Any]:
@@ -193,7 +196,7 @@ def _parts(message: RenderedMessage) -> dict[str, str]:
 def cmd_template_preview(args: argparse.Namespace, ctx: CliContext) -> int:
     event_xml = _read(args.event)
     result = proof.preview(ctx.db, args.name, version=args.version, seed=args.seed,
-                           event_xml=event_xml)
+                           event_xml=event_xml, language=args.language)
     parts = _parts(result.message)
     if args.part:
         if args.part not in parts:
@@ -205,11 +208,14 @@ def cmd_template_preview(args: argparse.Namespace, ctx: CliContext) -> int:
     if ctx.json:
         ctx.emit({"template": args.name, "version": result.version, "to": result.address,
                   "from": result.message.from_addr, "reply_to": result.message.reply_to,
+                  **({"language": result.message.language} if args.language else {}),
                   **parts})
     elif args.part:
         sys.stdout.write(parts[args.part])
     else:
-        print(f"template {args.name} ({result.version}) to {result.address or '(no address)'}")
+        variant = f", {result.message.language or 'default'} variant" if args.language else ""
+        print(f"template {args.name} ({result.version}{variant}) to "
+              f"{result.address or '(no address)'}")
         if result.message.from_addr or result.message.reply_to:
             print(f"from {result.message.from_addr}"
                   + (f", reply to {result.message.reply_to}" if result.message.reply_to else ""))
@@ -232,7 +238,7 @@ def _write_preview(out: Path, parts: dict[str, str], ctx: CliContext) -> int:
 
 def cmd_template_proof(args: argparse.Namespace, ctx: CliContext) -> int:
     results = proof.send_proofs(ctx.db, ctx.settings, args.name, to=args.to, seeds=args.seeds,
-                                version=args.version)
+                                version=args.version, language=args.language)
     ctx.emit([{"address": r.address, "outcome": r.outcome, "code": r.code,
                "message_id": r.message_id, "response": r.text} for r in results],
              ["address", "outcome", "code", "message_id", "response"])
@@ -333,6 +339,9 @@ def _register_template(sub: argparse._SubParsersAction) -> None:
     diff.add_argument("new")
     diff.set_defaults(func=cmd_template_diff)
     _register_preview_proof(s)
+    from soap_service.cli import variant
+
+    variant.register(s, _content_options)
 
 
 def _register_preview_proof(s: argparse._SubParsersAction) -> None:
@@ -344,6 +353,8 @@ def _register_preview_proof(s: argparse._SubParsersAction) -> None:
     data.add_argument("--seed", metavar="ADDRESS", help="use this seed's data")
     data.add_argument("--event", metavar="FILE.xml", help="use an <rtEvent> file")
     prev.add_argument("--part", choices=list(PARTS), help="print only this part, raw")
+    prev.add_argument("--language", help="render the variant this language gets (fr-CA -> "
+                                         "fr -> default)")
     prev.add_argument("--out", metavar="DIR", help="write the parts as files into DIR")
     prev.set_defaults(func=cmd_template_preview)
     pr = s.add_parser("proof", help="send proofs by email through the SMTP relay")
@@ -353,6 +364,7 @@ def _register_preview_proof(s: argparse._SubParsersAction) -> None:
     to = pr.add_mutually_exclusive_group(required=True)
     to.add_argument("--to", metavar="ADDRESS", action="append", help="repeatable")
     to.add_argument("--seeds", action="store_true", help="every seed, with its own data")
+    pr.add_argument("--language", help="send the variant this language gets")
     pr.set_defaults(func=cmd_template_proof)
 
 

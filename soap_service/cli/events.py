@@ -53,7 +53,7 @@ def attempts_section(db: Database, event: Event) -> tuple[str, list[dict[str, An
              "response": r.response_text or "", "address": r.address,
              "template": r.template, "version": r.version, "ms": r.duration_ms,
              "messageId": r.message_id, "providerId": r.provider_id, "receipt": r.receipt,
-             "receiptAt": r.receipt_at}
+             "receiptAt": r.receipt_at, "variant": r.variant}
             for r in queue_store.delivery_attempts(db, event.id)]
     return "attempts", rows
 

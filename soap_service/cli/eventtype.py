@@ -14,14 +14,20 @@ from soap_service.cli.argtypes import whole_number
 from soap_service.cli.context import CliContext
 from soap_service.durations import format_duration, parse_duration
 from soap_service.errors import ValidationFailed
-from soap_service.models import EventType, Lane
+from soap_service.models import EventType, Lane, MissingProfile, ReconcileOn, Targeting
 
 
 def _type_row(et: EventType) -> dict[str, Any]:
-    return {"name": et.name, "label": et.label, "lane": et.lane.value,
-            "max_attempts": et.max_attempts,
-            "validity": format_duration(et.validity_seconds),
-            "retention": format_duration(et.retention_seconds)}
+    """The type's settings; a profile-based type's targeting too (an event-based type,
+    the default, shows none)."""
+    row: dict[str, Any] = {"name": et.name, "label": et.label, "lane": et.lane.value,
+                           "max_attempts": et.max_attempts,
+                           "validity": format_duration(et.validity_seconds),
+                           "retention": format_duration(et.retention_seconds)}
+    if et.targeting is Targeting.PROFILE:
+        row.update(targeting=et.targeting.value, reconcile_on=et.reconcile_on.value,
+                   missing_profile=et.missing_profile.value)
+    return row
 
 
 def _type_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -31,6 +37,10 @@ def _type_changes(args: argparse.Namespace) -> dict[str, Any]:
         "max_attempts": args.max_attempts,
         "validity_seconds": parse_duration(args.validity) if args.validity else None,
         "retention_seconds": parse_duration(args.retention) if args.retention else None,
+        "targeting": Targeting(args.targeting) if args.targeting else None,
+        "reconcile_on": ReconcileOn(args.reconcile_on) if args.reconcile_on else None,
+        "missing_profile": MissingProfile(args.missing_profile) if args.missing_profile
+        else None,
     }
 
 
@@ -50,7 +60,8 @@ def cmd_type_update(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_type_list(args: argparse.Namespace, ctx: CliContext) -> int:
     ctx.emit([_type_row(t) for t in catalog.list_event_types(ctx.db)],
-             ["name", "label", "lane", "max_attempts", "validity", "retention"])
+             ["name", "label", "lane", "max_attempts", "validity", "retention", "targeting"])
+    # (an event-based type's TARGETING cell is empty)
     return 0
 
 
@@ -81,6 +92,15 @@ def _type_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    + hint(format_duration(d.validity_seconds)))
     p.add_argument("--retention", help="how long events and logs are kept"
                    + hint(format_duration(d.retention_seconds)))
+    p.add_argument("--targeting", choices=[t.value for t in Targeting],
+                   help="event-based (the event has the address) or profile-based"
+                   + hint(d.targeting.value))
+    p.add_argument("--reconcile-on", choices=[r.value for r in ReconcileOn],
+                   help="profile-based: the event attribute naming the profile"
+                   + hint(d.reconcile_on.value))
+    p.add_argument("--missing-profile", choices=[m.value for m in MissingProfile],
+                   help="profile-based, no profile found: fail (targetingFailed) or send "
+                   "with the event's data" + hint(d.missing_profile.value))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

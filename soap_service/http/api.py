@@ -81,7 +81,7 @@ def json_body() -> Any:
 
 def create_api(settings: Settings, db: Database, authenticator: Authenticator) -> Flask:
     """The Flask application serving ``/api/v1/...`` and ``/{ORG}/campaign/...``."""
-    from soap_service.http import events_api, openapi, suite_api, webhooks_api
+    from soap_service.http import events_api, openapi, profiles_api, suite_api, webhooks_api
 
     app = Flask("soap_service.http.api")
     app.extensions["msgcenter"] = ApiContext(settings, db, authenticator)
@@ -90,6 +90,7 @@ def create_api(settings: Settings, db: Database, authenticator: Authenticator) -
     app.json.compact = True  # type: ignore[attr-defined]
     app.register_blueprint(events_api.blueprint)
     app.register_blueprint(webhooks_api.blueprint)
+    app.register_blueprint(profiles_api.blueprint)
     app.register_blueprint(openapi.blueprint)
     app.register_blueprint(suite_api.blueprint)
 

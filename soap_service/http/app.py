@@ -6,7 +6,8 @@
   its two ingest routes straight to ``ingest_api.IngestApp`` (plain WSGI: a hot path),
   the rest through it to the Flask application of ``api.py``;
 * everything else is matched against :data:`ROUTES` (``wsgi.Route``): the SOAP router
-  and WSDLs (``soap.py``), the tracking pixel and redirect (``tracking.py``), SMS
+  and WSDLs (``soap.py``), the tracking pixel and redirect (``tracking.py``), the
+  unsubscribe link of profile-based messages (``unsubscribe.py``), SMS
   providers' delivery callbacks (``sms_callbacks.py``), bounce webhooks
   (``bounce_callbacks.py``), health and metrics --
   hand-written handlers that take the application and a ``wsgi.Request`` and
@@ -37,6 +38,8 @@ from soap_service.http.sms_callbacks import PREFIX as SMS_CALLBACKS
 from soap_service.http.sms_callbacks import callback_endpoint
 from soap_service.http.soap import soap_endpoint, wsdl_endpoint
 from soap_service.http.tracking import Recorder, TrackingApp
+from soap_service.http.unsubscribe import PREFIX as UNSUBSCRIBE
+from soap_service.http.unsubscribe import unsubscribe_endpoint
 from soap_service.http.wsgi import Request, Response, Route, answer
 from soap_service.metrics import CONTENT_TYPE as METRICS_TYPE
 from soap_service.metrics import HttpMetrics
@@ -77,6 +80,8 @@ ROUTES: list[Route] = [
     Route("GET", "/r/", tracking_endpoint, prefix=True),  # open pixel, click redirect
     Route("POST", SMS_CALLBACKS, callback_endpoint, prefix=True),  # delivery receipts
     Route("POST", BOUNCE_CALLBACKS, bounce_callback_endpoint, prefix=True),  # SES, Postmark
+    Route("GET", UNSUBSCRIBE, unsubscribe_endpoint, prefix=True),  # confirmation form
+    Route("POST", UNSUBSCRIBE, unsubscribe_endpoint, prefix=True),  # RFC 8058 one-click
 ]
 
 

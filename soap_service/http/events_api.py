@@ -80,6 +80,7 @@ def detail(view: eventstatus.EventView) -> dict[str, Any]:
             "template": a.template, "templateVersion": a.version,
             "messageId": a.message_id, "durationMs": a.duration_ms,
             "providerId": a.provider_id, "receipt": a.receipt, "receiptAt": iso(a.receipt_at),
+            "variant": a.variant,
         } for a in view.attempts],
         "tracking": [{"kind": t.kind, "url": t.url, "machine": t.machine,
                       "at": iso(t.created_at)} for t in view.tracking],

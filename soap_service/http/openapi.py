@@ -254,6 +254,7 @@ def _paths() -> dict[str, Any]:
                             **_problems("not-found", "conflict", *AUTH)},
                         params=[{"name": "deliveryId", **int_id, "example": 1}]),
         },
+        "/api/v1/profiles/{externalId}": _profile_paths(),
         "/{ORGANIZATION}/campaign/{transactionalAPI}/{eventID}": {
             "post": _op("pushSuiteEvent", "The suite's transactional event API", "push", {
                 **_ok("201", "SuiteEvent", "Stored.", {
@@ -282,6 +283,38 @@ def _paths() -> dict[str, Any]:
                        "security": [], "responses": {"200": {
                            "description": "OpenAPI 3.1", "content": {"application/json": {
                                "schema": {"type": "object"}}}}}}},
+    }
+
+
+PROFILE_INPUT_EXAMPLE = {
+    "email": "ann.lee@example.com", "mobilePhone": "+33612345678", "language": "fr-CA",
+    "country": "CA", "firstName": "Ann", "lastName": "Lee", "pushTokens": [],
+    "attributes": {"tier": "gold"}}
+
+
+def _profile_paths() -> dict[str, Any]:
+    param = [{"name": "externalId", "in": "path", "required": True,
+              "schema": {"type": "string", "maxLength": 255}, "example": "1242"}]
+    shown = {"externalId": "1242", **PROFILE_INPUT_EXAMPLE,
+             "subscriptions": {"email": True, "sms": True, "push": True},
+             "unsubscribedAt": {}, "createdAt": TS, "updatedAt": TS}
+    return {
+        "put": _op("putProfile", "Create or replace a profile", "push", {
+            **_ok("200", "Profile", "Replaced.", shown),
+            **_ok("201", "Profile", "Created.", shown, {"Location": {"schema":
+                                                                    {"type": "string"}}}),
+            **_problems("invalid-json", "validation-failed", "body-too-large", *AUTH)},
+            params=param, body={"required": True, "content": _json(ref("ProfileInput"), {
+                "example": PROFILE_INPUT_EXAMPLE})},
+            description="Fields left out are cleared; 'subscriptions' changes only the "
+            "channels it names (an opt-out stays unless the body opts back in)."),
+        "get": _op("getProfile", "A profile", "read", {
+            **_ok("200", "Profile", "The profile.", None),
+            **_problems("not-found", *AUTH)}, params=param),
+        "delete": _op("eraseProfile", "Erase a profile (right to erasure)", "admin", {
+            "204": {"description": "Erased: the profile is deleted and its events' addresses, "
+                    "ids and data are blanked (statuses and counts are kept)."},
+            **_problems("not-found", *AUTH)}, params=param),
     }
 
 
@@ -328,8 +361,9 @@ def document(public_url: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Message Center JSON API", "version": VERSION,
                  "description": "Push transactional events, follow their status (events "
-                 "from SOAP too) and manage signed webhooks. Errors are RFC 9457 problems "
-                 "(application/problem+json) with a stable type. Auth: an API key as "
+                 "from SOAP too), keep customer profiles and manage signed webhooks. "
+                 "Errors are RFC 9457 problems (application/problem+json) with a stable "
+                 "type. Auth: an API key as "
                  "`Authorization: Bearer` or `X-Api-Key`, with scopes push, read, admin."},
         "servers": [{"url": public_url.rstrip("/")}],
         "paths": paths,

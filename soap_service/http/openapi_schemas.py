@@ -32,7 +32,33 @@ NULLABLE_INT = {"type": ["integer", "null"]}
 DATE = {"type": ["string", "null"], "format": "date-time"}
 
 
+def _profile_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the input's properties, the answer's properties) of a profile."""
+    channels = {c: _s("boolean") for c in ("email", "sms", "push")}
+    data = {
+        "email": NULLABLE_STR, "mobilePhone": {**NULLABLE_STR, "description": "E.164 (a "
+                                                "national number is read in the default "
+                                                "country)."},
+        "pushTokens": _s("array", items=_s("string"), maxItems=20),
+        "language": {**NULLABLE_STR, "description": "A language tag: fr, fr-CA."},
+        "country": NULLABLE_STR, "firstName": NULLABLE_STR, "lastName": NULLABLE_STR,
+        "attributes": _s("object", "Free data; templates read profile.attributes.NAME.",
+                         additionalProperties=True),
+    }
+    inp = {**data, "externalId": _s("string", "Optional; the path's.", maxLength=255),
+           "subscriptions": _s("object", "Opt in (true) or out (false) of the channels named; "
+                               "the others stay as they are.", properties=channels,
+                               additionalProperties=False)}
+    out = {"externalId": _s("string"), **data,
+           "subscriptions": _s("object", required=list(channels), properties=channels),
+           "unsubscribedAt": _s("object", "When each opted-out channel was left.",
+                                additionalProperties=DATE),
+           "createdAt": DATE, "updatedAt": DATE}
+    return inp, out
+
+
 def schemas() -> dict[str, Any]:
+    profile_in, profile_props = _profile_schemas()
     ctx = _s("object", "The data for personalisation: objects become elements, arrays repeat "
              "an element, \"@name\" keys are attributes, \"#text\" an element's text.",
              additionalProperties=True)
@@ -91,7 +117,9 @@ def schemas() -> dict[str, Any]:
             "messageId": NULLABLE_STR, "durationMs": NULLABLE_INT,
             "providerId": NULLABLE_STR,  # the provider's id for the message
             "receipt": {"type": ["string", "null"], "enum": ["delivered", "failed", None]},
-            "receiptAt": DATE})),
+            "receiptAt": DATE,
+            "variant": {**NULLABLE_STR, "description": "The template's language variant "
+                        "used (null: its default content)."}})),
         "tracking": _s("array", items=_s("object", properties={
             "kind": _s("string", enum=["open", "click"]), "url": NULLABLE_STR,
             "machine": _s("boolean"), **at})),
@@ -182,6 +210,10 @@ def schemas() -> dict[str, Any]:
                     "reason": _s("string"), "url": _s("string"), "machine": _s("boolean"),
                     "endpointId": _s("integer")}),
             }),
+        "ProfileInput": _s("object", "A profile's data; a field left out is cleared.",
+                           additionalProperties=False, properties=profile_in),
+        "Profile": _s("object", required=list(profile_props), properties=profile_props,
+                      additionalProperties=False),
         "Problem": _s("object", "RFC 9457 problem details.", required=["type", "title",
                                                                         "status"],
                       properties={

@@ -32,6 +32,7 @@ from soap_service.render.personalize import (
     parse_ctx,
     render_source,
 )
+from soap_service.render.variants import merged, select_variant
 
 __all__ = ["check_complete", "check_content", "check_ctx", "event_data", "html_to_text",
            "render_message", "render_part"]
@@ -46,21 +47,30 @@ ESCAPED_PARTS = {"html"}
 
 
 
-def check_content(content: TemplateContent, channel: Channel) -> None:
-    """Compile every part; raises :class:`TemplateSyntaxError` naming part, line, column."""
+def check_content(content: TemplateContent, channel: Channel, where: str = "") -> None:
+    """Compile every part (of every language variant too); raises
+    :class:`TemplateSyntaxError` naming part (``variant fr subject``), line, column."""
+    for key, variant in content.variants.items():
+        check_content(variant, channel, f"variant {key} ")
     for part in (*CHANNEL_PARTS[channel], "push_data"):
         if part == "push_data":
             for key, source in content.push_data.items():
-                compile_template(source, f"push_data.{key}")
+                compile_template(source, f"{where}push_data.{key}")
             continue
         source = getattr(content, part)
         if source:
-            compile_template(source, part)
+            compile_template(source, where + part)
 
 
 def check_complete(content: TemplateContent, channel: Channel) -> None:
-    """What a publishable template must have (beyond valid syntax)."""
+    """What a publishable template must have (beyond valid syntax); each language
+    variant too (with the parts it inherits)."""
     check_content(content, channel)
+    for key in content.variants:
+        try:
+            check_complete(merged(content, key), channel)
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"variant {key}: {exc.message}", exc.detail) from exc
     missing: list[str] = []
     if channel is Channel.EMAIL:
         missing += [p for p in ("from_addr", "subject") if not getattr(content, p).strip()]
@@ -90,7 +100,20 @@ def event_data(event: Event) -> EventData:
         value = getattr(event, attr)
         if value is not None and value != "":
             attributes[name] = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return EventData(attributes=attributes, ctx=parse_ctx(event.ctx_xml))
+    profile = None
+    if event.profile is not None:
+        profile = {k: v for k, v in event.profile.to_dict().items()
+                   if k not in ("createdAt", "updatedAt", "unsubscribedAt")}
+    return EventData(attributes=attributes, ctx=parse_ctx(event.ctx_xml), profile=profile,
+                     unsubscribe_url=event.unsubscribe_url)
+
+
+def event_language(event: Event) -> str | None:
+    """The language that picks a template variant: the event's ``language``, else its
+    profile's (SPEC §10)."""
+    if event.language:
+        return event.language
+    return event.profile.language if event.profile is not None else None
 
 
 def render_part(source: str, data: EventData, part: str,
@@ -110,6 +133,7 @@ def render_message(version_or_content: TemplateVersion | TemplateContent, event:
         content, channel = version_or_content.content, version_or_content.channel
     else:
         content, channel = version_or_content, channel or event.channel
+    language, content = select_variant(content, event_language(event))
     data = event_data(event)
     parts: dict[str, Any] = {}
     try:
@@ -125,7 +149,7 @@ def render_message(version_or_content: TemplateVersion | TemplateContent, event:
             parts[header] = " ".join(parts[header].split())
         if parts["html"].strip() and not parts["text"].strip():
             parts["text"] = html_to_text(parts["html"])
-    return RenderedMessage(channel=channel, **parts)
+    return RenderedMessage(channel=channel, language=language, **parts)
 
 
 # ---------------------------------------------------------------- HTML -> text

@@ -25,6 +25,7 @@ from soap_service.errors import RenderError
 from soap_service.render import urls
 from soap_service.render.compiler import compile_source
 from soap_service.render.syntax import (
+    PROFILE_NAME,
     ROOT_NAME,
     BinOp,
     Call,
@@ -63,10 +64,15 @@ class Nodes:
 
 @dataclass(frozen=True)
 class EventData:
-    """What ``rtEvent`` means to a template: the event's attributes and its ``<ctx>``."""
+    """What ``rtEvent`` means to a template: the event's attributes and its ``<ctx>``;
+    for a profile-based event, what ``profile`` means (plain JSON data: strings,
+    numbers, booleans, lists and objects -- nothing else is reachable) and the message's
+    unsubscribe link."""
 
     attributes: dict[str, str]
     ctx: Any  # lxml element or None
+    profile: dict[str, Any] | None = None
+    unsubscribe_url: str = ""
 
 
 Value = str | int | float | bool | None | Nodes
@@ -192,10 +198,14 @@ class Interpreter:
     def lookup(self, path: Path) -> Value:
         value: Value
         steps = path.steps
-        if path.root == ROOT_NAME:
-            value, steps = self.root_step(steps)
-        else:
+        if path.root in self.scope:
             value = self.scope.get(path.root)
+        elif path.root == ROOT_NAME:
+            value, steps = self.root_step(steps)
+        elif path.root == PROFILE_NAME:
+            return self.profile_value(steps)
+        else:
+            value = None
         for kind, key in steps:
             if not isinstance(value, Nodes):
                 return None
@@ -215,7 +225,25 @@ class Interpreter:
             return self.data.attributes.get(key), steps[1:]
         return None, ()
 
+    def profile_value(self, steps: tuple[tuple[str, str | int], ...]) -> Value:
+        """``profile.firstName``, ``profile.attributes.tier``, ``profile.pushTokens[0]``:
+        a walk over plain JSON data; an object or a list itself reads as nothing."""
+        value: Any = self.data.profile
+        for kind, key in steps:
+            self.tick()
+            if isinstance(value, dict) and kind in ("child", "attr") and isinstance(key, str):
+                value = value.get(key)
+            elif isinstance(value, list) and kind == "index" and isinstance(key, int):
+                value = value[key] if -len(value) <= key < len(value) else None
+            else:
+                return None
+        if isinstance(value, bool | int | float | str):
+            return value
+        return None
+
     def call(self, expr: Call) -> Value:
+        if expr.name == "unsubscribeUrl":
+            return self.data.unsubscribe_url
         args = [self.eval(a) for a in expr.args]
         if expr.name == "required":
             if to_text(args[0]) == "":

@@ -8,6 +8,7 @@ Two surface syntaxes compile to the same tree, so they render identically:
   ``{% for a in path %}`` / ``endfor``, ``{# comment #}``, ``{{-`` / ``-}}`` trimming.
 
 Expressions are data look-ups only (``rtEvent.ctx.a.b``, ``.@attr``, ``[0]``,
+``profile.firstName``, ``profile.attributes.tier``,
 ``["name"]``), literals, comparisons, ``&&``/``and``, ``||``/``or``, ``!``/``not`` and a
 fixed list of functions/filters.  Anything else is a :class:`TemplateSyntaxError` with
 line and column, raised when the template is compiled (at save and publish time).
@@ -26,6 +27,7 @@ MAX_EXPR_DEPTH = 40
 MAX_EXPR_OPERATORS = 100  # operators and filters in one tag (chains evaluate recursively)
 MAX_NUMBER_DIGITS = 1000  # digits in a number literal (Python's int() stops at 4,300)
 ROOT_NAME = "rtEvent"
+PROFILE_NAME = "profile"  # a profile-based event's profile (profile.firstName ...)
 
 # name -> (minimum, maximum) number of arguments, the value itself included
 FUNCTIONS: dict[str, tuple[int, int]] = {
@@ -42,6 +44,7 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "urlencode": (1, 1),
     "truncate": (2, 2),
     "replace": (3, 3),
+    "unsubscribeUrl": (0, 0),  # the message's signed one-click link (profile-based)
 }
 KEYWORDS = {"and", "or", "not", "in", "var", "each", "true", "false", "null"}
 
@@ -305,9 +308,9 @@ class ExprParser:
 
     def path(self, root: Tok) -> Path:
         check_name(root, self.loc)
-        if root.value != ROOT_NAME and root.value not in self.scope:
-            raise self.loc.error(f"unknown name {root.value!r} (use {ROOT_NAME}.… or a loop "
-                                 "variable)", root.pos)
+        if root.value not in (ROOT_NAME, PROFILE_NAME) and root.value not in self.scope:
+            raise self.loc.error(f"unknown name {root.value!r} (use {ROOT_NAME}.…, "
+                                 f"{PROFILE_NAME}.… or a loop variable)", root.pos)
         steps: list[tuple[str, str | int]] = []
         while True:
             if self.accept("."):

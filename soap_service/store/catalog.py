@@ -28,7 +28,10 @@ from soap_service.models import (
     EventStatus,
     EventType,
     Lane,
+    MissingProfile,
+    ReconcileOn,
     Seed,
+    Targeting,
     Template,
     TemplateContent,
     TemplateVersion,
@@ -52,13 +55,25 @@ WAITING = (EventStatus.PENDING.value, EventStatus.PROCESSING.value, EventStatus.
 
 
 def content_to_json(content: TemplateContent) -> str:
-    return json.dumps(dataclasses.asdict(content), sort_keys=True, ensure_ascii=False)
+    """Content as JSON; ``variants`` only when there are some (so a template without
+    language variants keeps the hash it always had)."""
+    data = dataclasses.asdict(content)
+    if not data["variants"]:
+        del data["variants"]
+    return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+def _content_from_dict(data: dict[str, Any], nested: bool = False) -> TemplateContent:
+    known = {f.name for f in dataclasses.fields(TemplateContent)}
+    values = {k: v for k, v in data.items() if k in known and k != "variants"}
+    if not nested and isinstance(data.get("variants"), dict):
+        values["variants"] = {lang: _content_from_dict(v, nested=True)
+                              for lang, v in data["variants"].items()}
+    return TemplateContent(**values)
 
 
 def content_from_json(raw: str) -> TemplateContent:
-    data = json.loads(raw or "{}")
-    known = {f.name for f in dataclasses.fields(TemplateContent)}
-    return TemplateContent(**{k: v for k, v in data.items() if k in known})
+    return _content_from_dict(json.loads(raw or "{}"))
 
 
 def content_hash(content: TemplateContent) -> str:
@@ -71,7 +86,14 @@ def content_hash(content: TemplateContent) -> str:
 def _event_type(row: Any) -> EventType:
     return EventType(name=row.name, label=row.label, lane=Lane(row.lane),
                      max_attempts=row.max_attempts, validity_seconds=row.validity_seconds,
-                     retention_seconds=row.retention_seconds)
+                     retention_seconds=row.retention_seconds,
+                     targeting=Targeting(row.targeting), reconcile_on=ReconcileOn(row.reconcile_on),
+                     missing_profile=MissingProfile(row.missing_profile))
+
+
+def _targeting_values(et: EventType) -> dict[str, str]:
+    return {"targeting": et.targeting.value, "reconcile_on": et.reconcile_on.value,
+            "missing_profile": et.missing_profile.value}
 
 
 def _event_type_in(conn: Connection, name: str) -> EventType | None:
@@ -85,7 +107,7 @@ def insert_event_type(db: Database, et: EventType, now: datetime) -> None:
             conn.execute(insert(event_types).values(
                 name=et.name, label=et.label, lane=et.lane.value, max_attempts=et.max_attempts,
                 validity_seconds=et.validity_seconds, retention_seconds=et.retention_seconds,
-                created_at=now, updated_at=now))
+                **_targeting_values(et), created_at=now, updated_at=now))
     except IntegrityError as exc:
         raise Conflict(f"event type {et.name!r} already exists") from exc
 
@@ -101,7 +123,7 @@ def update_event_type(db: Database, name: str, change: Callable[[EventType], Eve
         conn.execute(update(event_types).where(event_types.c.name == name).values(
             label=et.label, lane=et.lane.value, max_attempts=et.max_attempts,
             validity_seconds=et.validity_seconds, retention_seconds=et.retention_seconds,
-            updated_at=now))
+            **_targeting_values(et), updated_at=now))
     return et
 
 

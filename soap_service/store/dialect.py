@@ -116,6 +116,16 @@ def insert_ignoring_conflict(table: Table, conn: Connection, constraint: str) ->
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
+def upsert(table: Table, conn: Connection, key: str, update_columns: list[str]) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE SET`` the given columns from the row being
+    inserted (both databases spell it the same way; the statement class differs)."""
+    stmt = pg_insert(table) if _postgres(conn) else sqlite_insert(table)
+    if not update_columns:
+        return stmt.on_conflict_do_nothing(index_elements=[key])
+    return stmt.on_conflict_do_update(
+        index_elements=[key], set_={c: stmt.excluded[c] for c in update_columns})
+
+
 def seconds_between(conn: Connection, later: Any, earlier: Any) -> Any:
     """SQL for ``later - earlier`` in seconds (a float)."""
     if _postgres(conn):

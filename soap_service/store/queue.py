@@ -326,7 +326,7 @@ def _delivery_row(event_id: int | None, d: Delivery, now: datetime) -> dict[str,
         "response_code": d.response_code, "response_text": d.response_text[:2000],
         "message_id": d.message_id, "duration_ms": d.duration_ms, "is_proof": False,
         "connector": d.connector or None, "provider_id": d.provider_id[:255] or None,
-        "created_at": now,
+        "variant": d.variant or None, "created_at": now,
     }
 
 
@@ -354,7 +354,7 @@ def delivery_attempts(db: Database, event_id: int) -> list[DeliveryAttempt]:
         select(c.id, c.created_at, c.channel, c.address, c.outcome, c.response_code,
                c.response_text, c.template_version_id, c.message_id, c.duration_ms, c.is_proof,
                templates.c.name.label("template"), v.version, c.connector, c.provider_id,
-               c.receipt, c.receipt_at)
+               c.receipt, c.receipt_at, c.variant)
         .select_from(delivery_log.outerjoin(template_versions, v.id == c.template_version_id)
                      .outerjoin(templates, templates.c.id == v.template_id))
         .where(c.event_id == event_id)

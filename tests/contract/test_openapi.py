@@ -69,7 +69,7 @@ def _flask_routes(app) -> set[tuple[str, str]]:
         path = rule.rule
         for name in rule.arguments:
             path = path.replace(f"<int:{name}>", "{" + name + "}").replace(
-                f"<{name}>", "{" + name + "}")
+                f"<path:{name}>", "{" + name + "}").replace(f"<{name}>", "{" + name + "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             routes.add((method.lower(), path))
     return routes
@@ -77,7 +77,8 @@ def _flask_routes(app) -> set[tuple[str, str]]:
 
 _PARAM_NAMES = {"organization": "ORGANIZATION", "api": "transactionalAPI",
                 "event_id": "eventID", "pkey": "PKey", "plid": "plId",
-                "endpoint_id": "webhookId", "delivery_id": "deliveryId"}
+                "endpoint_id": "webhookId", "delivery_id": "deliveryId",
+                "external_id": "externalId"}
 
 
 def test_every_route_is_documented_and_nothing_else(app, committed):

@@ -25,7 +25,7 @@ DOC = json.loads((ROOT / "schema" / "openapi.json").read_text(encoding="utf-8"))
 ORDER = ["getOpenApi", "addWebhook", "listWebhooks", "getWebhook", "disableWebhook",
          "enableWebhook", "testWebhook", "pushEvents", "getEvent", "listEvents", "cancelEvent",
          "retryEvent", "pushSuiteEvent", "getSuiteEvent", "listDeliveries", "replayDelivery",
-         "removeWebhook"]
+         "removeWebhook", "putProfile", "getProfile", "eraseProfile"]
 
 
 def operations() -> dict[str, tuple[str, str, dict[str, Any]]]:

@@ -167,3 +167,28 @@ def test_check_content_names_the_part() -> None:
 def test_quoted_closers_inside_tags() -> None:
     """A closing delimiter inside a quoted string does not end the tag."""
     assert render_source("{{ 'a }} b' }}<%= \"%>\" %>", data(), escape=False) == "a }} b%>"
+
+
+def test_profile_data_is_plain_data_only() -> None:
+    """profile.* reads plain JSON values in both syntaxes; an object or a list reads as
+    nothing, names starting with '_' are refused at compile time, HTML is escaped, and
+    an event without a profile renders empty."""
+    from soap_service.models import Profile
+
+    profile = Profile(id=1, external_id="C1", first_name="<b>Ann</b>", push_tokens=("t1",),
+                      attributes={"tier": "gold", "address": {"city": "Montréal"},
+                                  "n": 3, "tags": ["a", "b"]})
+    event = Event(id=1, queue=Queue.RT, event_type="t", ctx_xml="<ctx/>", email="a@b.example",
+                  profile=profile)
+    html = ("{{ profile.firstName }}|<%= profile.attributes.tier %>|"
+            "{{ profile.attributes.address.city }}|{{ profile.attributes.address }}|"
+            "{{ profile.attributes.tags }}|{{ profile.attributes.tags[1] }}|"
+            "{{ profile.pushTokens[0] }}|{{ profile.attributes.n | number(1) }}|"
+            "{{ profile.nope.deeper }}|{{ profile.subscriptions.email }}")
+    content = TemplateContent(from_addr="x@y.example", subject="s", html=html)
+    out = render_message(content, event, Channel.EMAIL).html
+    assert out == ("&lt;b&gt;Ann&lt;/b&gt;|gold|Montréal|||b|t1|3.0||true")
+    plain = Event(id=2, queue=Queue.RT, event_type="t", ctx_xml="<ctx/>")
+    assert render_message(content, plain, Channel.EMAIL).html == "|||||||||"
+    with pytest.raises(TemplateSyntaxError):
+        check_content(TemplateContent(subject="{{ profile.__class__ }}"), Channel.EMAIL)

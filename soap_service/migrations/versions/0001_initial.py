@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-30 08:57:33.429824
+Create Date: 2026-11-30 09:49:08.009700
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ def upgrade() -> None:
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('validity_seconds', sa.Integer(), nullable=False),
     sa.Column('retention_seconds', sa.Integer(), nullable=False),
+    sa.Column('targeting', sa.String(length=8), nullable=False),
+    sa.Column('reconcile_on', sa.String(length=16), nullable=False),
+    sa.Column('missing_profile', sa.String(length=8), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_event_types')),
@@ -135,6 +138,18 @@ def upgrade() -> None:
         batch_op.create_index('ix_events_parent_id', ['parent_id'], unique=False)
         batch_op.create_index('ix_events_type_created', ['event_type', 'created_at'], unique=False)
 
+    op.create_table('fatigue_rules',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('max_count', sa.Integer(), nullable=False),
+    sa.Column('period_seconds', sa.Integer(), nullable=False),
+    sa.Column('channel', sa.String(length=8), nullable=True),
+    sa.Column('lane', sa.String(length=16), nullable=True),
+    sa.Column('exempt_critical', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_fatigue_rules')),
+    sa.UniqueConstraint('name', name=op.f('uq_fatigue_rules_name'))
+    )
     op.create_table('followup_rules',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
@@ -158,6 +173,28 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_operators')),
     sa.UniqueConstraint('login', name=op.f('uq_operators_login'))
     )
+    op.create_table('profiles',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('external_id', sa.String(length=255), nullable=False),
+    sa.Column('email', sa.String(length=320), nullable=True),
+    sa.Column('mobile_phone', sa.String(length=64), nullable=True),
+    sa.Column('push_tokens', sa.Text(), nullable=False),
+    sa.Column('language', sa.String(length=32), nullable=True),
+    sa.Column('country', sa.String(length=32), nullable=True),
+    sa.Column('first_name', sa.String(length=255), nullable=True),
+    sa.Column('last_name', sa.String(length=255), nullable=True),
+    sa.Column('attributes', sa.Text(), nullable=False),
+    sa.Column('unsubscribed_email', sa.DateTime(), nullable=True),
+    sa.Column('unsubscribed_sms', sa.DateTime(), nullable=True),
+    sa.Column('unsubscribed_push', sa.DateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_profiles')),
+    sa.UniqueConstraint('external_id', name=op.f('uq_profiles_external_id'))
+    )
+    with op.batch_alter_table('profiles', schema=None) as batch_op:
+        batch_op.create_index('ix_profiles_email', ['email'], unique=False)
+
     op.create_table('quarantine',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('kind', sa.String(length=8), nullable=False),
@@ -255,6 +292,7 @@ def upgrade() -> None:
     sa.Column('provider_id', sa.String(length=255), nullable=True),
     sa.Column('receipt', sa.String(length=16), nullable=True),
     sa.Column('receipt_at', sa.DateTime(), nullable=True),
+    sa.Column('variant', sa.String(length=32), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_delivery_log_event_id_events'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_delivery_log'))
@@ -288,6 +326,21 @@ def upgrade() -> None:
     with op.batch_alter_table('exclusion_log', schema=None) as batch_op:
         batch_op.create_index('ix_exclusion_log_created_at', ['created_at'], unique=False)
         batch_op.create_index('ix_exclusion_log_event_id', ['event_id'], unique=False)
+
+    op.create_table('profile_sends',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('profile_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('channel', sa.String(length=8), nullable=False),
+    sa.Column('lane', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['profile_id'], ['profiles.id'], name=op.f('fk_profile_sends_profile_id_profiles'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_profile_sends')),
+    sa.UniqueConstraint('profile_id', 'event_id', name=op.f('uq_profile_sends_profile_id_event_id'))
+    )
+    with op.batch_alter_table('profile_sends', schema=None) as batch_op:
+        batch_op.create_index('ix_profile_sends_created_at', ['created_at'], unique=False)
+        batch_op.create_index('ix_profile_sends_profile_id_created_at', ['profile_id', 'created_at'], unique=False)
 
     op.create_table('seeds',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -403,6 +456,11 @@ def downgrade() -> None:
     op.drop_table('template_versions')
     op.drop_table('sessions')
     op.drop_table('seeds')
+    with op.batch_alter_table('profile_sends', schema=None) as batch_op:
+        batch_op.drop_index('ix_profile_sends_profile_id_created_at')
+        batch_op.drop_index('ix_profile_sends_created_at')
+
+    op.drop_table('profile_sends')
     with op.batch_alter_table('exclusion_log', schema=None) as batch_op:
         batch_op.drop_index('ix_exclusion_log_event_id')
         batch_op.drop_index('ix_exclusion_log_created_at')
@@ -428,8 +486,13 @@ def downgrade() -> None:
     op.drop_table('templates')
     op.drop_table('security_zones')
     op.drop_table('quarantine')
+    with op.batch_alter_table('profiles', schema=None) as batch_op:
+        batch_op.drop_index('ix_profiles_email')
+
+    op.drop_table('profiles')
     op.drop_table('operators')
     op.drop_table('followup_rules')
+    op.drop_table('fatigue_rules')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_type_created')
         batch_op.drop_index('ix_events_parent_id')

@@ -56,6 +56,7 @@ screenshots: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/e2e.py --profile
 	$(BIN)/python bench/deliver.py
 	$(BIN)/python bench/deliver.py --channel sms --skip-latency
 	$(BIN)/python bench/deliver.py --channel push --skip-latency

@@ -251,8 +251,10 @@ def envelope(n: int) -> bytes:
     ).encode()
 
 
-def push_at_rate(port: int, rate: float, duration: float) -> dict[int, float]:
-    """Open-loop PushEvent calls; returns {primary key: ack time}."""
+def push_at_rate(port: int, rate: float, duration: float,
+                 latencies: list[float] | None = None) -> dict[int, float]:
+    """Open-loop PushEvent calls; returns {primary key: ack time}.  ``latencies`` gets each
+    call's ack latency in ms, counted from its scheduled send time (no omission)."""
     from soap_service.models import split_plid
 
     acks: dict[int, float] = {}
@@ -263,7 +265,8 @@ def push_at_rate(port: int, rate: float, duration: float) -> dict[int, float]:
     def client(offset: int, step: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for i in range(offset, total, step):
-            delay = t0 + i / rate - time.time()
+            scheduled = t0 + i / rate
+            delay = scheduled - time.time()
             if delay > 0:
                 time.sleep(delay)
             conn.request("POST", "/nl/jsp/soaprouter.jsp", body=envelope(i), headers={
@@ -274,6 +277,8 @@ def push_at_rate(port: int, rate: float, duration: float) -> dict[int, float]:
             plid = int(body[start:body.find(b"<", start)])
             with lock:
                 acks[split_plid(plid)[1]] = acked
+                if latencies is not None:
+                    latencies.append((acked - scheduled) * 1000)
 
     threads = [threading.Thread(target=client, args=(k, 4)) for k in range(4)]
     for t in threads:

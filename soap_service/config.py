@@ -174,9 +174,9 @@ class Settings:
     # and body, from the connection's start or the previous answer), and request threads
     # per HTTP process
     http_read_timeout: float = 30.0
-    http_threads: int = 1
-    # Where HTTP worker processes share their /metrics counters (set by `msgcenter serve`)
-    metrics_dir: str = ""
+    http_threads: int = 4
+    # concurrent inserts of one process share a transaction (store.events.GroupCommit)
+    ingest_group_commit: bool = True
     # Email relay
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025

@@ -60,8 +60,11 @@ class WorkerRuntime:
     # -- jobs ------------------------------------------------------------------------
 
     def dispatch(self) -> None:
+        """The scheduled job: drain; or, beside a drain that sends batch messages (run by
+        the express thread), real-time events in express rounds."""
         if not self._draining.acquire(blocking=False):
             self.dispatcher.woken.set()  # the running drain goes round once more
+            self.dispatcher.express(stop=self.stopping, wait_for_drain=False)
             return
         try:
             self.dispatcher.drain(stop=self.stopping)
@@ -69,22 +72,33 @@ class WorkerRuntime:
             self._draining.release()
 
     def express(self) -> None:
-        """Wake-up path: real-time events in small rounds, beside a running drain."""
+        """Wake-up path.  With no drain running, this thread drains at once (real-time
+        events first, in full pipelined rounds: two transactions per round, not per
+        handful of events); beside a running drain it runs express rounds while the
+        drain sends batch messages (``Dispatcher.express``)."""
         while not self.stopping.is_set():
             if self._express_wanted.wait(0.5):
                 self._express_wanted.clear()
                 try:
-                    self.dispatcher.express(stop=self.stopping)
+                    if self._draining.acquire(blocking=False):
+                        try:
+                            self.dispatcher.drain(stop=self.stopping)
+                        finally:
+                            self._draining.release()
+                    else:
+                        self.dispatcher.express(stop=self.stopping)
                 except MessageCenterError as exc:  # the drain loop and polling cover it
                     log.warning("worker.job_failed job=express error=%s", exc.message)
                 except Exception:
                     log.exception("worker.express_failed")
 
     def wake(self) -> None:
-        """Send real-time events now, and run dispatch now (or let it go round again)."""
+        """Send real-time events now: the express thread drains, or runs express rounds
+        beside a drain of batch messages (so does the dispatch job, moved to now)."""
         self.dispatcher.woken.set()
         self._express_wanted.set()
-        if not self._draining.locked() and not self.stopping.is_set():
+        busy = self._draining.locked() and not self.dispatcher.drain_has_batch
+        if not busy and not self.stopping.is_set():
             try:
                 self.scheduler.modify_job(DISPATCH_JOB, next_run_time=datetime.now(UTC))
             except Exception:  # scheduler shutting down: polling covers it

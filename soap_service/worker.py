@@ -54,6 +54,7 @@ from soap_service.channels.failover import ConnectorSet
 from soap_service.channels.limits import Clock, Sleep
 from soap_service.config import Settings
 from soap_service.errors import ServerError
+from soap_service.metrics import WorkerMetrics
 from soap_service.models import (
     WISHED_CHANNEL_OF,
     Channel,
@@ -76,6 +77,7 @@ from soap_service.store import queue as store_queue
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 4  # about 7 s of database trouble before a round's outcomes are lost
+EXPRESS_DEFER_SECONDS = 0.01  # how often a deferring express path looks at the drain again
 
 
 # ---------------------------------------------------------------- the dispatcher
@@ -111,12 +113,20 @@ class Round:
     """One claimed batch on its way: early outcomes, jobs being sent, their results."""
 
     def __init__(self, claimed: int, early: list[Outcome], sending: list[Job],
-                 results: concurrent.futures.Future[list[SendResult]] | None) -> None:
+                 results: concurrent.futures.Future[list[SendResult]] | None,
+                 events: Sequence[Event] = ()) -> None:
         self.claimed, self.early, self.sending, self.results = claimed, early, sending, results
+        self.events = {e.id: e for e in events}  # what was claimed (for the metrics)
+        self.sent_at: datetime | None = None  # when its last message was answered
 
     @property
     def event_ids(self) -> list[int]:
         return [o.event_id for o in self.early] + [j.event.id for j in self.sending]
+
+    @property
+    def has_batch(self) -> bool:
+        """Whether batch messages are being sent (a real-time one could wait behind them)."""
+        return any(j.event.queue is Queue.BATCH for j in self.sending)
 
 
 class Dispatcher:
@@ -155,10 +165,15 @@ class Dispatcher:
         # express rounds: about what the connectors take at once
         self.express_size = max(c.concurrency for cs in self._configured.values() for c in cs)
         self._domain = _message_id_domain(settings.public_url)
+        self.metrics = WorkerMetrics()
         # what failed rounds left to do (see settle); shared by the drain and express paths
         self._unsettled_lock = threading.Lock()
         self._to_record: list[Outcome] = []
         self._to_release: set[int] = set()
+        # the drain loop's state, read by the express path (see express)
+        self.draining = False
+        self.drain_has_batch = False
+        self._expressing = threading.Lock()  # one express path at a time (the window)
 
     # -- the job ---------------------------------------------------------------
 
@@ -171,12 +186,15 @@ class Dispatcher:
         earlier failed round left is settled first; if this round fails before its
         messages are handed to the channel, its events are released."""
         self.settle()
+        started = time.perf_counter()
         events = store_queue.claim_events(
             self.db, self.worker_id, limit=limit or self.settings.worker_batch_size,
             now=clock.utcnow(), lease_seconds=self.settings.lease_seconds,
             batch_min_share=self.settings.batch_min_share, realtime_only=realtime_only)
         if not events:
             return Round(0, [], [], None)
+        claimed = time.perf_counter()
+        self.metrics.stage("claim", claimed - started)
         try:
             listed = exclusions.listed_addresses(self.db,
                                                  [(e.address_kind, e.address) for e in events])
@@ -185,7 +203,12 @@ class Dispatcher:
                     for e in events]
             targeting.preload(self, jobs)  # profile-based events: their profiles at once
             early, ready = self.prepare(jobs)
-            return Round(len(events), early, ready, self.send_async(ready))
+            sending = time.perf_counter()
+            self.metrics.stage("prepare", sending - claimed)
+            rnd = Round(len(events), early, ready, self.send_async(ready), events)
+            assert rnd.results is not None
+            rnd.results.add_done_callback(lambda _: self._sent(rnd, sending))
+            return rnd
         except BaseException:
             self._give_back([e.id for e in events])
             raise
@@ -201,13 +224,33 @@ class Dispatcher:
             self._give_back(rnd.event_ids)
             raise
         try:
+            started = time.perf_counter()
             self._record(outcomes)
+            self.metrics.stage("record", time.perf_counter() - started)
         except ServerError:
             with self._unsettled_lock:
                 self._to_record.extend(outcomes)
             log.warning("queue.record_deferred count=%s", len(outcomes))
             raise
+        self._count(rnd, outcomes)
         return _report(rnd.claimed, outcomes)
+
+    def _sent(self, rnd: Round, started: float) -> None:
+        """A round's last answer arrived (on the channel loop)."""
+        rnd.sent_at = clock.utcnow()
+        self.metrics.stage("send", time.perf_counter() - started)
+
+    def _count(self, rnd: Round, outcomes: Sequence[Outcome]) -> None:
+        """Outcomes per channel, and ack -> send of the messages sent (/metrics)."""
+        now = rnd.sent_at or clock.utcnow()
+        for o in outcomes:
+            event = rnd.events.get(o.event_id)
+            if event is None:
+                continue
+            self.metrics.outcome(event.channel.value, o.status.value)
+            if o.status is EventStatus.PROCESSED and event.created_at is not None:
+                self.metrics.sent(event.channel.value, event.queue.value,
+                                  (now - event.created_at).total_seconds())
 
     def _give_back(self, event_ids: Sequence[int]) -> None:
         """Release the events of a failed round: at once if the database answers, else
@@ -265,10 +308,13 @@ class Dispatcher:
         """
         total, rounds = 0, 0
         previous: Round | None = None
+        self.draining = True
         try:
             while stop is None or not stop.is_set():
                 self.woken.clear()
                 current = self.start()
+                self.drain_has_batch = current.has_batch or (
+                    previous is not None and previous.has_batch)
                 if previous is not None:
                     done, previous = previous, None
                     self.finish(done)
@@ -278,14 +324,38 @@ class Dispatcher:
                 if (not current.claimed and not self.woken.is_set()) or rounds == max_rounds:
                     break
         finally:
+            self.draining = self.drain_has_batch = False
             if previous is not None:  # sent messages are recorded even if a claim failed
                 self.finish(previous)
         return total
 
-    def express(self, stop: threading.Event | None = None) -> int:
-        """Real-time events only, in small rounds, until none is due (the wake-up path)."""
+    def express(self, stop: threading.Event | None = None, wait_for_drain: bool = True) -> int:
+        """Real-time events only, in small rounds, until none is due (the wake-up path).
+
+        While the drain loop runs rounds of real-time messages only, the express path
+        leaves the new events to it (the drain was woken too, and claims real-time first):
+        small express rounds beside it would only add two transactions -- two fsyncs on
+        SQLite -- per handful of events.  It takes over as soon as batch messages are on
+        their way (a real-time event must not wait behind them) or, with
+        ``wait_for_drain``, when the drain stops (else it returns: the drain was woken).
+        One express path runs at a time (the other caller returns at once), so at most
+        one express round is in flight beside the drain's two.
+        """
+        if not self._expressing.acquire(blocking=False):
+            return 0
+        try:
+            return self._express(stop, wait_for_drain)
+        finally:
+            self._expressing.release()
+
+    def _express(self, stop: threading.Event | None, wait_for_drain: bool) -> int:
         total = 0
         while stop is None or not stop.is_set():
+            if self.draining and not self.drain_has_batch:
+                if not wait_for_drain:
+                    break
+                time.sleep(EXPRESS_DEFER_SECONDS)
+                continue
             report = self.tick(realtime_only=True, limit=self.express_size)
             total += report.claimed
             if not report.claimed:

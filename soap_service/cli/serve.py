@@ -157,11 +157,9 @@ class BufferingWorker(GunicornWorker):
 
 def flush_on_exit(app: WebApp) -> None:
     """What an HTTP process writes before it exits: queued tracking hits, held SMS
-    receipts, its counters."""
+    receipts (its metrics are in the shared directory already)."""
     app.close_tracking(timeout=FLUSH_TIMEOUT)
     app.close_receipts()
-    with contextlib.suppress(OSError):
-        app.metrics.flush()
 
 
 def run_gunicorn(bind: str, workers: int, log_level: str) -> None:
@@ -329,8 +327,10 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     gunicorn_cmd = [sys.executable, "-m", "soap_service.cli.serve",
                     f"{host}:{args.port}", str(args.workers), args.log_level]
-    metrics_dir = tempfile.mkdtemp(prefix="msgcenter-metrics-")  # the workers' shared counters
-    os.environ["MC_METRICS_DIR"] = metrics_dir
+    # prometheus-client's multiprocess mode: every HTTP process and the worker write their
+    # values there, /metrics sums them (soap_service.metrics)
+    metrics_dir = tempfile.mkdtemp(prefix="msgcenter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         code = Supervisor(gunicorn_cmd, worker_cmd, bounced_cmd).run()
     finally:

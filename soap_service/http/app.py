@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,6 +36,7 @@ from soap_service.http.body import read_body
 from soap_service.http.bounce_callbacks import PREFIX as BOUNCE_CALLBACKS
 from soap_service.http.bounce_callbacks import bounce_callback_endpoint
 from soap_service.http.console.app import create_console
+from soap_service.http.ingest_api import EVENTS_PATH as INGEST_PATH
 from soap_service.http.ingest_api import IngestApp
 from soap_service.http.sms_callbacks import PREFIX as SMS_CALLBACKS
 from soap_service.http.sms_callbacks import callback_endpoint
@@ -43,9 +45,10 @@ from soap_service.http.tracking import Recorder, TrackingApp
 from soap_service.http.unsubscribe import PREFIX as UNSUBSCRIBE
 from soap_service.http.unsubscribe import unsubscribe_endpoint
 from soap_service.http.wsgi import Request, Response, Route, answer
+from soap_service.metrics import CONTENT_TYPE as METRICS_TYPE
+from soap_service.metrics import HttpMetrics
 from soap_service.receipts import ReceiptRecorder
 from soap_service.soap import router, wsdl
-from soap_service.soap.metrics import Metrics
 from soap_service.store import Database, connect
 
 __all__ = ["ROUTES", "Request", "Response", "Route", "WebApp", "create_app", "is_api_path",
@@ -73,7 +76,7 @@ def healthz(app: WebApp, request: Request) -> Response:
 
 
 def metrics_endpoint(app: WebApp, request: Request) -> Response:
-    return Response(200, app.metrics.render().encode(), "text/plain; version=0.0.4")
+    return Response(200, app.metrics.render(), METRICS_TYPE)
 
 
 def tracking_endpoint(app: WebApp, request: Request) -> Response:
@@ -105,7 +108,7 @@ class WebApp:
         self.settings = settings
         self.db = db
         self.routes = list(routes) or list(ROUTES)
-        self.metrics = Metrics(settings.metrics_dir or None)
+        self.metrics = HttpMetrics()
         self.soap_services = router.Services(settings, db)
         self.rest = create_api(settings, db, self.soap_services.authenticator)
         self.api = IngestApp(self.rest.extensions["msgcenter"], self.rest)
@@ -208,13 +211,17 @@ class WebApp:
     def _call_api(self, environ: dict[str, Any], start_response: Callable[..., Any],
                   family: str = "", app: Any = None) -> Any:
         """The JSON API or the console (Flask), counted in /metrics by family and status."""
+        started = time.perf_counter()
+        path = str(environ.get("PATH_INFO", ""))
         if not family:
-            family = "/api/v1" if str(environ.get("PATH_INFO", "")).startswith("/api/") \
-                else "/{org}/campaign"
+            family = "/api/v1" if path.startswith("/api/") else "/{org}/campaign"
+        ingest = path == INGEST_PATH and environ.get("REQUEST_METHOD") == "POST"
 
         def counted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             code = int(status.split(" ", 1)[0]) if status[:3].isdigit() else 500
             self.metrics.observe_http(family, code)
+            if ingest and 200 <= code < 300:  # answered once the events are committed
+                self.metrics.observe_ingest("rest", "events", time.perf_counter() - started)
             return start_response(status, headers, exc_info)
 
         return (app or self.api)(environ, counted)

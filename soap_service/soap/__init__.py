@@ -4,5 +4,6 @@ WSDL documents at start-up.  See ``docs/soap.md``.
 
 Modules: ``xml`` (hardened parsing, limits), ``envelope`` (dialects -> SoapRequest),
 ``router`` (dispatch table and handlers), ``response`` (suite-form results and faults),
-``faults`` (our exceptions -> faults), ``wsdl`` (Spyne -> WSDL bytes), ``metrics``.
+``faults`` (our exceptions -> faults), ``wsdl`` (Spyne -> WSDL bytes).  Metrics are in
+``soap_service.metrics``.
 """

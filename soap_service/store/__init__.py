@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from soap_service.config import Settings
 from soap_service.errors import Unavailable
-from soap_service.store.dialect import autocommit_single_statement, make_engine
+from soap_service.store.dialect import READ_ONLY, autocommit_single_statement, make_engine
 
 __all__ = ["Database", "connect", "disconnect_all", "make_engine"]
 
@@ -45,10 +45,11 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A connection for reads (no transaction is committed)."""
+        """A connection for reads (no transaction is committed; on SQLite it does not
+        take the write lock, so it must not write)."""
         try:
             with self.engine.connect() as conn:
-                yield conn
+                yield conn.execution_options(**{READ_ONLY: True})
         except OperationalError as exc:
             raise Unavailable("database unavailable", str(exc.orig)[:200]) from exc
 

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from soap_service.config import Settings
 
+READ_ONLY = "mc_read_only"  # execution option of a connection that only reads
 WAKE_CHANNEL = "mc_events"  # PostgreSQL LISTEN/NOTIFY channel of the dispatcher's wake-ups
 POSTGRES = "postgresql"
 log = logging.getLogger("soap_service.wakeup")
@@ -83,9 +84,13 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
 
     # pysqlite's own transaction handling is off (isolation_level=None): we issue BEGIN
     # IMMEDIATE ourselves so writers queue on the busy timeout instead of failing late.
+    # A read (``Database.connect``, marked READ_ONLY) takes a plain deferred BEGIN: in
+    # WAL mode it then reads a snapshot beside the writer instead of queueing for the
+    # one write lock (and its fsync) like a writer.
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

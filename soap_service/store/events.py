@@ -12,6 +12,9 @@ here, a follow-up's child event too (:func:`insert_followup_child`, in the trans
 from __future__ import annotations
 
 import json
+import os
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -76,7 +79,21 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
     yields the original id instead of a new row; with another hash the whole call
     fails with :class:`IdempotencyConflict`.  Two concurrent inserts of one key meet
     on the unique index: the loser retries, re-reads and compares.
+
+    With ``settings.ingest_group_commit``, calls made at the same time by threads of
+    one process share a transaction (:class:`GroupCommit`); each call still returns
+    only once its rows are committed, and is all or none.
     """
+    if not db.settings.ingest_group_commit:
+        return _insert_alone(db, rows)
+    committer = _committers.get(db)
+    if committer is None or committer.pid != os.getpid():  # made after a fork
+        committer = _committers[db] = GroupCommit()
+    return committer.insert(db, rows)
+
+
+def _insert_alone(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
+    """One call's rows in a transaction of their own (see :func:`insert_events`)."""
     for attempt in range(_IDEMPOTENCY_RETRIES):
         try:
             with _writing(db, many=len(rows) > 1) as conn:
@@ -87,6 +104,119 @@ def insert_events(db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
             continue
         return stored
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Call:
+    """One caller's rows waiting for a group commit, and what became of them."""
+
+    __slots__ = ("again", "done", "error", "result", "rows")
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.rows = rows
+        self.done = False
+        self.result: StoredIds | None = None
+        self.error: BaseException | None = None
+        self.again = False  # to be stored alone (its savepoint met the unique index)
+
+
+class GroupCommit:
+    """Group commit: concurrent :func:`insert_events` calls of one process share one
+    transaction -- one write lock and one fsync on SQLite, one ``COMMIT`` on PostgreSQL.
+
+    Leader / followers: a caller queues its rows and takes the leader lock; if a former
+    leader has committed its rows meanwhile it returns at once, else it becomes the
+    leader and commits everything queued by then (up to ``MAX_ROWS``), while new callers
+    queue for the next commit.  No id is returned before the commit that stored it: a
+    failed commit stores none of the group, and every call of it is then tried again
+    alone, so one caller's failure is never another's.  Calls without idempotency keys
+    go out as one multi-row insert; a call with keys runs in a savepoint of its own
+    (a race on the unique index sends that call back to :func:`_insert_alone`).  A call
+    that finds nobody else waiting takes the single-call path unchanged.
+    """
+
+    MAX_ROWS = 1000
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._queue_lock = threading.Lock()
+        self._leader = threading.Lock()
+        self._queue: list[_Call] = []
+
+    def insert(self, db: Database, rows: Sequence[Mapping[str, Any]]) -> StoredIds:
+        call = _Call(rows)
+        with self._queue_lock:
+            self._queue.append(call)
+        while not call.done:
+            with self._leader:
+                if call.done:
+                    break
+                with self._queue_lock:
+                    group, self._queue = self._split(self._queue)
+                self._commit(db, group)
+        if call.error is not None:
+            raise call.error
+        assert call.result is not None
+        return call.result
+
+    def _split(self, queue: list[_Call]) -> tuple[list[_Call], list[_Call]]:
+        size = 0
+        for n, call in enumerate(queue):
+            size += len(call.rows)
+            if size > self.MAX_ROWS and n:
+                return queue[:n], queue[n:]
+        return queue, []
+
+    def _commit(self, db: Database, group: list[_Call]) -> None:
+        try:
+            if len(group) == 1:
+                self._alone(db, group[0])
+                return
+            try:
+                with db.begin() as conn:
+                    self._insert_group(conn, group)
+            except Exception:  # nothing of the group is stored: each call on its own
+                for call in group:
+                    self._alone(db, call)
+                return
+            for call in group:
+                if call.again:
+                    self._alone(db, call)
+        finally:
+            for call in group:
+                call.done = True
+
+    @staticmethod
+    def _alone(db: Database, call: _Call) -> None:
+        call.result, call.error = None, None
+        try:
+            call.result = _insert_alone(db, call.rows)
+        except Exception as exc:  # the caller's own error, raised in its thread
+            call.error = exc
+
+    @staticmethod
+    def _insert_group(conn: Connection, group: list[_Call]) -> None:
+        plain = [c for c in group if not _has_keys(c.rows)]
+        if plain:
+            stored = _insert_in(conn, [row for c in plain for row in c.rows])
+            start = 0
+            for call in plain:
+                end = start + len(call.rows)
+                call.result = StoredIds(stored.ids[start:end], stored.replayed[start:end])
+                start = end
+        for call in group:
+            if not _has_keys(call.rows):
+                continue
+            try:
+                with conn.begin_nested():
+                    call.result = _insert_in(conn, call.rows)
+            except IdempotencyConflict as exc:
+                call.error = exc
+            except IntegrityError:
+                call.again = True
+
+
+# one per database and process (a Database is made per process; tests make many)
+_committers: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
 
 
 def _writing(db: Database, *, many: bool) -> AbstractContextManager[Connection]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LiveServer, run_cli
+from prometheus_client.parser import text_string_to_metric_families
 
 LOGIN, PASSWORD = "ops", "s3cret-pass"
 TOKEN = f"{LOGIN}/{PASSWORD}"
@@ -146,14 +147,16 @@ def test_metrics_count_every_http_worker(start_server, sqlite_url: str):
         assert held.recv(64).startswith(b"HTTP/1.1 500")
     finally:
         held.close()
-    series = 'mc_soap_faults_total{service="unknown",method="unknown",code="Client"} 7\n'
-
-    def scrape() -> str:
+    def faults() -> float:
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
-            return resp.read().decode()
+            text = resp.read().decode()
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples if sample.name == "mc_soap_faults_total"
+                   and sample.labels == {"service": "unknown", "method": "unknown",
+                                         "code": "Client"})
 
-    wait_for(lambda: series in scrape(), timeout=30, what="all 7 faults in /metrics")
-    assert all(series in scrape() for _ in range(6))
+    wait_for(lambda: faults() == 7, timeout=30, what="all 7 faults in /metrics")
+    assert all(faults() == 7 for _ in range(6))
 
 
 def test_serve_runs_and_restarts_a_worker_and_stops_cleanly(start_server, sqlite_url: str):

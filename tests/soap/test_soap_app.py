@@ -144,35 +144,3 @@ def test_push_events_limit_counts_events_not_their_children(
         application.db.dispose()
     assert status.startswith("200" if accepted else "500"), out
     assert (b"too many events" in out) is not accepted
-
-
-def test_metrics_are_summed_over_worker_processes(tmp_path) -> None:
-    """Counters of every worker process sharing MC_METRICS_DIR are summed on /metrics,
-    whichever process renders them; without a directory a process counts only its own."""
-    import multiprocessing
-
-    from soap_service.soap.metrics import Metrics
-
-    shared = Metrics(str(tmp_path))
-
-    def other_worker() -> None:
-        for _ in range(3):
-            shared.observe("nms:rtEvent", "PushEvent", None, 0.001)
-        shared.observe("nms:rtEvent", "PushEvent", "Client", 0.001)
-        shared.observe_http("/soap", 200)
-        shared.flush()
-
-    child = multiprocessing.get_context("fork").Process(target=other_worker)
-    child.start()
-    child.join(timeout=30)
-    assert child.exitcode == 0
-    shared.observe("nms:rtEvent", "PushEvent", None, 0.001)
-    shared.observe_http("/soap", 200)
-    text = shared.render()
-    assert 'mc_soap_requests_total{service="nms:rtEvent",method="PushEvent"} 5\n' in text
-    assert ('mc_soap_faults_total{service="nms:rtEvent",method="PushEvent",code="Client"} 1\n'
-            in text)
-    assert 'mc_http_requests_total{route="/soap",status="200"} 2\n' in text
-    alone = Metrics()
-    alone.observe("nms:rtEvent", "PushEvent", None, 0.001)
-    assert 'method="PushEvent"} 1\n' in alone.render()

@@ -294,3 +294,33 @@ def test_api_key_scopes(setup: Database):
         fresh.authenticate_key(push, ip, None, "push")
     with pytest.raises(ValidationFailed):
         auth.create_api_key(setup, "bad", scopes=["push,write"])
+
+
+def test_concurrent_first_checks_of_one_password_verify_it_once(setup: Database, monkeypatch):
+    """Eight threads authenticating the same login/password on a cold cache (a process
+    that just started): one pbkdf2 check, the others wait for its answer; all get in."""
+    import threading
+
+    checks = []
+    real = auth.verify_password
+
+    def counted(password: str, encoded: str) -> bool:
+        checks.append(password)
+        return real(password, encoded)
+
+    monkeypatch.setattr(auth, "verify_password", counted)
+    authn = auth.Authenticator(setup, setup.settings)
+    start = threading.Barrier(8)
+    logins: list[str] = []
+
+    def run() -> None:
+        start.wait()
+        logins.append(authn.authenticate(creds(f"alice/{PASSWORD}")).login)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert logins == ["alice"] * 8
+    assert len(checks) == 1

@@ -1,0 +1,219 @@
+"""Group commit on ingest (``store.events.GroupCommit``): concurrent calls of one process
+share one transaction, each call is still all or none, no id is answered before its
+commit -- and a SIGKILLed HTTP process leaves every acked event stored.
+
+The in-process tests make the group deterministic: they hold the committer's leader
+lock while the calls queue (polling the queue, never sleeping for timing), so the next
+leader commits them all at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import run_cli
+from dispatch_support import event_row, wait_until
+from sqlalchemy import create_engine, event, func, select
+
+from soap_service.errors import ServerError
+from soap_service.models import split_plid
+from soap_service.store import Database
+from soap_service.store import events as event_store
+from soap_service.tables import events
+
+
+def _committer(db: Database) -> event_store.GroupCommit:
+    if db not in event_store._committers:
+        event_store.insert_events(db, [event_row(-1)])  # makes this process's committer
+    return event_store._committers[db]
+
+
+def _count_commits(db: Database) -> list[int]:
+    commits = [0]
+
+    def on_commit(_conn: Any) -> None:
+        commits[0] += 1
+
+    event.listen(db.engine, "commit", on_commit)
+    return commits
+
+
+def _grouped(db: Database, calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run ``calls`` in threads that all queue behind a held leader lock, then let the
+    next leader commit them as one group; returns each call's result or exception."""
+    committer = _committer(db)
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    with committer._leader:
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(committer._queue) == len(calls), 30, "every call to queue")
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def _stored(db: Database) -> dict[str, int]:
+    with db.connect() as conn:
+        return {r.external_id: r.id for r in conn.execute(
+            select(events.c.external_id, events.c.id).where(events.c.external_id.is_not(None)))}
+
+
+def test_concurrent_calls_share_one_commit_and_each_gets_its_own_ids(db: Database):
+    """Five plain calls (one of three rows), two with one idempotency key and the same
+    payload, one reusing a stored key with another payload: one commit for the group;
+    each call gets the ids of its own rows; the key stores one row and its repeat
+    replays it; the reuse is a conflict for that call only."""
+    commits = _count_commits(db)
+    keyed = {"idempotency_key": "k-1", "payload_hash": "h-1", "external_id": "keyed"}
+    old = {"idempotency_key": "k-0", "payload_hash": "h-0", "external_id": "old"}
+    event_store.insert_events(db, [event_row(30, **old)])
+
+    def call(*rows: dict[str, Any]) -> Callable[[], event_store.StoredIds]:
+        return lambda: event_store.insert_events(db, list(rows))
+
+    calls = [call(event_row(i, external_id=f"p{i}")) for i in range(4)]
+    calls.append(call(*(event_row(10 + i, external_id=f"m{i}") for i in range(3))))
+    calls.append(call(event_row(20, **keyed)))
+    calls.append(call(event_row(21, **keyed)))
+    calls.append(call(event_row(22, **{**old, "payload_hash": "other"})))
+    _committer(db)
+    before = commits[0]
+    results = _grouped(db, calls)
+    assert commits[0] - before == 1  # the whole group in one transaction
+    stored = _stored(db)
+    for i in range(4):
+        assert results[i].ids == [stored[f"p{i}"]] and results[i].replayed == [False]
+    assert results[4].ids == [stored[f"m{i}"] for i in range(3)]
+    first, repeat = results[5], results[6]
+    assert {first.replayed[0], repeat.replayed[0]} == {False, True}
+    assert first.ids == repeat.ids == [stored["keyed"]]
+    assert isinstance(results[7], event_store.IdempotencyConflict)
+    with db.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(events)).scalar_one()
+    assert total == 1 + 4 + 3 + 1  # k-0 (stored first), the plain rows, k-1 once
+
+
+def test_a_failing_call_fails_alone_and_the_others_are_stored(db: Database):
+    """A call whose row the database refuses (no event type) makes the group's
+    transaction fail: nothing of the group was answered; every call is tried again
+    alone, so only that call fails and the others get committed ids."""
+    good = [lambda i=i: event_store.insert_events(db, [event_row(i, external_id=f"g{i}")])
+            for i in range(3)]
+    bad = lambda: event_store.insert_events(db, [event_row(9, external_id="bad",  # noqa: E731
+                                                           event_type=None)])
+    results = _grouped(db, [*good, bad])
+    assert isinstance(results[3], ServerError)
+    stored = _stored(db)
+    assert "bad" not in stored
+    assert [r.ids for r in results[:3]] == [[stored[f"g{i}"]] for i in range(3)]
+
+
+def test_group_commit_can_be_switched_off(db: Database, settings):
+    """``MC_INGEST_GROUP_COMMIT=false``: every call commits on its own (no committer)."""
+    off = Database(db.engine, settings.replace(ingest_group_commit=False))
+    ids = event_store.insert_events(off, [event_row(1)]).ids
+    assert len(ids) == 1 and off not in event_store._committers
+
+
+# ---------------------------------------------------------------- a SIGKILLed front-end
+
+LOGIN, PASSWORD = "load", "load-password"
+PLID_RE = re.compile(rb'<plId xsi:type="xsd:long">(\d+)</plId>')
+
+
+def _envelope(client: int, n: int) -> bytes:
+    return (
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:urn="urn:nms:rtEvent"><soapenv:Body><urn:PushEvent>'
+        f"<urn:sessiontoken>{LOGIN}/{PASSWORD}</urn:sessiontoken><urn:domEvent>"
+        f'<rtEvent type="order_confirmation" email="c{client}@example.com" '
+        f'externalId="{client}-{n}"><ctx><n>{n}</n></ctx></rtEvent></urn:domEvent>'
+        "</urn:PushEvent></soapenv:Body></soapenv:Envelope>"
+    ).encode()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children")
+            for c in task.read_text().split()]
+
+
+def _push_until(port: int, client: int, acked: dict[str, int], stop: threading.Event) -> None:
+    """PushEvent in a loop; an answered plId is recorded, a cut connection is not."""
+    headers = {"Content-Type": "text/xml; charset=utf-8",
+               "SOAPAction": '"nms:rtEvent#PushEvent"'}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            conn.request("POST", "/nl/jsp/soaprouter.jsp", _envelope(client, n), headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException):  # the process answering it was killed
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            continue
+        match = PLID_RE.search(body)
+        if resp.status == 200 and match is not None:
+            acked[f"{client}-{n}"] = int(match.group(1))
+    conn.close()
+
+
+def test_sigkill_of_http_processes_loses_no_acked_event(start_server, database_url: str):
+    """16 clients push through 2 HTTP processes of 8 threads each (their inserts group
+    committed); both processes are SIGKILLed twice mid-load (gunicorn starts new ones):
+    every plId answered is a stored row holding that client's event -- no id was
+    answered for an event whose transaction died with its process."""
+    env = {"MC_DATABASE_URL": database_url, "MC_SQLITE_SYNCHRONOUS": "normal"}
+    run_cli(env, "init")
+    run_cli(env, "zone", "add", "loopback", "127.0.0.0/8", "--allow-user-password")
+    run_cli(env, "operator", "add", LOGIN, "--password", PASSWORD)
+    server = start_server(database_url, "--workers", "2", init=False,
+                          env={"MC_HTTP_THREADS": "8"})
+    port = int(server.url.rsplit(":", 1)[1])
+    acked: dict[str, int] = {}
+    stop = threading.Event()
+    clients = [threading.Thread(target=_push_until, args=(port, c, acked, stop))
+               for c in range(16)]
+    for t in clients:
+        t.start()
+    try:
+        master = _children(server.process.pid)[0]  # serve's one child: gunicorn
+        for round_ in range(2):
+            wait_until(lambda r=round_: len(acked) >= 300 * (r + 1), 120, "acks under load")
+            http_processes = _children(master)
+            assert http_processes, "no HTTP process to kill"
+            for pid in http_processes:
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda old=set(http_processes): set(_children(master)) - old, 60,
+                       "gunicorn to start new HTTP processes")
+        count = len(acked)
+        wait_until(lambda: len(acked) >= count + 300, 120, "acks after the kills")
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(60)
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            stored = dict(conn.execute(select(events.c.external_id, events.c.id)).all())
+    finally:
+        engine.dispose()
+    missing = {k: v for k, v in acked.items() if stored.get(k) != split_plid(v)[1]}
+    assert missing == {}
+    assert len(set(acked.values())) == len(acked)

@@ -272,7 +272,9 @@ def run() -> int:
               f"The notification appears in {push_dir}/ (one .json file per message).\n"
               f"Then: {MSGCENTER} events list\n"
               f"      {MSGCENTER} events show <plId>\n"
-              f"      {MSGCENTER} connector list\n", flush=True)
+              f"      {MSGCENTER} connector list\n\n"
+              f"The web console: {settings.public_url.rstrip('/')}/console/ "
+              f"(log in as demo / demo)\n", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

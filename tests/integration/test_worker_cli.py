@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lxml.html
+import requests
 from conftest import ROOT, free_port, msgcenter_cmd
 from dispatch_support import wait_until
 
@@ -105,6 +107,19 @@ def test_make_run_demo_end_to_end(tmp_path):
                                capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0, shown.stderr
         assert "john.doe@example.com" in shown.stdout
+        # the console the banner names takes the demo operator's password
+        console = next(line for line in out.splitlines() if "The web console:" in line)
+        url = console.split("The web console:", 1)[1].split()[0]
+        browser = requests.Session()
+        page = browser.get(url, timeout=30)
+        assert page.status_code == 200 and "/console/login" in page.url, page.url
+        form = lxml.html.fromstring(page.content)
+        csrf = form.xpath('//input[@name="csrf"]/@value')[0]
+        logged = browser.post(url + "login", timeout=30, data={
+            "csrf": csrf, "next": "", "login": "demo", "password": "demo"})
+        assert logged.status_code == 200, logged.status_code
+        assert "/console/login" not in logged.url
+        assert lxml.html.fromstring(logged.content).xpath('//button[normalize-space()="Log out"]')
     finally:
         _stop(proc)
     assert where == {"mail": tmp_path / "var" / "mail", "SMS": tmp_path / "var" / "sms",

@@ -12,21 +12,16 @@ channel (``http/unsubscribe.py``).  Pure except :func:`record`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
-from soap_service import profiles
+from soap_service import profiles, signed
 from soap_service.config import Settings
 from soap_service.errors import NotFound
 from soap_service.models import Channel, Profile
 from soap_service.store import Database
 
 PREFIX = "/u/"
-_SIG_BYTES = 16
+_PURPOSE = b"mc-unsubscribe"
 MAX_TOKEN = 1200
 _CODES = {Channel.EMAIL: "e", Channel.SMS: "s", Channel.PUSH: "p"}
 _CHANNELS = {code: channel for channel, code in _CODES.items()}
@@ -39,41 +34,16 @@ class UnsubscribeToken:
     external_id: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-@lru_cache(maxsize=8)
-def _keyed(secret: str) -> Any:
-    """The HMAC keyed and labelled once per secret (a link is made per message)."""
-    return hmac.new(secret.encode("utf-8"), b"mc-unsubscribe\x00", hashlib.sha256)
-
-
-def _signature(secret: str, payload: bytes) -> bytes:
-    mac = _keyed(secret).copy()
-    mac.update(payload)
-    return mac.digest()[:_SIG_BYTES]
-
-
 def make_token(secret: str, channel: Channel, event_id: int, external_id: str) -> str:
     raw = f"{_CODES[channel]}:{event_id}:{external_id}".encode()
-    return f"{_b64(raw)}.{_b64(_signature(secret, raw))}"
+    return signed.sign(secret, _PURPOSE, raw)
 
 
 def verify_token(secret: str, token: str) -> UnsubscribeToken | None:
     """The token's content when well-formed and correctly signed (canonical base64
     only: no altered spelling verifies); else None."""
-    body, _, sig = token.partition(".")
-    if not body or not sig or len(token) > MAX_TOKEN:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        given = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
-    except (ValueError, TypeError):
-        return None
-    if _b64(raw) != body or _b64(given) != sig:
-        return None
-    if not hmac.compare_digest(given, _signature(secret, raw)):
+    raw = signed.unsign(secret, _PURPOSE, token, MAX_TOKEN)
+    if raw is None:
         return None
     try:
         code, event_part, external_id = raw.decode("utf-8").split(":", 2)

@@ -10,7 +10,7 @@ import json
 
 import pytest
 from conftest import make_settings, run_cli
-from dispatch_support import add_events, event_row
+from dispatch_support import add_events, event_row, wait_until
 from lxml import etree
 
 from soap_service import catalog, clock, demo, ingest
@@ -52,7 +52,13 @@ def test_push_through_soap_is_mailed_personalised_and_logged(database_url, start
         assert mime["Message-ID"] == f"<mc.1.{pk}@msgcenter.local>"
         text = mime.get_body(preferencelist=("plain",)).get_content()
         assert "Thank you for your order, John!" in text and "USB key: 20.00 EUR" in text
-        shown = json.loads(server.cli("events", "show", str(plid), "--json").stdout)
+        # the relay's acceptance comes before the worker records it: wait for the record
+
+        def show() -> dict:
+            return json.loads(server.cli("events", "show", str(plid), "--json").stdout)
+
+        wait_until(lambda: show()["status"] != "processing", 60, "the send to be recorded")
+        shown = show()
     assert shown["status"] == "processed"
     assert shown["history"][-1]["status"] == "processed"
     [attempt] = shown["attempts"]

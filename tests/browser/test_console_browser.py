@@ -163,9 +163,25 @@ class Console:
 
     def click(self, css: str) -> None:
         """Click something that loads a page, and wait for the new page."""
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
         old = self.find("html")
         self.press(css)
-        self.wait.until(self.ec.staleness_of(old))
+
+        def replaced(_driver: Any) -> bool:
+            # chromedriver answers a query on a node of the replaced document with either
+            # error: both mean the old page is gone
+            try:
+                old.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as exc:
+                if "does not belong to the document" in str(exc.msg):
+                    return True
+                raise
+            return False
+
+        self.wait.until(replaced)
         self._loaded()
 
     def press(self, css: str) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import email.header
 import email.policy
 import email.utils
+import functools
 import logging
 import quopri
 import re
@@ -55,6 +56,12 @@ def envelope_address(address: str) -> str:
     address = address.strip()
     if _PLAIN_ADDRESS.fullmatch(address):
         return address
+    return _parsed_address(address)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_address(address: str) -> str:
+    """A named sender (``Shop <shop@example.com>``) is parsed once, not per message."""
     return aiosmtplib.email.parse_address(address)
 
 

@@ -22,16 +22,9 @@ from typing import TYPE_CHECKING
 
 from soap_service.bounces.providers import MAX_BODY_BYTES
 from soap_service.bounces.record import record_reports
-from soap_service.errors import (
-    ConfigError,
-    MessageCenterError,
-    NotFound,
-    ServerError,
-    UnreadableReport,
-    UnverifiedCallback,
-)
+from soap_service.errors import MessageCenterError, PayloadTooLarge
 from soap_service.http.body import BodyTooLarge, read_body
-from soap_service.http.sms_callbacks import _refused, request_headers
+from soap_service.http.callbacks import refusal, request_headers
 from soap_service.http.wsgi import Request, Response
 
 if TYPE_CHECKING:
@@ -40,15 +33,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "/callbacks/bounces/"
+ROUTE = "bounce_callback"
+
+
 def bounce_callback_endpoint(app: WebApp, request: Request) -> Response:
     """Authenticate one provider call, record its reports, answer ``{"received": n}``."""
     provider = request.path[len(PREFIX):].strip("/")
     try:
         try:
             body = read_body(request.environ, MAX_BODY_BYTES)
-        except BodyTooLarge:
-            log.info("bounce_callback.too_large provider=%s", provider[:20])
-            return _refused("body-too-large", f"The body is over {MAX_BODY_BYTES} bytes.")
+        except BodyTooLarge as exc:
+            raise PayloadTooLarge(f"The body is over {MAX_BODY_BYTES} bytes.") from exc
         reader = app.bounce_reader
         outcome = reader.read(provider, body, request_headers(request.environ))
         if outcome.confirm_url:
@@ -57,22 +52,8 @@ def bounce_callback_endpoint(app: WebApp, request: Request) -> Response:
                      provider, status)
         recorded = record_reports(app.db, app.settings, outcome.reports, provider) \
             if outcome.reports else []
-    except NotFound as exc:
-        log.info("bounce_callback.unknown_provider name=%s", provider[:40])
-        return _refused("not-found", exc.message)
-    except UnverifiedCallback as exc:
-        log.info("bounce_callback.unverified provider=%s reason=%s", provider,
-                 exc.message[:80])
-        return _refused("unverified-callback", exc.message)
-    except UnreadableReport as exc:
-        log.info("bounce_callback.malformed provider=%s reason=%s", provider, exc.message[:80])
-        return _refused("bad-request", exc.message)
-    except (ConfigError, ServerError) as exc:
-        log.warning("bounce_callback.failed provider=%s error=%s", provider, exc.message[:80])
-        return _refused("unavailable", "The call cannot be handled now; try again.")
-    except MessageCenterError as exc:  # any other refusal of ours: the caller's input
-        log.info("bounce_callback.refused provider=%s reason=%s", provider, exc.message[:80])
-        return _refused("bad-request", exc.message)
+    except MessageCenterError as exc:
+        return refusal(log, ROUTE, f"provider={provider[:40]}", exc)
     log.info("bounce_callback.recorded provider=%s reports=%s note=%s", provider,
              len(recorded), (outcome.note or "-")[:40].replace(" ", "_"))
     return Response(200, json.dumps({"received": len(recorded),

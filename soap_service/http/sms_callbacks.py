@@ -23,16 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from soap_service.channels.sms_callbacks import parse_callback
 from soap_service.config import ConnectorConfig, Settings
-from soap_service.errors import (
-    ConfigError,
-    MessageCenterError,
-    PayloadTooLarge,
-    ServerError,
-    UnverifiedCallback,
-    ValidationFailed,
-)
+from soap_service.errors import MessageCenterError, NotFound, PayloadTooLarge
 from soap_service.http.body import BodyTooLarge, read_body
-from soap_service.http.problems import CONTENT_TYPE, problem
+from soap_service.http.callbacks import refusal, request_headers
 from soap_service.http.wsgi import Request, Response
 from soap_service.receipts import record_receipts
 
@@ -42,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "/callbacks/sms/"
+ROUTE = "sms_callback"
 
 
 def find_connector(settings: Settings, name: str) -> ConnectorConfig | None:
@@ -57,26 +51,13 @@ def public_url(settings: Settings, environ: dict[str, Any]) -> str:
     return f"{url}?{query}" if query else url
 
 
-def request_headers(environ: dict[str, Any]) -> dict[str, str]:
-    headers = {key[5:].replace("_", "-").lower(): str(value)
-               for key, value in environ.items() if key.startswith("HTTP_")}
-    if environ.get("CONTENT_TYPE"):
-        headers["content-type"] = str(environ["CONTENT_TYPE"])
-    return headers
-
-
-def _refused(name: str, detail: str = "") -> Response:
-    found = problem(name, detail[:200])
-    return Response(found.status, found.body(), CONTENT_TYPE, list(found.headers))
-
-
 def callback_endpoint(app: WebApp, request: Request) -> Response:
     """Authenticate one callback, record its receipts, answer ``{"received": n}``."""
     name = request.path[len(PREFIX):].strip("/")
+    who = f"connector={name[:64]}"
     config = find_connector(app.settings, name)
     if config is None:
-        log.info("sms_callback.unknown_connector name=%s", name[:64])
-        return _refused("not-found", "No such SMS connector.")
+        return refusal(log, ROUTE, who, NotFound("No such SMS connector."))
     try:
         from soap_service.channels.http_sms import HttpSmsOptions
 
@@ -88,21 +69,8 @@ def callback_endpoint(app: WebApp, request: Request) -> Response:
         receipts = parse_callback(config, public_url(app.settings, request.environ),
                                   request_headers(request.environ), body)
         report, unknown = record_receipts(app.db, receipts)
-    except UnverifiedCallback as exc:
-        log.info("sms_callback.unverified connector=%s reason=%s", name, exc.message[:80])
-        return _refused("unverified-callback", exc.message)
-    except PayloadTooLarge as exc:
-        log.info("sms_callback.too_large connector=%s", name)
-        return _refused("body-too-large", exc.message)
-    except ValidationFailed as exc:
-        log.info("sms_callback.malformed connector=%s reason=%s", name, exc.message[:80])
-        return _refused("bad-request", exc.message)
-    except (ConfigError, ServerError) as exc:
-        log.warning("sms_callback.failed connector=%s error=%s", name, exc.message[:80])
-        return _refused("unavailable", "The callback cannot be recorded now; try again.")
-    except MessageCenterError as exc:  # any other refusal of ours: the caller's input
-        log.info("sms_callback.refused connector=%s reason=%s", name, exc.message[:80])
-        return _refused("bad-request", exc.message)
+    except MessageCenterError as exc:
+        return refusal(log, ROUTE, who, exc)
     if unknown:
         app.receipts.hold(unknown)
     log.info("sms_callback.recorded connector=%s receipts=%s unmatched=%s", name,

@@ -15,7 +15,11 @@ template (``order_confirmation``: every event is rendered, instrumented and sent
    aiosmtpd sink that logs each message's arrival: ``PushEvent`` at a fixed open-loop
    ``--rate`` for ``--duration`` seconds; ack p50 / p99 (from each call's scheduled
    time) and ack -> SMTP p50 / p99 (from the client's ack to the sink's arrival);
-4. with ``--profile`` (``py-spy`` installed), a second end-to-end run sampled by
+4. the CPU each role of the box spent per event sent during (2), from ``/proc``: serve's
+   HTTP processes, its worker, PostgreSQL's backends, the relay and ``wrk`` -- on two
+   cores, 2,000 ms of CPU per second is all there is, so this says what a rate costs
+   and which part to make cheaper;
+5. with ``--profile`` (``py-spy`` installed), a second end-to-end run sampled by
    ``py-spy --idle`` in every process of the server: the wall time per event spent in
    each stage (SOAP edge, auth, insert, commit, write-lock wait, claim, render, SMTP,
    record), summed over threads -- *where the time goes*, not a measured rate (the
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -238,6 +243,74 @@ def worker_rounds(port: int, events_sent: int) -> dict[str, float]:
     return out
 
 
+# ---------------------------------------------------------------- CPU per event
+
+TICK = os.sysconf("SC_CLK_TCK")
+ROLES = ("HTTP processes", "worker", "database server", "relay + load generator")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _processes_named(*names: str) -> list[int]:
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in names:
+                found.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by each role of the box between :meth:`start` and :meth:`stop`:
+    serve's HTTP processes, its worker, PostgreSQL's backends, smtp-sink and wrk."""
+
+    def __init__(self, serve_pid: int) -> None:
+        self.serve_pid = serve_pid
+        self.before: dict[int, float] = {}
+        self.roles: dict[int, str] = {}
+        self.used: Counter[str] = Counter()
+
+    def _census(self) -> None:
+        for pid in [self.serve_pid, *profile_pids(self.serve_pid)]:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            self.roles[pid] = ROLES[1] if b"cli\0worker" in cmd else ROLES[0]
+        for pid in _processes_named("postgres"):
+            self.roles[pid] = ROLES[2]
+        for pid in _processes_named("smtp-sink"):
+            self.roles[pid] = ROLES[3]
+
+    @staticmethod
+    def _children() -> float:
+        """CPU of this script's children that ended and were waited for (wrk)."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self._census()
+        self.before = {pid: _cpu_seconds(pid) for pid in self.roles}
+        self.children = self._children()
+
+    def stop(self) -> None:
+        known = set(self.roles)
+        self._census()  # wrk and PostgreSQL backends started meanwhile count from zero
+        for pid, role in self.roles.items():
+            start = self.before.get(pid, 0.0) if pid in known else 0.0
+            self.used[role] += max(_cpu_seconds(pid) - start, 0.0)
+        self.used[ROLES[3]] += self._children() - self.children
+
+
 # ---------------------------------------------------------------- profile
 
 
@@ -325,6 +398,7 @@ class Result:
     stages: Counter[str] = field(default_factory=Counter)
     profiled: int = 0
     commits: float = -1.0  # PostgreSQL transactions committed per event sent, end to end
+    cpu: Counter[str] = field(default_factory=Counter)  # CPU seconds by role, end to end
     rounds: dict[str, float] = field(default_factory=dict)  # from the worker's /metrics
 
 
@@ -350,8 +424,12 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
     try:
         wait_worker(db)
         commits = pg_commits(db)
+        meter = CpuMeter(server.proc.pid)
+        meter.start()
         res.e2e = wrk(server.port, body, args.duration, args.connections)
         res.drained = wait_drained(db, 300)
+        meter.stop()
+        res.cpu = meter.used
         res.sent, res.e2e_rate, res.e2e_send_p50, res.e2e_send_p99 = pushed_to_sent(db)
         res.commits = (pg_commits(db) - commits) / max(res.sent, 1) if commits >= 0 else -1.0
         res.rounds = worker_rounds(server.port, res.sent)
@@ -369,8 +447,10 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
             wrk(server.port, body, 2, args.connections)  # warm-up (password checks...)
             wait_drained(db, 300)
             before = count(db, "processed")
-            spies = start_profilers(profile_pids(server.proc.pid), args.duration,
-                                    args.spy_dir or tmp, name)
+            spy_dir = args.spy_dir or tmp
+            spy_dir.mkdir(parents=True, exist_ok=True)
+            spies = start_profilers(profile_pids(server.proc.pid), args.duration, spy_dir,
+                                    name)
             wrk(server.port, body, args.duration, args.connections)
             for proc, _ in spies:
                 proc.wait(60)
@@ -432,7 +512,20 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                   + " | ".join(f"{w.get(s, 0.0):.1f}" for s in
                                ("claim", "prepare", "send", "record"))
                   + f" | {commits} |")
+    with_cpu = [r for r in results if r.cpu and r.sent]
+    if with_cpu:
+        print()
+        print("CPU per event sent in the end-to-end phase (user + system ms, from /proc; "
+              f"the box has {os.cpu_count()} cores = {os.cpu_count() or 1:,}000 ms per second):")
+        print("| database | " + " | ".join(ROLES) + " | all |")
+        print("|---|" + "---:|" * (len(ROLES) + 1))
+        for r in with_cpu:
+            per = [r.cpu[role] * 1000 / r.sent for role in ROLES]
+            print(f"| {r.name} | " + " | ".join(f"{v:.2f}" for v in per)
+                  + f" | {sum(per):.2f} |")
     profiled = [r for r in results if r.stages]
+    if args.profile and not profiled:
+        print("\n(--profile: py-spy recorded nothing; is it installed, and may it attach?)")
     if not profiled:
         return
     print()

@@ -252,9 +252,15 @@ def envelope(n: int) -> bytes:
 
 
 def push_at_rate(port: int, rate: float, duration: float,
-                 latencies: list[float] | None = None) -> dict[int, float]:
+                 latencies: list[float] | None = None, connections: int = 16
+                 ) -> dict[int, float]:
     """Open-loop PushEvent calls; returns {primary key: ack time}.  ``latencies`` gets each
-    call's ack latency in ms, counted from its scheduled send time (no omission)."""
+    call's ack latency in ms, counted from its scheduled send time (no omission).
+
+    Call ``i`` goes out on connection ``i % connections`` at its scheduled time, or as
+    soon as that connection's previous answer is in: with enough connections one slow
+    answer does not hold back the calls behind it (real callers do not wait for each
+    other), and a call that had to wait still counts its wait."""
     from soap_service.models import split_plid
 
     acks: dict[int, float] = {}
@@ -280,7 +286,8 @@ def push_at_rate(port: int, rate: float, duration: float,
                 if latencies is not None:
                     latencies.append((acked - scheduled) * 1000)
 
-    threads = [threading.Thread(target=client, args=(k, 4)) for k in range(4)]
+    threads = [threading.Thread(target=client, args=(k, connections))
+               for k in range(connections)]
     for t in threads:
         t.start()
     for t in threads:

@@ -72,14 +72,15 @@ BASELINE = {"SQLite": "ingest ~900-1,300 ev/s; e2e ~280 ev/s (acks p99 180-260 m
 
 def start_serve(url: str, sink_port: int, *, worker: bool, label: str,
                 tree: Path = ROOT) -> ingest.Server:
-    """``msgcenter serve`` on its defaults (HTTP workers, threads, batch sizes): only the
-    database, the relay's port and the public URL are set."""
+    """``msgcenter serve`` on its defaults (HTTP workers, threads, batch sizes, the log
+    level: one ``http.request`` line per call, here to /dev/null): only the database, the
+    relay's port and the public URL are set."""
     port = ingest.free_port()
     env = {**os.environ, "MC_DATABASE_URL": url, "MC_SMTP_PORT": str(sink_port),
            "MC_PUBLIC_URL": f"http://127.0.0.1:{port}", "PYTHONPATH": str(tree)}
     env.pop("MC_SQLITE_SYNCHRONOUS", None)  # the default (FULL) is what is measured
     cmd = [sys.executable, "-m", "soap_service.cli", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning"]
+           "--port", str(port)]
     proc = subprocess.Popen(cmd + ([] if worker else ["--no-worker"]), env=env, cwd=tree,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ingest.wait_ready(f"http://127.0.0.1:{port}/healthz", proc)

@@ -66,8 +66,9 @@ class SinkHandler:
     """aiosmtpd handler: store accepted messages; apply a fault plan if one is set."""
 
     def __init__(self, directory: Path | None, plan: FaultPlan | None = None,
-                 delay: float = 0.0, keep: bool = True) -> None:
+                 delay: float = 0.0, keep: bool = True, pipelining: bool = False) -> None:
         self.directory = directory
+        self.pipelining = pipelining  # announce PIPELINING (aiosmtpd reads commands in order)
         self.plan = plan
         self.keep = keep  # False: files only (a long-running sink must not grow in memory)
         self.delay = delay  # seconds to wait before answering DATA (a slow relay)
@@ -87,6 +88,13 @@ class SinkHandler:
             attempt = self.attempts.get(rcpt, 1)
         fault = self.plan(rcpt, attempt)
         return fault if fault is not None and fault.stage == stage else None
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -138,11 +146,14 @@ class MailSink:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  directory: Path | str | None = None, plan: FaultPlan | None = None,
-                 delay: float = 0.0, keep: bool = True, **smtp_options: Any) -> None:
+                 delay: float = 0.0, keep: bool = True, pipelining: bool = False,
+                 **smtp_options: Any) -> None:
         """``smtp_options`` go to aiosmtpd (``tls_context``, ``ssl_context``,
         ``authenticator``, ``require_starttls`` ...) for TLS and AUTH tests; ``keep=False``
-        stores messages as files only, not in :attr:`messages`."""
-        self.handler = SinkHandler(Path(directory) if directory else None, plan, delay, keep)
+        stores messages as files only, not in :attr:`messages`; ``pipelining`` announces
+        PIPELINING, as postfix does."""
+        self.handler = SinkHandler(Path(directory) if directory else None, plan, delay, keep,
+                                   pipelining)
         if port == 0:
             port = _free_port(host)
         self.controller = Controller(self.handler, hostname=host, port=port,

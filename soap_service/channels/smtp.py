@@ -1,8 +1,10 @@
 """The ``smtp`` connector: MIME building and SMTP delivery to one relay, outcomes as values.
 
-The only module that imports aiosmtplib.  :class:`SmtpConnector` keeps a pool of open
-SMTP connections to one relay (a ``[[connectors]]`` table of kind ``smtp``, or the
-default relay ``smtp`` that ``MC_SMTP_*`` describe); several relays of the email channel
+The only module that imports aiosmtplib, which opens each connection (greeting, EHLO,
+STARTTLS, AUTH); the messages then go through ``smtp_link.SmtpLink`` (pipelined).
+:class:`SmtpConnector` keeps a pool of open SMTP connections to one relay (a
+``[[connectors]]`` table of kind ``smtp``, or the default relay ``smtp`` that
+``MC_SMTP_*`` describe); several relays of the email channel
 fail over like any connectors (``channels.failover``).  ``send()`` never raises for a
 delivery problem: it returns a :class:`~soap_service.models.SendResult` (sent / temporary
 / permanent, the relay's code and text, whether the refusal came at ``RCPT TO``).
@@ -36,6 +38,7 @@ from soap_service.channels.options import (
     opt_int,
     opt_str,
 )
+from soap_service.channels.smtp_link import LinkLost, Refused, SmtpLink
 from soap_service.config import ConnectorConfig
 from soap_service.models import Channel, ChannelMessage, EmailMessage, SendOutcome, SendResult
 
@@ -150,6 +153,11 @@ def classify_code(code: int | None) -> SendOutcome:
 def _result_from_error(exc: BaseException, started: float) -> SendResult:
     """Map an aiosmtplib / network exception to a SendResult (never raises)."""
     ms = int((time.monotonic() - started) * 1000)
+    if isinstance(exc, Refused):
+        return SendResult(classify_code(exc.code), exc.code, exc.text, ms,
+                          address_refused=exc.stage == "rcpt")
+    if isinstance(exc, LinkLost):
+        return SendResult(SendOutcome.TEMPORARY, None, str(exc)[:500], ms)
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         first = exc.recipients[0] if exc.recipients else None
         code = first.code if first else None
@@ -194,7 +202,7 @@ class SmtpConnector:
         self.password = config.secret("password")
         self.timeout = opt_float(config, "timeout", 30.0, 0.1, 3600.0)
         self.ca_file = opt_str(config, "ca_file")
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._idle: list[tuple[SmtpLink, float]] = []
         self._closed = False
 
     def _new_client(self) -> aiosmtplib.SMTP:
@@ -209,32 +217,47 @@ class SmtpConnector:
             cert_bundle=self.ca_file or None,
         )
 
-    async def _checkout(self) -> aiosmtplib.SMTP:
+    async def _open(self) -> SmtpLink:
+        """A new connection: aiosmtplib connects (greeting, EHLO, STARTTLS, AUTH), then a
+        :class:`SmtpLink` carries its messages."""
+        client = self._new_client()
+        await client.connect()
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
+        transport = client.transport
+        if transport is None or transport.is_closing():
+            raise aiosmtplib.SMTPServerDisconnected("the relay closed the connection")
+        return SmtpLink(transport, pipelining=client.supports_extension("pipelining"),
+                        size=client.supports_extension("size"), timeout=self.timeout,
+                        opener=client)
+
+    async def _checkout(self) -> SmtpLink:
         """An open connection: an idle one that is still alive, else a new one.
 
         A connection idle for a while is probed with NOOP first, so a relay's idle
         timeout costs a reconnect rather than a failed (and deferred) message.
         """
         while self._idle:
-            client, since = self._idle.pop()
-            if client.is_connected and time.monotonic() - since < _PROBE_AFTER:
-                return client
-            if client.is_connected:
+            link, since = self._idle.pop()
+            if link.alive and time.monotonic() - since < _PROBE_AFTER:
+                return link
+            if link.alive:
                 try:
-                    await client.noop()
-                    return client
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    if (await link.command(b"NOOP"))[0] == 250:
+                        return link
+                except (LinkLost, TimeoutError):
                     pass
-            client.close()
-        client = self._new_client()
-        await client.connect()
-        return client
+            link.close()
+        return await self._open()
 
-    def _checkin(self, client: aiosmtplib.SMTP) -> None:
-        if self._closed or not client.is_connected:
-            client.close()
+    def _checkin(self, link: SmtpLink) -> None:
+        if self._closed or not link.alive:
+            link.close()
         else:
-            self._idle.append((client, time.monotonic()))
+            self._idle.append((link, time.monotonic()))
 
     async def send(self, message: ChannelMessage, address: str, *,
                    urgent: bool = False) -> SendResult:
@@ -251,66 +274,32 @@ class SmtpConnector:
         except (ValueError, TypeError) as exc:  # unusable address or header: never retry
             return SendResult(SendOutcome.PERMANENT, None, f"invalid message: {exc}"[:500])
         started = time.monotonic()
-        client: aiosmtplib.SMTP | None = None
+        link: SmtpLink | None = None
         try:
-            client = await self._checkout()
-            response = await self._transaction(client, sender, rcpt, data)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            if client is not None:
-                self._discard_after_error(client, exc)
+            link = await self._checkout()
+            response = await link.send(sender, rcpt, data)
+        except (Refused, LinkLost, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if link is not None:
+                self._checkin(link)  # kept after a refusal (it was RSET), else closed
             return _result_from_error(exc, started)
         except Exception as exc:  # a bug must not take the whole round down
             log.exception("smtp.unexpected_error connector=%s", self.config.name)
-            if client is not None:
-                client.close()
+            if link is not None:
+                link.close()
             return _result_from_error(exc, started)
-        self._checkin(client)
+        self._checkin(link)
         ms = int((time.monotonic() - started) * 1000)
         return SendResult(SendOutcome.SENT, 250, response[:500] or "OK", ms,
                           provider_id=_queue_id(response))
-
-    async def _transaction(self, client: aiosmtplib.SMTP, sender: bytes, rcpt: bytes,
-                           data: bytes) -> str:
-        """``MAIL``, ``RCPT``, ``DATA`` for one message (aiosmtplib's ``sendmail`` for one
-        recipient, without parsing the addresses again); ``RSET`` after a refusal, so the
-        connection can carry the next message.  Returns the relay's answer to the data."""
-        if client.is_ehlo_or_helo_needed:
-            try:
-                await client.ehlo()
-            except aiosmtplib.SMTPHeloError:
-                await client.helo()
-        size = [f"SIZE={len(data)}".encode()] if client.supports_extension("size") else []
-        try:
-            answer = await client.execute_command(b"MAIL", b"FROM:<%s>" % sender, *size)
-            if answer.code != 250:
-                raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, sender.decode())
-            answer = await client.execute_command(b"RCPT", b"TO:<%s>" % rcpt)
-            if answer.code not in (250, 251):
-                refused = aiosmtplib.SMTPRecipientRefused(answer.code, answer.message,
-                                                          rcpt.decode())
-                raise aiosmtplib.SMTPRecipientsRefused([refused])
-            return (await client.data(data)).message
-        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                await client.rset()
-            raise
-
-    def _discard_after_error(self, client: aiosmtplib.SMTP, exc: BaseException) -> None:
-        """Keep a connection after a clean SMTP refusal (sendmail sent RSET), else drop it."""
-        if isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
-            self._checkin(client)
-        else:
-            client.close()
 
     async def close(self) -> None:
         """QUIT every idle connection (best effort)."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for client, _since in idle:
-            try:
-                await asyncio.wait_for(client.quit(), timeout=2)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                client.close()
+        for link, _since in idle:
+            with contextlib.suppress(LinkLost, TimeoutError):
+                await asyncio.wait_for(link.command(b"QUIT"), timeout=2)
+            link.close()
 
 
 def _queue_id(response: str) -> str:

@@ -38,10 +38,16 @@ def _settings(sink: MailSink, **kw):
     return load_settings(env, **kw)
 
 
-def test_sends_multipart_alternative_with_headers(tmp_path):
+PIPELINING = pytest.mark.parametrize("pipelining", [False, True],
+                                     ids=["one-command-at-a-time", "pipelining"])
+
+
+@PIPELINING
+def test_sends_multipart_alternative_with_headers(tmp_path, pipelining):
     """A message with both parts arrives as multipart/alternative with Date, Message-ID,
-    From, To, Subject and Reply-To, and is stored as an .eml file by the sink."""
-    with MailSink(directory=tmp_path / "mail") as sink:
+    From, To, Subject and Reply-To, and is stored as an .eml file by the sink -- whether
+    the relay takes MAIL, RCPT and DATA in one write (PIPELINING) or one by one."""
+    with MailSink(directory=tmp_path / "mail", pipelining=pipelining) as sink:
         msg = _msg(reply_to="help@example.org", headers={"X-MC-Event": "1"})
         [result] = send_messages(_settings(sink), [msg])
         assert result.outcome is SendOutcome.SENT
@@ -103,6 +109,7 @@ def _fault_plan(reply: str, stage: str):
     return lambda rcpt, attempt: Fault(reply, stage)
 
 
+@PIPELINING
 @pytest.mark.parametrize(
     ("reply", "stage", "outcome", "code", "address_refused"),
     [
@@ -112,9 +119,10 @@ def _fault_plan(reply: str, stage: str):
         ("554 5.7.1 rejected", "data", SendOutcome.PERMANENT, 554, False),
     ],
 )
-def test_relay_refusals_are_classified(reply, stage, outcome, code, address_refused):
+def test_relay_refusals_are_classified(reply, stage, outcome, code, address_refused,
+                                       pipelining):
     """4xx is temporary, 5xx permanent, with the relay's code and text; RCPT failures say so."""
-    with MailSink(plan=_fault_plan(reply, stage)) as sink:
+    with MailSink(plan=_fault_plan(reply, stage), pipelining=pipelining) as sink:
         [result] = send_messages(_settings(sink), [_msg()])
     assert result.outcome is outcome
     assert result.code == code
@@ -123,9 +131,10 @@ def test_relay_refusals_are_classified(reply, stage, outcome, code, address_refu
     assert sink.messages == []
 
 
-def test_disconnect_is_temporary():
+@PIPELINING
+def test_disconnect_is_temporary(pipelining):
     """A relay dropping the connection mid-transaction is a temporary failure."""
-    with MailSink(plan=_fault_plan("disconnect", "data")) as sink:
+    with MailSink(plan=_fault_plan("disconnect", "data"), pipelining=pipelining) as sink:
         [result] = send_messages(_settings(sink), [_msg()])
     assert result.outcome is SendOutcome.TEMPORARY
     assert result.code is None
@@ -157,10 +166,12 @@ def test_relay_that_never_answers_is_a_temporary_timeout():
     assert result.code is None and "timeout" in result.text.lower()
 
 
-def test_failure_then_success_on_the_same_channel():
-    """After a refusal the channel keeps working: the next message is sent."""
+@PIPELINING
+def test_failure_then_success_on_the_same_channel(pipelining):
+    """After a refusal the channel keeps working: the next message is sent (on the same
+    connection, reset after the refusal)."""
     plan = lambda rcpt, attempt: Fault("450 busy", "rcpt") if rcpt.startswith("busy") else None  # noqa: E731
-    with MailSink(plan=plan) as sink:
+    with MailSink(plan=plan, pipelining=pipelining) as sink:
 
         async def run():
             channel = email_channel(_settings(sink, smtp_concurrency=1))

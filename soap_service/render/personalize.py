@@ -52,11 +52,24 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True)
 class Nodes:
-    """Elements selected by a path (possibly none)."""
+    """Elements selected by a path (possibly none); never changed once made (a plain
+    class: one is made per loop item, a frozen dataclass's ``__init__`` costs 3x)."""
 
+    __slots__ = ("items",)
     items: tuple[Any, ...]  # lxml elements
+
+    def __init__(self, items: tuple[Any, ...]) -> None:
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Nodes and self.items == other.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __repr__(self) -> str:
+        return f"Nodes(items={self.items!r})"
 
     def text(self) -> str:
         return "".join(self.items[0].itertext()) if self.items else ""
@@ -105,13 +118,18 @@ def render_source(source: str, data: EventData, *, escape: bool, part: str = "",
     return Interpreter(data, escape, limits).run(compile_template(source, part))
 
 
+CLOCK_EVERY = 64  # cheap steps between two readings of the clock, at most
+
+
 class Interpreter:
     def __init__(self, data: EventData, escape: bool, limits: Limits) -> None:
         self.data = data
         self.escape = escape
         self.limits = limits
+        self.max_steps = limits.max_steps
         self.steps = 0
         self.size = 0
+        self.next_clock = CLOCK_EVERY
         self.deadline = time.monotonic() + limits.max_seconds
         self.out: list[str] = []
         self.scope: dict[str, Nodes] = {}
@@ -122,14 +140,31 @@ class Interpreter:
         return urls.guard(out) if self.escape else out  # no script URL from event data
 
     def tick(self, cost: int = 1) -> None:
-        """Count a step and read the clock: one step can scan a whole ctx (a child look-up,
-        the text of a large element), so checking only every N steps let a render run
-        several times past its limit."""
+        """Count a step (the step limit); the clock is read every :data:`CLOCK_EVERY`
+        steps and by :meth:`clock` before any work that grows with the data."""
         self.steps += cost
-        if self.steps > self.limits.max_steps:
+        if self.steps > self.max_steps:
             raise RenderError(f"render step limit exceeded ({self.limits.max_steps})")
+        if self.steps >= self.next_clock:
+            self.clock()
+
+    def scan(self, cost: int) -> None:
+        """Count the steps of a look-up over elements, and read the clock."""
+        self.steps += cost
+        if self.steps > self.max_steps:
+            raise RenderError(f"render step limit exceeded ({self.limits.max_steps})")
+        self.clock()
+
+    def clock(self) -> None:
+        """Read the clock.  One step can scan a whole ctx (a child look-up, the text of a
+        large element), so every step that touches XML reads it -- a step over elements,
+        a path that ends on elements (their text is read next), a function that returns
+        a long text -- and other steps (constant work each) read it every
+        :data:`CLOCK_EVERY` steps: a render never runs more than one such scan past its
+        time limit."""
         if time.monotonic() > self.deadline:
             raise RenderError(f"render time limit exceeded ({self.limits.max_seconds}s)")
+        self.next_clock = self.steps + CLOCK_EVERY
 
     def write(self, text: str) -> None:
         self.size += len(text)
@@ -141,15 +176,16 @@ class Interpreter:
     def block(self, nodes: tuple[Node, ...]) -> None:
         for node in nodes:
             self.tick()
-            if isinstance(node, Text):
-                self.write(node.value)
-            elif isinstance(node, Output):
-                text = to_text(self.eval(node.expr))
+            kind = type(node)
+            if kind is Text:
+                self.write(node.value)  # type: ignore[union-attr]
+            elif kind is Output:
+                text = to_text(self.eval(node.expr))  # type: ignore[union-attr]
                 self.write(urls.mark(html.escape(text, quote=True)) if self.escape else text)
-            elif isinstance(node, If):
-                self.branch(node)
-            elif isinstance(node, For):
-                self.loop(node)
+            elif kind is If:
+                self.branch(node)  # type: ignore[arg-type]
+            elif kind is For:
+                self.loop(node)  # type: ignore[arg-type]
 
     def branch(self, node: If) -> None:
         for cond, body in node.branches:
@@ -175,16 +211,17 @@ class Interpreter:
 
     def eval(self, expr: Expr) -> Value:
         self.tick()
-        if isinstance(expr, Literal):
-            return expr.value
-        if isinstance(expr, Path):
-            return self.lookup(expr)
-        if isinstance(expr, Not):
-            return not truthy(self.eval(expr.operand))
-        if isinstance(expr, BinOp):
-            return self.binop(expr)
-        if isinstance(expr, Call):
-            return self.call(expr)
+        kind = type(expr)
+        if kind is Path:
+            return self.lookup(expr)  # type: ignore[arg-type]
+        if kind is Literal:
+            return expr.value  # type: ignore[union-attr]
+        if kind is Call:
+            return self.call(expr)  # type: ignore[arg-type]
+        if kind is BinOp:
+            return self.binop(expr)  # type: ignore[arg-type]
+        if kind is Not:
+            return not truthy(self.eval(expr.operand))  # type: ignore[union-attr]
         raise RenderError("unknown expression")  # pragma: no cover - the tree is closed
 
     def binop(self, expr: BinOp) -> Value:
@@ -196,34 +233,41 @@ class Interpreter:
         return compare(expr.op, left, self.eval(expr.right))
 
     def lookup(self, path: Path) -> Value:
-        value: Value
         steps = path.steps
-        if path.root in self.scope:
-            value = self.scope.get(path.root)
-        elif path.root == ROOT_NAME:
-            value, steps = self.root_step(steps)
-        elif path.root == PROFILE_NAME:
+        root = path.root
+        items: tuple[Any, ...]
+        if root in self.scope:
+            items = self.scope[root].items
+        elif root == ROOT_NAME:
+            if not steps:
+                return None
+            kind, key = steps[0]
+            if kind == "child" and key == "ctx":
+                ctx = self.data.ctx
+                items = (ctx,) if ctx is not None else ()
+            elif kind in ("child", "attr") and isinstance(key, str):
+                value = self.data.attributes.get(key)
+                return value if len(steps) == 1 else None
+            else:
+                return None
+            steps = steps[1:]
+        elif root == PROFILE_NAME:
             return self.profile_value(steps)
         else:
-            value = None
-        for kind, key in steps:
-            if not isinstance(value, Nodes):
+            return None
+        last = len(steps) - 1
+        for i, (kind, key) in enumerate(steps):
+            self.scan(len(items))
+            if kind == "child":
+                items = tuple([c for el in items for c in el if _local(c.tag) == key])
+            elif kind == "attr":  # a text: a step after it reads nothing
+                return attribute(items, key) if i == last else None  # type: ignore[arg-type]
+            elif -len(items) <= key < len(items):  # type: ignore[operator]
+                items = (items[key],)  # type: ignore[index]
+            else:
                 return None
-            self.tick(len(value.items))
-            value = step(value, kind, key)
-        return value
-
-    def root_step(self, steps: tuple[tuple[str, str | int], ...]
-                  ) -> tuple[Value, tuple[tuple[str, str | int], ...]]:
-        if not steps:
-            return None, ()
-        kind, key = steps[0]
-        if kind == "child" and key == "ctx":
-            ctx = self.data.ctx
-            return Nodes((ctx,) if ctx is not None else ()), steps[1:]
-        if kind in ("child", "attr") and isinstance(key, str):
-            return self.data.attributes.get(key), steps[1:]
-        return None, ()
+        self.clock()  # the elements' text is read next
+        return Nodes(items)
 
     def profile_value(self, steps: tuple[tuple[str, str | int], ...]) -> Value:
         """``profile.firstName``, ``profile.attributes.tier``, ``profile.pushTokens[0]``:
@@ -242,30 +286,45 @@ class Interpreter:
         return None
 
     def call(self, expr: Call) -> Value:
-        if expr.name == "unsubscribeUrl":
+        name = expr.name
+        if name == "unsubscribeUrl":
             return self.data.unsubscribe_url
         args = [self.eval(a) for a in expr.args]
-        if expr.name == "required":
+        if name == "required":
             if to_text(args[0]) == "":
                 first = expr.args[0]
-                name = first.text if isinstance(first, Path) else "value"
-                raise RenderError(f"required field missing: {name}", name)
+                label = first.text if isinstance(first, Path) else "value"
+                raise RenderError(f"required field missing: {label}", label)
             return args[0]
-        return FUNCTIONS[expr.name](*args)
+        result = FUNCTIONS[name](*args)
+        if type(result) is str and len(result) > LONG_TEXT:
+            self.clock()
+        return result
 
 
-def step(nodes: Nodes, kind: str, key: str | int) -> Value:
-    if kind == "child":
-        return Nodes(tuple(c for el in nodes.items for c in el if local_name(c) == key))
-    if kind == "attr":
-        if not nodes.items:
-            return None
-        for name, value in nodes.items[0].attrib.items():
-            if local_name(name) == key:
-                return str(value)
+LONG_TEXT = 4096  # a function returning a longer text reads the clock
+_LOCAL_NAMES: dict[Any, str] = {}
+
+
+def _local(tag: Any) -> str:
+    """:func:`local_name` of an lxml tag, cached per tag (a ctx has few distinct tags)."""
+    try:
+        return _LOCAL_NAMES[tag]
+    except KeyError:
+        pass
+    name = local_name(tag) if isinstance(tag, str) else ""
+    if len(_LOCAL_NAMES) < 10_000:
+        _LOCAL_NAMES[tag] = name
+    return name
+
+
+def attribute(items: tuple[Any, ...], key: str) -> str | None:
+    if not items:
         return None
-    assert isinstance(key, int)
-    return Nodes((nodes.items[key],)) if -len(nodes.items) <= key < len(nodes.items) else None
+    for name, value in items[0].attrib.items():
+        if _local(name) == key:
+            return str(value)
+    return None
 
 
 def to_text(value: Value) -> str:

@@ -17,7 +17,7 @@ import math
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -93,6 +93,10 @@ class EventData:
     ctx: Any  # lxml element or None
     profile: dict[str, Any] | None = None
     unsubscribe_url: str = ""
+    # the ctx elements' children by local name, filled as paths step through them: the
+    # parts of a message (subject, HTML, text) look up the same fields (:func:`children`)
+    children: dict[Any, dict[str, list[Any]]] = field(default_factory=dict, compare=False,
+                                                      repr=False)
 
 
 Value = str | int | float | bool | None | Nodes
@@ -218,6 +222,7 @@ class Interpreter:
         Each step counts one step per element it starts from and reads the clock, as does
         a path that ends on elements (their text is read next): :meth:`clock`."""
         monotonic, deadline, names = time.monotonic, self.deadline, _LOCAL_NAMES
+        index = self.data.children
         last = len(steps) - 1
         for i, (kind, key) in enumerate(steps):
             self.steps += len(items)
@@ -226,8 +231,11 @@ class Interpreter:
             if monotonic() > deadline:
                 self.time_limit()
             if kind == "child":
-                items = tuple([c for el in items for c in el
-                               if (names.get(c.tag) or _local(c.tag)) == key])
+                if len(items) == 1 and len(index) < MAX_INDEXED:
+                    items = tuple(children(items[0], index).get(key, ()))  # type: ignore[arg-type]
+                else:
+                    items = tuple([c for el in items for c in el
+                                   if (names.get(c.tag) or _local(c.tag)) == key])
             elif kind == "attr":  # a text: a step after it reads nothing
                 self.clocked()
                 return attribute(items, key) if i == last else None  # type: ignore[arg-type]
@@ -523,6 +531,27 @@ def _local(tag: Any) -> str:
     if len(_LOCAL_NAMES) < 10_000:
         _LOCAL_NAMES[tag] = name
     return name
+
+
+MAX_INDEXED = 1000  # elements whose children one message's data indexes, at most
+
+
+def children(element: Any, index: dict[Any, dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """``element``'s children by local name, in document order; made once per element and
+    message (``index``: :attr:`EventData.children`; an lxml element keeps its identity
+    while referenced)."""
+    found = index.get(element)
+    if found is None:
+        found = index[element] = {}
+        for child in element:
+            tag = child.tag
+            name = _LOCAL_NAMES.get(tag) or _local(tag)
+            same = found.get(name)
+            if same is None:
+                found[name] = [child]
+            else:
+                same.append(child)
+    return found
 
 
 def attribute(items: tuple[Any, ...], key: str) -> str | None:

@@ -231,11 +231,15 @@ class Interpreter:
             if monotonic() > deadline:
                 self.time_limit()
             if kind == "child":
-                if len(items) == 1 and len(index) < MAX_INDEXED:
-                    items = tuple(children(items[0], index).get(key, ()))  # type: ignore[arg-type]
-                else:
-                    items = tuple([c for el in items for c in el
-                                   if (names.get(c.tag) or _local(c.tag)) == key])
+                if len(items) == 1:
+                    found = index.get(items[0])
+                    if found is None and len(index) < MAX_INDEXED:
+                        found = children(items[0], index)
+                    if found is not None:
+                        items = tuple(found.get(key, ()))  # type: ignore[arg-type]
+                        continue
+                items = tuple([c for el in items for c in el
+                               if (names.get(c.tag) or _local(c.tag)) == key])
             elif kind == "attr":  # a text: a step after it reads nothing
                 self.clocked()
                 return attribute(items, key) if i == last else None  # type: ignore[arg-type]
@@ -589,6 +593,8 @@ def truthy(value: Value) -> bool:
 def to_number(value: Value) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
+    if type(value) is int and -_EXACT < value < _EXACT:  # float(str(n)), without the text
+        return float(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     text = to_text(value).strip()
@@ -600,6 +606,8 @@ def to_number(value: Value) -> float | None:
         return None
     return number if math.isfinite(number) else None  # "nan", "inf", "1e999" stay text
 
+
+_EXACT = 2 ** 53
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,

@@ -1,10 +1,12 @@
 """The personalisation engine: a compiled template + event data -> text, sandboxed.
 
-Pure and closed: the tree from :mod:`compiler` is interpreted here over plain data (the
-event's attributes and its ``<ctx>`` XML).  There is no Python attribute access, no
-import, no file or network: a template can only read fields of ``rtEvent`` and call the
-functions listed in :data:`syntax.FUNCTIONS`.  Work is bounded by a step budget, a wall
-clock deadline and a maximum output size; exceeding one is a :class:`RenderError`.
+Pure and closed: the tree from :mod:`compiler` runs here over plain data (the event's
+attributes and its ``<ctx>`` XML), made once per source into closures, one per node
+(:func:`compile_program`: the tree's meaning, node for node, without looking at it again
+per message).  There is no Python attribute access, no import, no file or network: a
+template can only read fields of ``rtEvent`` and call the functions listed in
+:data:`syntax.FUNCTIONS`.  Work is bounded by a step budget, a wall clock deadline and a
+maximum output size; exceeding one is a :class:`RenderError`.
 
 Values are ``str``, numbers, ``bool``, ``None`` (missing) or :class:`Nodes` (the XML
 elements a path selected, like an E4X XMLList).

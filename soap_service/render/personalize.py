@@ -182,13 +182,6 @@ class Interpreter:
         if self.steps >= self.next_clock:
             self.clock()
 
-    def scan(self, cost: int) -> None:
-        """Count the steps of a look-up over elements, and read the clock."""
-        self.steps += cost
-        if self.steps > self.max_steps:
-            raise RenderError(f"render step limit exceeded ({self.limits.max_steps})")
-        self.clock()
-
     def clock(self) -> None:
         """Read the clock.  One step can scan a whole ctx (a child look-up, the text of a
         large element), so every step that touches XML reads it -- a step over elements,

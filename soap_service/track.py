@@ -10,7 +10,6 @@ byte of it gets nothing recorded and no redirect.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import ipaddress
 import re
@@ -186,7 +185,8 @@ def instrument_message(rendered: RenderedMessage, event_id: int, settings: Setti
         return rendered
     html_text = instrument_html(rendered.html, event_id, settings.effective_tracking_url,
                                 settings.secret, settings.public_url)
-    return dataclasses.replace(rendered, html=html_text)
+    # dataclasses.replace without its per-call look at the fields (a third of the cost)
+    return RenderedMessage(**{**rendered.__dict__, "html": html_text})
 
 
 # ---------------------------------------------------------------- machine opens

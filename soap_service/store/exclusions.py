@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from soap_service.models import AddressKind, Exclusion, QuarantineEntry
@@ -45,22 +45,27 @@ def get_quarantine(db: Database, kind: AddressKind, address: str) -> QuarantineE
 def listed_addresses(db: Database, pairs: Iterable[tuple[AddressKind, str]]
                      ) -> set[tuple[AddressKind, str]]:
     """Which of these (kind, address) pairs are in the quarantine / denylist table (one
-    query per 500 pairs: a round asks once)."""
+    query per kind and 500 addresses: a round asks once or twice)."""
     wanted = sorted(set(pairs))
     found: set[tuple[AddressKind, str]] = set()
     if not wanted:
         return found
+    by_kind: dict[AddressKind, list[str]] = {}
+    for kind, address in wanted:
+        by_kind.setdefault(kind, []).append(address)
     with db.connect() as conn:
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start:start + _CHUNK]
-            by_kind: dict[AddressKind, list[str]] = {}
-            for kind, address in chunk:
-                by_kind.setdefault(kind, []).append(address)
-            cond = or_(*(and_(quarantine.c.kind == kind.value, quarantine.c.address.in_(addrs))
-                         for kind, addrs in by_kind.items()))
-            rows = conn.execute(select(quarantine.c.kind, quarantine.c.address).where(cond))
-            found |= {(AddressKind(r.kind), r.address) for r in rows}
+        for kind, addresses in by_kind.items():
+            for start in range(0, len(addresses), _CHUNK):
+                rows = conn.execute(_LISTED, {"l_kind": kind.value,
+                                              "l_addresses": addresses[start:start + _CHUNK]})
+                found |= {(kind, address) for address in rows.scalars()}
     return found
+
+
+# built once: the worker asks every round
+_LISTED = select(quarantine.c.address).where(
+    quarantine.c.kind == bindparam("l_kind"),
+    quarantine.c.address.in_(bindparam("l_addresses", expanding=True)))
 
 
 def put_quarantine(db: Database, kind: AddressKind, address: str, reason: str, source: str,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, exists, insert, or_, select, update
 
 from soap_service.models import (
     WISHED_CHANNELS,
@@ -57,16 +57,19 @@ BATCH_PRIORITY = 10  # priorities below this are the real-time queue (queue rank
 # ---------------------------------------------------------------- claims
 
 
-def _claim_stmt(conn: Connection, worker_id: str, now: datetime, until: datetime, limit: int,
-                realtime: bool) -> Any:
-    due = and_(events.c.status == EventStatus.PENDING.value, events.c.process_at <= now)
+def _build_claim(conn: Connection, realtime: bool) -> Any:
+    """The claim statement of one queue, with ``now``, ``until``, ``worker`` and ``n`` as
+    parameters (built once per queue and database: building it per round cost the worker
+    more CPU than running it)."""
+    due = and_(events.c.status == EventStatus.PENDING.value,
+               events.c.process_at <= bindparam("c_now"))
     queue_filter = (events.c.priority < BATCH_PRIORITY) if realtime else (
         events.c.priority >= BATCH_PRIORITY)
     ids = (
         select(events.c.id)
         .where(due, queue_filter)
         .order_by(events.c.priority, events.c.process_at, events.c.id)
-        .limit(limit)
+        .limit(bindparam("c_n", type_=Integer))
     )
     ids = dialect.skip_locked(ids, conn)
     # A CTE, not "IN (subquery)": PostgreSQL may re-run a plain subquery per outer row,
@@ -76,10 +79,21 @@ def _claim_stmt(conn: Connection, worker_id: str, now: datetime, until: datetime
         update(events)
         .where(events.c.id.in_(select(picked.c.id)),
                events.c.status == EventStatus.PENDING.value)
-        .values(status=EventStatus.PROCESSING.value, claimed_by=worker_id,
-                claimed_until=until, updated_at=now)
+        .values(status=EventStatus.PROCESSING.value, claimed_by=bindparam("c_worker"),
+                claimed_until=bindparam("c_until"), updated_at=bindparam("c_now"))
         .returning(*events.c)
     )
+
+
+_CLAIMS: dict[tuple[str, bool], Any] = {}  # (dialect, real-time queue) -> statement
+
+
+def _claim_stmt(conn: Connection, realtime: bool) -> Any:
+    key = (conn.dialect.name, realtime)
+    stmt = _CLAIMS.get(key)
+    if stmt is None:
+        stmt = _CLAIMS[key] = _build_claim(conn, realtime)
+    return stmt
 
 
 def claim_events(db: Database, worker_id: str, *, limit: int, now: datetime,
@@ -96,7 +110,8 @@ def claim_events(db: Database, worker_id: str, *, limit: int, now: datetime,
         return []  # no write transaction (on SQLite: no wait for the write lock) for nothing
 
     def claim(conn: Connection, n: int, realtime: bool) -> list[Any]:
-        return list(conn.execute(_claim_stmt(conn, worker_id, now, until, n, realtime)))
+        return list(conn.execute(_claim_stmt(conn, realtime), {
+            "c_now": now, "c_until": until, "c_worker": worker_id, "c_n": n}))
 
     with db.begin() as conn:
         if realtime_only:
@@ -119,11 +134,15 @@ def _any_due(db: Database, now: datetime, realtime_only: bool) -> bool:
     """Whether a claim would find anything: a read, which takes no write lock.  The last
     claim of every drain finds nothing; events that become due just after this look are
     claimed by the next round (their insert woke the dispatcher)."""
-    due = and_(events.c.status == EventStatus.PENDING.value, events.c.process_at <= now)
-    if realtime_only:
-        due = and_(due, events.c.priority < BATCH_PRIORITY)
     with db.connect() as conn:
-        return conn.execute(select(events.c.id).where(due).limit(1)).first() is not None
+        stmt = _ANY_DUE_RT if realtime_only else _ANY_DUE
+        return conn.execute(stmt, {"d_now": now}).first() is not None
+
+
+_DUE = and_(events.c.status == EventStatus.PENDING.value,
+            events.c.process_at <= bindparam("d_now"))
+_ANY_DUE = select(events.c.id).where(_DUE).limit(1)
+_ANY_DUE_RT = select(events.c.id).where(_DUE, events.c.priority < BATCH_PRIORITY).limit(1)
 
 
 def reap_expired_leases(db: Database, now: datetime) -> int:
@@ -263,7 +282,7 @@ def record_outcomes(db: Database, worker_id: str, outcomes: Sequence[Outcome],
                     now)
         rows = [_delivery_row(o.event_id, o.delivery, now) for o in outcomes if o.delivery]
         if rows:
-            conn.execute(insert(delivery_log), rows)
+            conn.execute(_INSERT_DELIVERY, rows)
         parts = [_part_row(o.delivery, part, now) for o in outcomes if o.delivery
                  for part in o.delivery.part_ids if part != o.delivery.provider_id]
         if parts:  # an SMS in parts: a receipt may name any part
@@ -297,25 +316,30 @@ def _notify_outcomes(conn: Connection, outcomes: Sequence[Outcome], changed: int
     webhook_store.enqueue(conn, notes)
 
 
+# The statements of every round, built once (see _build_claim).
+_UPDATE_EVENT = (
+    update(events)
+    .where(events.c.id == bindparam("b_id"), events.c.claimed_by == bindparam("b_worker"),
+           events.c.status == EventStatus.PROCESSING.value)
+    .values(status=bindparam("b_status"), last_error=bindparam("b_error"),
+            error_count=bindparam("b_errors"), process_at=bindparam("b_at"),
+            claimed_by=None, claimed_until=None, updated_at=bindparam("b_now"))
+)
+_INSERT_DELIVERY = insert(delivery_log)
+_INSERT_STATUS = insert(event_status_log)
+
+
 def _update_events(conn: Connection, worker_id: str, outcomes: Sequence[Outcome],
                    now: datetime) -> int:
-    stmt = (
-        update(events)
-        .where(events.c.id == bindparam("b_id"), events.c.claimed_by == bindparam("b_worker"),
-               events.c.status == EventStatus.PROCESSING.value)
-        .values(status=bindparam("b_status"), last_error=bindparam("b_error"),
-                error_count=bindparam("b_errors"), process_at=bindparam("b_at"),
-                claimed_by=None, claimed_until=None, updated_at=now)
-    )
     params = [
         {
             "b_id": o.event_id, "b_worker": worker_id, "b_status": o.status.value,
             "b_error": o.reason or None, "b_errors": o.error_count,
-            "b_at": o.process_at or now,
+            "b_at": o.process_at or now, "b_now": now,
         }
         for o in outcomes
     ]
-    result = conn.execute(stmt, params)
+    result = conn.execute(_UPDATE_EVENT, params)
     return int(result.rowcount or 0)
 
 
@@ -338,7 +362,7 @@ def _part_row(d: Delivery, part_id: str, now: datetime) -> dict[str, Any]:
 def _log_status(conn: Connection, entries: Sequence[tuple[int, str, str | None]],
                 now: datetime) -> None:
     if entries:
-        conn.execute(insert(event_status_log), [
+        conn.execute(_INSERT_STATUS, [
             {"event_id": i, "status": s, "reason": r, "created_at": now} for i, s, r in entries
         ])
 

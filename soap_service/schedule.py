@@ -94,15 +94,11 @@ class WorkerRuntime:
 
     def wake(self) -> None:
         """Send real-time events now: the express thread drains, or runs express rounds
-        beside a drain of batch messages (so does the dispatch job, moved to now)."""
+        beside a drain of batch messages; a running drain goes round once more.  (The
+        dispatch job is left to its interval: moved to now as well, it only found the
+        express thread at work, or read an empty queue, once per wake-up.)"""
         self.dispatcher.woken.set()
         self._express_wanted.set()
-        busy = self._draining.locked() and not self.dispatcher.drain_has_batch
-        if not busy and not self.stopping.is_set():
-            try:
-                self.scheduler.modify_job(DISPATCH_JOB, next_run_time=datetime.now(UTC))
-            except Exception:  # scheduler shutting down: polling covers it
-                log.debug("wakeup.ignored")
 
     def _followups(self) -> None:
         from soap_service import followup

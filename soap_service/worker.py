@@ -114,8 +114,9 @@ class Round:
 
     def __init__(self, claimed: int, early: list[Outcome], sending: list[Job],
                  results: concurrent.futures.Future[list[SendResult]] | None,
-                 events: Sequence[Event] = ()) -> None:
+                 events: Sequence[Event] = (), limit: int = 0) -> None:
         self.claimed, self.early, self.sending, self.results = claimed, early, sending, results
+        self.limit = limit  # the most this round could have claimed
         self.events = {e.id: e for e in events}  # what was claimed (for the metrics)
         self.sent_at: datetime | None = None  # when its last message was answered
 
@@ -187,12 +188,13 @@ class Dispatcher:
         messages are handed to the channel, its events are released."""
         self.settle()
         started = time.perf_counter()
+        limit = limit or self.settings.worker_batch_size
         events = store_queue.claim_events(
-            self.db, self.worker_id, limit=limit or self.settings.worker_batch_size,
-            now=clock.utcnow(), lease_seconds=self.settings.lease_seconds,
+            self.db, self.worker_id, limit=limit, now=clock.utcnow(),
+            lease_seconds=self.settings.lease_seconds,
             batch_min_share=self.settings.batch_min_share, realtime_only=realtime_only)
         if not events:
-            return Round(0, [], [], None)
+            return Round(0, [], [], None, limit=limit)
         claimed = time.perf_counter()
         self.metrics.stage("claim", claimed - started)
         try:
@@ -205,7 +207,7 @@ class Dispatcher:
             early, ready = self.prepare(jobs)
             sending = time.perf_counter()
             self.metrics.stage("prepare", sending - claimed)
-            rnd = Round(len(events), early, ready, self.send_async(ready), events)
+            rnd = Round(len(events), early, ready, self.send_async(ready), events, limit)
             assert rnd.results is not None
             rnd.results.add_done_callback(lambda _: self._sent(rnd, sending))
             return rnd
@@ -321,7 +323,10 @@ class Dispatcher:
                 total += current.claimed
                 rounds += 1
                 previous = current
-                if (not current.claimed and not self.woken.is_set()) or rounds == max_rounds:
+                # a round that was not full took everything due; what became due since
+                # woke us (the wake-up comes after the insert's commit)
+                if (current.claimed < current.limit and not self.woken.is_set()) \
+                        or rounds == max_rounds:
                     break
         finally:
             self.draining = self.drain_has_batch = False

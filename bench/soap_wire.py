@@ -100,7 +100,8 @@ def measure(tree: Path, label: str, args: argparse.Namespace) -> None:
         k, _, v = item.partition("=")
         env[k] = v
     os.environ.update(env)
-    server = start_msgcenter(label, f"sqlite:///{tmp}/wire.db", args.workers, tree=tree)
+    url = args.database or f"sqlite:///{tmp}/wire.db"
+    server = start_msgcenter(label, url, args.workers, tree=tree)
     try:
         pids = http_pids(server.proc.pid, args.workers)
         run_wrk(server.port, 2, args.connections)  # warm: password cache, first inserts
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--database", help="a PostgreSQL URL (its public schema is DROPPED "
+                        "and made again each round); default: a fresh SQLite file")
     args = parser.parse_args()
     for _ in range(args.rounds):
         if args.compare:

@@ -32,6 +32,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+for _entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):  # A/B: a tree
+    if _entry:
+        sys.path.insert(0, _entry)
 _METRICS_DIR = tempfile.mkdtemp(prefix="mc-edge-metrics-")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _METRICS_DIR)  # before prometheus_client
 
@@ -130,13 +133,18 @@ def run_wsgi(app: Any, n: int, first: int) -> None:
             raise SystemExit(f"answer {seen[-1]}: {out[:400]!r}")
 
 
+_EXECUTORS: list[Any] = []
+
+
 def run_front(app: Any, n: int, first: int, threads: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from soap_service.httpd import Front, Limits
 
     async def main() -> None:
-        executor = ThreadPoolExecutor(threads, thread_name_prefix="mc-http") if threads else None
+        if threads and not _EXECUTORS:  # one pool for every round: its threads live on
+            _EXECUTORS.append(ThreadPoolExecutor(threads, thread_name_prefix="mc-http"))
+        executor = _EXECUTORS[0] if threads else None
         front = Front(app, Limits(), executor, "8080")
         waiter: list[asyncio.Future[None]] = []
 
@@ -156,10 +164,20 @@ def run_front(app: Any, n: int, first: int, threads: int) -> None:
             if not answer.startswith(b"HTTP/1.1 200"):
                 raise SystemExit(f"answer: {answer[:600]!r}")
         proto.connection_lost(None)
-        if executor is not None:
-            executor.shutdown()
 
     asyncio.run(main())
+
+
+def switches() -> int:
+    """Context switches of this process's threads so far."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            lines = (task / "status").read_text().splitlines()
+        except OSError:  # a thread that just ended
+            continue
+        total += sum(int(x.split()[1]) for x in lines if "ctxt_switches:" in x)
+    return total
 
 
 def main() -> None:
@@ -188,14 +206,19 @@ def main() -> None:
         yappi.start()
     results = []
     for r in range(args.rounds):
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall, switched = time.process_time(), time.perf_counter(), switches()
         once(r * args.n)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        switched = switches() - switched
         results.append(cpu / args.n * 1e6)
         print(f"round {r + 1}: {cpu / args.n * 1e6:7.1f} µs CPU/request  "
-              f"{wall / args.n * 1e6:7.1f} µs wall/request  ({args.mode}"
+              f"{wall / args.n * 1e6:7.1f} µs wall/request  "
+              f"{switched / args.n:4.1f} context switches/request  ({args.mode}"
               f"{', no store' if args.no_store else ''}, n={args.n})", flush=True)
-    print(f"best {min(results):.1f}  median {sorted(results)[len(results) // 2]:.1f} "
+    import soap_service
+
+    tree = Path(soap_service.__file__).parent.parent
+    print(f"{tree}: best {min(results):.1f}  median {sorted(results)[len(results) // 2]:.1f} "
           "µs CPU/request")
     if args.profile:
         import yappi

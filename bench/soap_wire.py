@@ -48,6 +48,17 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
+def switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of ``pid`` so far (threads
+    that have exited are not counted: the HTTP threads live as long as the process)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
+
+
 def http_pids(supervisor: int, workers: int) -> list[int]:
     for _ in range(200):
         masters = children(supervisor)
@@ -106,6 +117,7 @@ def measure(tree: Path, label: str, args: argparse.Namespace) -> None:
         pids = http_pids(server.proc.pid, args.workers)
         run_wrk(server.port, 2, args.connections)  # warm: password cache, first inserts
         before = {p: cpu_times(p) for p in pids}
+        switched = sum(switches(p) for p in pids)
         seen: dict[int, int] = {}
 
         def sample() -> None:
@@ -117,13 +129,15 @@ def measure(tree: Path, label: str, args: argparse.Namespace) -> None:
         reqs = run_wrk(server.port, args.duration, args.connections)
         sampler.join()
         after = {p: cpu_times(p) for p in pids}
+        switched = sum(switches(p) for p in pids) - switched
         user = sum(after[p][0] - before[p][0] for p in pids)
         system = sum(after[p][1] - before[p][1] for p in pids)
         used = {p: sum(after[p]) - sum(before[p]) for p in pids}
         total = user + system
         print(f"[{label}] {reqs / args.duration:7.0f} req/s  {total / reqs * 1e6:6.0f} µs CPU/"
               f"request (HTTP processes; user {user / reqs * 1e6:.0f} sys "
-              f"{system / reqs * 1e6:.0f})  connections per process "
+              f"{system / reqs * 1e6:.0f}; {switched / reqs:.1f} context switches)  "
+              f"connections per process "
               f"{sorted(seen.values(), reverse=True)}  CPU s per process "
               f"{sorted((round(u, 1) for u in used.values()), reverse=True)}", flush=True)
     finally:

@@ -19,8 +19,12 @@ Rules, per connection:
   by the application's ``Connection: close``; beyond ``drain_cap`` the connection is cut;
 * malformed HTTP (including ``Content-Length`` together with ``Transfer-Encoding``, which
   llhttp refuses) gets ``400`` and the connection is closed;
-* one request at a time per connection: reading pauses while the application runs, so a
-  pipelining client cannot queue unbounded work.
+* one request at a time per connection: a client that sends more while the application
+  runs (pipelining) has reading paused until the answer, so it cannot queue unbounded
+  work.  (Reading is not paused for every request: most clients send nothing before the
+  answer, and a pause and a resume cost two ``epoll_ctl`` calls.)  An end of input that
+  arrives while a request runs is kept: the answer is written, then the connection
+  closes.
 
 The application sees a complete ``wsgi.input`` (``wsgi.input_terminated`` is set); chunked
 bodies keep their ``Transfer-Encoding`` header and carry no ``CONTENT_LENGTH``.  Header
@@ -32,6 +36,7 @@ names with an underscore are dropped (``X_Forwarded_For`` must not pass for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import sys
@@ -147,6 +152,8 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes = 0
         self.timer: asyncio.TimerHandle | None = None
         self.broken = False  # unparseable input: answer what was read, then close
+        self.paused = False  # reading paused (input arrived while the application ran)
+        self.eof = False  # the client's end of input came while a request was pending
 
     # -- connection life
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,6 +164,13 @@ class HttpProtocol(asyncio.Protocol):
             self.peer = (str(peer[0]), int(peer[1]))
         self.front.connections.add(self)
         self._arm_timer()
+
+    def eof_received(self) -> bool:
+        """Keep the connection to answer the requests already read; else close it."""
+        if self.busy or self.ready:
+            self.eof = True
+            return True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -202,6 +216,8 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.broken or self.transport is None or self.transport.is_closing():
             return
+        if self.busy:  # pipelining: read no more until this answer is written
+            self._pause()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -216,8 +232,13 @@ class HttpProtocol(asyncio.Protocol):
             if not self.busy and not self.ready:
                 self._fail(BAD_REQUEST)
                 return
-            self.transport.pause_reading()
+            self._pause()
         self._dispatch()
+
+    def _pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
 
     def on_message_begin(self) -> None:
         self.request = _Request()
@@ -292,12 +313,10 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(BAD_REQUEST)
             return
         self.busy = True
-        self.transport.pause_reading()
         if self.front.executor is None:
             self._answer(request, self._run_app(environ))
             return
-        future = self.loop.run_in_executor(self.front.executor, self._run_app, environ)
-        future.add_done_callback(lambda done: self._answer(request, done.result()))
+        self.front.executor.submit(self._run_in_thread, request, environ)
 
     def _environ(self, request: _Request) -> dict[str, Any]:
         url = httptools.parse_url(request.url) if request.url else None
@@ -334,6 +353,13 @@ class HttpProtocol(asyncio.Protocol):
         if request.chunked:
             environ.pop("CONTENT_LENGTH", None)
         return environ
+
+    def _run_in_thread(self, request: _Request, environ: dict[str, Any]) -> None:
+        """In a pool thread: run the application, then answer on the loop (cheaper than
+        ``run_in_executor``'s two chained futures)."""
+        answer = self._run_app(environ)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process exits
+            self.loop.call_soon_threadsafe(self._answer, request, answer)
 
     def _run_app(self, environ: dict[str, Any]) -> _Answer | None:
         """Run the application (in a pool thread): status, headers and whole body, or
@@ -395,8 +421,13 @@ class HttpProtocol(asyncio.Protocol):
         if self.ready:
             self._dispatch()
             return
+        if self.eof:  # the client sent its end of input while this request ran
+            self.transport.close()
+            return
         self._arm_timer()
-        self.transport.resume_reading()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
 
 
 class _Stop(Exception):

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _MAX_LENGTH = event_store.TEXT_COLUMN_LENGTHS
 _QUEUE_RANK = {q: i for i, q in enumerate(Queue)}
+_LANE_RANK = {lane.value: lane.rank for lane in Lane}  # Lane(name).rank, once per event
+_TRANSACTIONAL_RANK = Lane.TRANSACTIONAL.rank
 EMAIL_FORMATS = frozenset({0, 1, 2})  # unknown, text, html
 
 
@@ -212,10 +214,7 @@ def build_row(
 
 def priority(queue: Queue, lane: str | None) -> int:
     """Dispatch order (lower first): queue rank * 10 + lane rank; unknown -> transactional."""
-    try:
-        lane_rank = Lane(lane).rank if lane else Lane.TRANSACTIONAL.rank
-    except ValueError:
-        lane_rank = Lane.TRANSACTIONAL.rank
+    lane_rank = _LANE_RANK.get(lane, _TRANSACTIONAL_RANK) if lane else _TRANSACTIONAL_RANK
     return _QUEUE_RANK[queue] * 10 + lane_rank
 
 

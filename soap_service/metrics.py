@@ -26,6 +26,7 @@ own registry.  Labels are bounded: services and methods come from the dispatch t
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -60,7 +61,11 @@ def render(registry: CollectorRegistry) -> bytes:
 
 
 class HttpMetrics:
-    """What the web application counts (thread-safe: prometheus-client locks)."""
+    """What the web application counts (thread-safe: prometheus-client locks).
+
+    The labelled children of each (service, method) and (route, status) are looked up
+    once and kept (``labels()`` costs a lock and a dict lookup per call): the labels are
+    bounded, so are these dicts."""
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
@@ -76,19 +81,32 @@ class HttpMetrics:
             "mc_ingest_ack_seconds", "Time to answer an ingest call whose events were "
             "stored (committed before the answer), per API and method.", ["api", "method"],
             buckets=ACK_BUCKETS, registry=r)
+        self._soap: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._http: dict[tuple[str, int], Any] = {}
 
     def observe(self, service: str, method: str, fault_code: str | None,
                 seconds: float) -> None:
         """One SOAP call answered (``fault_code`` None: a success)."""
-        self.soap_requests.labels(service, method).inc()
-        self.soap_seconds.labels(service, method).inc(seconds)
+        bound = self._soap.get((service, method))
+        if bound is None:
+            bound = self._soap[(service, method)] = (
+                self.soap_requests.labels(service, method),
+                self.soap_seconds.labels(service, method),
+                self.ingest_ack.labels("soap", method)
+                if (service, method) in INGEST_METHODS else None)
+        requests, spent, ack = bound
+        requests.inc()
+        spent.inc(seconds)
         if fault_code:
             self.soap_faults.labels(service, method, fault_code).inc()
-        elif (service, method) in INGEST_METHODS:
-            self.ingest_ack.labels("soap", method).observe(seconds)
+        elif ack is not None:
+            ack.observe(seconds)
 
     def observe_http(self, route: str, status: int) -> None:
-        self.http.labels(route, str(status)).inc()
+        counter = self._http.get((route, status))
+        if counter is None:
+            counter = self._http[(route, status)] = self.http.labels(route, str(status))
+        counter.inc()
 
     def observe_ingest(self, api: str, method: str, seconds: float) -> None:
         """An ingest call of another API (REST) answered with its events stored."""

@@ -76,8 +76,8 @@ def parse_xml(data: bytes | str) -> etree._Element:
         raise InvalidXml("not well-formed", _short(str(exc))) from exc
     except ValueError as exc:  # e.g. an unsupported encoding declaration
         raise InvalidXml("not well-formed", _short(str(exc))) from exc
-    tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+    docinfo = root.getroottree().docinfo  # a new object at each access: read once
+    if docinfo.doctype or docinfo.internalDTD is not None:
         raise InvalidXml("DTD not allowed", _DTD_REFUSED)
     return root
 

@@ -28,15 +28,21 @@ log = logging.getLogger("soap_service.web")
 
 
 def _http_facts(request: Request) -> envelope.HttpFacts:
+    environ = request.environ
+
+    def header(key: str) -> str:  # Request.header, with the WSGI key spelt out
+        return str(environ.get(key, "") or "")
+
     return envelope.HttpFacts(
-        soap_action=request.header("SOAPAction"),
-        query_action=request.query.get("soapAction", ""),
-        cookie=request.header("Cookie"),
-        session_header=request.header("X-Session-Token"),
-        authorization=request.header("Authorization"),
+        soap_action=header("HTTP_SOAPACTION"),
+        query_action=request.query.get("soapAction", "") if environ.get("QUERY_STRING")
+        else "",
+        cookie=header("HTTP_COOKIE"),
+        session_header=header("HTTP_X_SESSION_TOKEN"),
+        authorization=header("HTTP_AUTHORIZATION"),
         remote_addr=request.remote_addr,
-        forwarded_for=request.header("X-Forwarded-For") or None,
-        idempotency_key=request.header("Idempotency-Key").strip() or None,
+        forwarded_for=header("HTTP_X_FORWARDED_FOR") or None,
+        idempotency_key=header("HTTP_IDEMPOTENCY_KEY").strip() or None,
     )
 
 

@@ -15,6 +15,7 @@ Pure: no I/O, no authentication, no storage.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class SoapRequest:
         return f"urn:{self.service}"
 
 
+@functools.lru_cache(maxsize=256)  # pure; asked twice per call, callers send few values
 def parse_action(value: str) -> tuple[str, str] | None:
     """``"nms:rtEvent#PushEvent"`` (quotes and ``urn:`` optional) -> (service, method)."""
     match = _ACTION.match(value.strip().strip('"').strip("'").strip())

@@ -39,8 +39,14 @@ def echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [out]
 
 
+def slow_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """``echo_app``, a quarter of a second later: the client acts while it runs."""
+    time.sleep(0.25)
+    return echo_app(environ, start_response)
+
+
 class Running:
-    def __init__(self, limits: httpd.Limits = LIMITS) -> None:
+    def __init__(self, limits: httpd.Limits = LIMITS, app: Any = echo_app) -> None:
         self.loop = asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(2)
         self.front: httpd.Front | None = None
@@ -51,7 +57,7 @@ class Running:
             asyncio.set_event_loop(self.loop)
 
             async def start() -> None:
-                self.front = httpd.Front(echo_app, limits, self.executor, "0")
+                self.front = httpd.Front(app, limits, self.executor, "0")
                 self.server = await self.loop.create_server(self.front.protocol, "127.0.0.1", 0)
                 self.port = self.server.sockets[0].getsockname()[1]
                 ready.set()
@@ -243,3 +249,22 @@ def test_shutdown_closes_idle_connections_and_lets_requests_finish(
     assert headers["connection"] == "close"
     waiter.join(10)
     assert result == [0]
+
+
+def test_input_that_arrives_while_a_request_runs() -> None:
+    """Reading goes on while the application runs: a request pipelined meanwhile is
+    answered after the first, in order, and a client that ends its input (half-close)
+    before the answer still gets every answer, then the connection closes."""
+    server = Running(httpd.Limits(read_timeout=5.0, max_body=1000), app=slow_app)
+    try:
+        sock = server.connect()
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: h\r\n\r\n")
+        time.sleep(0.1)  # the application is running
+        sock.sendall(b"GET /two HTTP/1.1\r\nHost: h\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        first, second = read_response(sock), read_response(sock)
+        assert json.loads(first[2])["PATH_INFO"] == "/one"
+        assert json.loads(second[2])["PATH_INFO"] == "/two"
+        assert closed(sock)
+    finally:
+        server.stop()

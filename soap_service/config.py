@@ -174,7 +174,7 @@ class Settings:
     # and body, from the connection's start or the previous answer), and request threads
     # per HTTP process
     http_read_timeout: float = 30.0
-    http_threads: int = 4
+    http_threads: int = 8
     # concurrent inserts of one process share a transaction (store.events.GroupCommit)
     ingest_group_commit: bool = True
     # Email relay

@@ -4,7 +4,7 @@ Process layout (``serve`` is a small supervisor, never a server itself)::
 
     msgcenter serve            supervisor: starts both, forwards SIGTERM/SIGINT, stops both
     ├── gunicorn master        ``python -m soap_service.cli.serve``: builds the app (and the
-    │   └── N sync workers     WSDLs for MC_PUBLIC_URL) once, then forks the workers
+    │   └── N HTTP processes   WSDLs for MC_PUBLIC_URL) once, then forks the processes
     ├── msgcenter worker       the dispatch loop (unless --no-worker), restarted if it dies
     └── msgcenter bounced      the bounce listener, when MC_BOUNCE_DOMAIN is set (unless
                                --no-bounced), restarted if it dies
@@ -56,8 +56,17 @@ FLUSH_TIMEOUT = 3.0
 REQUESTS_TIMEOUT = STOP_TIMEOUT / 2 - FLUSH_TIMEOUT - 1.0
 
 
-def default_workers() -> int:
-    """2 x CPU cores: the sync workers wait on the database commit half of the time."""
+def default_workers(settings: Settings) -> int:
+    """HTTP processes when ``--workers`` is not given: one on SQLite, 2 x CPU cores on
+    PostgreSQL.
+
+    SQLite has one writer: the inserts of one process's threads share a commit (group
+    commit), and every other process only adds commits that queue for the same lock --
+    measured on 2 cores with the worker on, 1 process x 8 threads pushed-to-sent ~850
+    events/s where 4 x 4 made ~700.  PostgreSQL commits in parallel, and more processes
+    use more cores (4 x 8 ~900-980, 1 x 8 ~740-820).  See docs/performance.md."""
+    if settings.database_url.startswith("sqlite"):
+        return 1
     return max(2, 2 * (os.cpu_count() or 1))
 
 
@@ -307,11 +316,11 @@ def advertised_url(configured: str, host: str, port: int) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ValidationFailed("--workers must be at least 1")
     if not 0 < args.port < 65536:
         raise ValidationFailed("--port must be between 1 and 65535")
-    _ = ctx.settings  # fail here, with one line, on a bad MC_* value
+    workers = args.workers or default_workers(ctx.settings)  # (a bad MC_* value fails here)
     # gunicorn and the worker read it from the environment: WSDL address, tracking links
     os.environ["MC_PUBLIC_URL"] = advertised_url(ctx.settings.public_url, args.host, args.port)
     logging.getLogger("soap_service").setLevel(args.log_level.upper())
@@ -326,7 +335,7 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
         bounced_cmd = [sys.executable, "-m", "soap_service.cli", "bounced"]
     host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     gunicorn_cmd = [sys.executable, "-m", "soap_service.cli.serve",
-                    f"{host}:{args.port}", str(args.workers), args.log_level]
+                    f"{host}:{args.port}", str(workers), args.log_level]
     # prometheus-client's multiprocess mode: every HTTP process and the worker write their
     # values there, /metrics sums them (soap_service.metrics)
     metrics_dir = tempfile.mkdtemp(prefix="msgcenter-metrics-")
@@ -344,8 +353,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the SOAP API (gunicorn) and run a dispatch worker")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="HTTP worker processes (default: 2 x CPU cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="HTTP worker processes (default: 1 on SQLite, 2 x CPU cores on "
+                        "PostgreSQL)")
     p.add_argument("--no-worker", action="store_true", help="do not start a dispatch worker")
     p.add_argument("--no-bounced", action="store_true",
                    help="do not start the bounce listener (started when MC_BOUNCE_DOMAIN is set)")

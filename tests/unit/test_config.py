@@ -153,4 +153,4 @@ def test_http_front_settings_are_checked(name: str, value: str) -> None:
     is refused with a one-line configuration error."""
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
-    assert load_settings({}).http_threads == 4 and load_settings({}).http_read_timeout == 30
+    assert load_settings({}).http_threads == 8 and load_settings({}).http_read_timeout == 30

@@ -189,6 +189,9 @@ class Settings:
     # Dispatch
     worker_batch_size: int = 100
     worker_poll_interval: float = 1.0
+    # seconds a drain waits before the round after a small one, so that events trickling
+    # in share a round (see Dispatcher._linger); at most that much on an event's way out
+    worker_linger: float = 0.01
     lease_seconds: int = 120
     batch_min_share: float = 0.2  # share of each dispatch round reserved for the batch queue
     retry_base_seconds: float = 30.0
@@ -380,6 +383,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             raise ConfigError(f"MC_{name.upper()} must be at least 1")
     if not 0 <= settings.batch_min_share <= 1:
         raise ConfigError("MC_BATCH_MIN_SHARE must be between 0 and 1")
+    if not 0 <= settings.worker_linger <= 1:
+        raise ConfigError("MC_WORKER_LINGER must be between 0 and 1 second")
     try:
         webhook_schedule(settings.webhook_retry_schedule)
     except ValueError as exc:

@@ -313,6 +313,8 @@ class Dispatcher:
         self.draining = True
         try:
             while stop is None or not stop.is_set():
+                if previous is not None and previous.claimed < previous.limit // 4:
+                    self._linger(stop)
                 self.woken.clear()
                 current = self.start()
                 self.drain_has_batch = current.has_batch or (
@@ -333,6 +335,15 @@ class Dispatcher:
             if previous is not None:  # sent messages are recorded even if a claim failed
                 self.finish(previous)
         return total
+
+    def _linger(self, stop: threading.Event | None) -> None:
+        """Before the round after a small one (events trickling in), wait
+        ``MC_WORKER_LINGER`` so that the events arriving meanwhile share the next round:
+        a round costs two transactions (two commits and fsyncs on SQLite, taken from
+        ingest's write lock) whatever its size.  A lone real-time event never waits: the
+        first round of a drain goes at once."""
+        if self.settings.worker_linger > 0:
+            (stop or threading.Event()).wait(self.settings.worker_linger)
 
     def express(self, stop: threading.Event | None = None, wait_for_drain: bool = True) -> int:
         """Real-time events only, in small rounds, until none is due (the wake-up path).

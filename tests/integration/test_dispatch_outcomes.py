@@ -260,3 +260,38 @@ def test_express_sends_real_time_events_only(db, make_dispatcher):
         sink.wait_for(12)
     assert all(_status(db, pk) is EventStatus.PROCESSED for pk in rt)
     assert all(_status(db, pk) is EventStatus.PENDING for pk in batch)
+
+
+def test_a_drain_lingers_after_a_small_round_so_the_next_events_share_one(db,
+                                                                          make_dispatcher):
+    """Events trickling in: after a round that took few events, the drain waits
+    MC_WORKER_LINGER before claiming again, so the events that arrive meanwhile go out in
+    one round (two transactions) instead of one round each; the first round does not
+    wait.  (Arrivals are made by the stand-ins below, not by the clock.)"""
+    with MailSink() as sink:
+        add_events(db, [event_row(0)])
+        d = make_dispatcher(sink, worker_linger=0.2)
+        lingered: list[int] = []
+        claimed: list[int] = []
+        start = d.start
+
+        def counting_start(*args, **kwargs):
+            rnd = start(*args, **kwargs)
+            claimed.append(rnd.claimed)
+            if len(claimed) == 1:  # one event arrives while the first round is out
+                add_events(db, [event_row(1)])
+                d.woken.set()
+            return rnd
+
+        def linger(stop):
+            lingered.append(len(claimed))
+            if len(lingered) == 1:  # four more while the drain waits
+                add_events(db, [event_row(n) for n in range(2, 6)])
+                d.woken.set()
+
+        d.start = counting_start  # type: ignore[method-assign]
+        d._linger = linger  # type: ignore[method-assign]
+        assert d.drain() == 6
+        sink.wait_for(6)
+    assert claimed[:2] == [1, 5]  # the first round at once, then the five together
+    assert lingered[0] == 1  # the wait came after the first round, not before it

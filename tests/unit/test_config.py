@@ -154,3 +154,11 @@ def test_http_front_settings_are_checked(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
     assert load_settings({}).http_threads == 8 and load_settings({}).http_read_timeout == 30
+
+
+@pytest.mark.parametrize("value", ["-0.1", "2"])
+def test_worker_linger_is_bounded(value: str) -> None:
+    """A negative linger, or one that would hold every round back for seconds, is refused."""
+    with pytest.raises(ConfigError, match="MC_WORKER_LINGER"):
+        load_settings({"MC_WORKER_LINGER": value})
+    assert load_settings({}).worker_linger == 0.01

@@ -68,9 +68,18 @@ class SoapRequest:
         return f"urn:{self.service}"
 
 
-@functools.lru_cache(maxsize=256)  # pure; asked twice per call, callers send few values
 def parse_action(value: str) -> tuple[str, str] | None:
-    """``"nms:rtEvent#PushEvent"`` (quotes and ``urn:`` optional) -> (service, method)."""
+    """``"nms:rtEvent#PushEvent"`` (quotes and ``urn:`` optional) -> (service, method).
+
+    Asked twice per call and callers send few distinct values: short ones are remembered
+    (a caller's long or ever-changing header is parsed each time, never kept)."""
+    if len(value) <= 128:
+        return _parse_action(value)
+    return _parse_action.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_action(value: str) -> tuple[str, str] | None:
     match = _ACTION.match(value.strip().strip('"').strip("'").strip())
     if match is None:
         return None

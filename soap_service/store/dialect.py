@@ -80,6 +80,9 @@ class GatedConnection(sqlite3.Connection):
     that already holds the gate through another connection goes straight to SQLite's
     own busy handler (which bounds that wait, as before).  Writers that do not come
     through here (another program, ``sqlite3`` at a prompt) still meet SQLite's lock.
+    The wait for the gate has no timeout where SQLite's busy handler gave up after 30 s:
+    a writer that never ends its transaction (a process stopped, not dead) now holds the
+    others until it goes on or is killed, instead of failing them after 30 s.
     """
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:

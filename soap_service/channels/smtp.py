@@ -151,18 +151,14 @@ def classify_code(code: int | None) -> SendOutcome:
 
 
 def _result_from_error(exc: BaseException, started: float) -> SendResult:
-    """Map an aiosmtplib / network exception to a SendResult (never raises)."""
+    """Map a refusal, a lost link, or an aiosmtplib / network exception while connecting
+    to a SendResult (never raises)."""
     ms = int((time.monotonic() - started) * 1000)
     if isinstance(exc, Refused):
         return SendResult(classify_code(exc.code), exc.code, exc.text, ms,
                           address_refused=exc.stage == "rcpt")
     if isinstance(exc, LinkLost):
         return SendResult(SendOutcome.TEMPORARY, None, str(exc)[:500], ms)
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        first = exc.recipients[0] if exc.recipients else None
-        code = first.code if first else None
-        text = first.message if first else str(exc)
-        return SendResult(classify_code(code), code, text, ms, address_refused=True)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         # a relay configuration problem, not the message's fault: keep retrying
         return SendResult(SendOutcome.TEMPORARY, exc.code, f"auth: {exc.message}", ms)

@@ -183,9 +183,8 @@ class WebApp:
         self.routes.append(route)
 
     def handle(self, request: Request) -> Response:
-        path = request.path  # Route.matches, with the path read once
-        paths = [r for r in self.routes
-                 if (path.startswith(r.path) if r.prefix else path == r.path)]
+        path = request.path
+        paths = [r for r in self.routes if r.matches(path)]
         if not paths:
             return Response(404, b"not found\n")
         route = next((r for r in paths if r.method == request.method), None)

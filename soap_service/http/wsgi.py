@@ -64,10 +64,10 @@ class Route:
     handler: Handler
     prefix: bool = False
 
-    def matches(self, request: Request) -> bool:
-        if self.prefix:
-            return request.path.startswith(self.path)
-        return request.path == self.path
+    def matches(self, path: str) -> bool:
+        """Whether a request for ``path`` (``Request.path``, read once per request) is
+        this route's."""
+        return path.startswith(self.path) if self.prefix else path == self.path
 
 
 def status_line(status: int) -> str:

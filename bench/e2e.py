@@ -247,17 +247,7 @@ def worker_rounds(port: int, events_sent: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------- CPU per event
 
-TICK = os.sysconf("SC_CLK_TCK")
 ROLES = ("HTTP processes", "worker", "database server", "relay + load generator")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of one process so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _processes_named(*names: str) -> list[int]:
@@ -301,7 +291,7 @@ class CpuMeter:
 
     def start(self) -> None:
         self._census()
-        self.before = {pid: _cpu_seconds(pid) for pid in self.roles}
+        self.before = {pid: deliver.cpu_seconds(pid) for pid in self.roles}
         self.children = self._children()
 
     def stop(self) -> None:
@@ -309,7 +299,7 @@ class CpuMeter:
         self._census()  # wrk and PostgreSQL backends started meanwhile count from zero
         for pid, role in self.roles.items():
             start = self.before.get(pid, 0.0) if pid in known else 0.0
-            self.used[role] += max(_cpu_seconds(pid) - start, 0.0)
+            self.used[role] += max(deliver.cpu_seconds(pid) - start, 0.0)
         self.used[ROLES[3]] += self._children() - self.children
 
 

@@ -44,6 +44,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from deliver import CTX  # noqa: E402 - the event every delivery bench renders
 
 from soap_service import demo, render, track  # noqa: E402
 from soap_service.config import load_settings  # noqa: E402
@@ -54,11 +57,6 @@ from soap_service.models import (  # noqa: E402
     TemplateContent,
     TemplateVersion,
 )
-
-CTX = ("<ctx><client><firstname>John{n}</firstname><lastname>Doe</lastname></client>"
-       '<order id="A-{n}"/><orderdetails><article num="1"><name>USB key</name><price>20</price>'
-       "</article><article num=\"2\"><name>Cable</name><price>9.5</price></article>"
-       "</orderdetails></ctx>")
 
 
 def demo_version() -> TemplateVersion:

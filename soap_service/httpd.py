@@ -136,6 +136,85 @@ class Front:
         return len(left)
 
 
+class Acceptor:
+    """Accepts the connections of one listening socket that the HTTP processes share.
+
+    asyncio's own server accepts every pending connection on each wake-up (up to its
+    backlog), so when a client opens its pool (``wrk``'s 8 connections, a connection pool
+    at start-up) the process that wakes first takes them all: measured with 2 processes,
+    ``[8, 0]`` half the time, one process saturated (one core: the GIL) and the other
+    idle.  Here a process accepts one connection per wake-up, and when ``spread`` is on
+    (more than one process) it first waits ``held`` × ``STEP`` seconds (at most
+    ``MAX_WAIT``), ``held`` being the connections it has open: every process is woken for
+    a new connection, and the one holding the fewest takes it.  A connection is never
+    refused for it; at worst it waits ``MAX_WAIT`` in the kernel's backlog.  With one
+    process there is nobody to spread to and no wait.  An accept that fails for lack of
+    resources (``EMFILE``...) pauses accepting for a second, logged, instead of spinning."""
+
+    STEP = 0.0005
+    MAX_WAIT = 0.003
+    RETRY_AFTER = 1.0
+
+    def __init__(self, front: Front, sock: Any, spread: bool) -> None:
+        self.front = front
+        self.sock = sock
+        self.spread = spread
+        self.loop = asyncio.get_running_loop()
+        self.timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()  # connections being set up
+        self.closed = False
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._ready)
+
+    @classmethod
+    def wait_for(cls, held: int) -> float:
+        """Seconds a process holding ``held`` connections waits before accepting."""
+        return min(held * cls.STEP, cls.MAX_WAIT)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            if self.timer is not None:
+                self.timer.cancel()
+
+    def _ready(self) -> None:
+        wait = self.wait_for(len(self.front.connections) + len(self.tasks)) if self.spread else 0.0
+        if wait <= 0.0:
+            self._accept()
+            return
+        self.loop.remove_reader(self.sock.fileno())  # until the wait is over
+        self.timer = self.loop.call_later(wait, self._after_wait)
+
+    def _after_wait(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        self.loop.add_reader(self.sock.fileno(), self._ready)
+        self._accept()
+
+    def _accept(self) -> None:
+        try:
+            conn, _addr = self.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another process took it, or the client gave up first
+        except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM: wait, do not spin
+            log.warning("http.accept_failed errno=%s retry_s=%.0f", exc.errno, self.RETRY_AFTER)
+            self.loop.remove_reader(self.sock.fileno())
+            self.timer = self.loop.call_later(self.RETRY_AFTER, self._after_wait)
+            return
+        conn.setblocking(False)
+        task = self.loop.create_task(self._connect(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _connect(self, conn: Any) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.front.protocol, conn)
+        except OSError:  # reset before its transport was made
+            conn.close()
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection (see the module docstring for the rules)."""
 

@@ -147,17 +147,16 @@ class BufferingWorker(GunicornWorker):
         executor = ThreadPoolExecutor(settings.http_threads, thread_name_prefix="mc-http")
         port = str(self.sockets[0].sock.getsockname()[1]) if self.sockets else "80"
         front = httpd.Front(self.wsgi, limits, executor, port)
-        servers = [await self.loop.create_server(front.protocol, sock=s.sock,
-                                                 backlog=self.cfg.backlog)
-                   for s in self.sockets]
+        acceptors = [httpd.Acceptor(front, s.sock, spread=self.cfg.workers > 1)
+                     for s in self.sockets]
         while self.alive:
             self.notify()
             if self.ppid != os.getppid():
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
-        for server in servers:
-            server.close()
+        for acceptor in acceptors:
+            acceptor.close()
         cut = await front.shutdown(REQUESTS_TIMEOUT if self.graceful else 0.0)
         if cut:
             log.warning("serve.connections_cut count=%d", cut)

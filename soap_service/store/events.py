@@ -132,6 +132,12 @@ class GroupCommit:
     go out as one multi-row insert; a call with keys runs in a savepoint of its own
     (a race on the unique index sends that call back to :func:`_insert_alone`).  A call
     that finds nobody else waiting takes the single-call path unchanged.
+
+    On SQLite the leader takes the write lock *before* the queue
+    (:meth:`_commit_when_locked`): the lock is often held by another process for an
+    fsync, and what queues during that wait joins this commit.  Measured with 2 HTTP
+    processes and 8 connections: 2,650 -> 3,250 ``PushEvent``/s, CPU per request 530 ->
+    450 µs (``bench/soap_wire.py``).
     """
 
     MAX_ROWS = 1000
@@ -150,13 +156,20 @@ class GroupCommit:
             with self._leader:
                 if call.done:
                     break
-                with self._queue_lock:
-                    group, self._queue = self._split(self._queue)
-                self._commit(db, group)
+                if db.is_sqlite:
+                    self._commit_when_locked(db)
+                    continue
+                self._commit(db, self._take())
         if call.error is not None:
             raise call.error
         assert call.result is not None
         return call.result
+
+    def _take(self) -> list[_Call]:
+        """The calls queued now (up to ``MAX_ROWS`` rows), off the queue."""
+        with self._queue_lock:
+            group, self._queue = self._split(self._queue)
+        return group
 
     def _split(self, queue: list[_Call]) -> tuple[list[_Call], list[_Call]]:
         size = 0
@@ -183,6 +196,28 @@ class GroupCommit:
                     self._alone(db, call)
         finally:
             for call in group:
+                call.done = True
+
+    def _commit_when_locked(self, db: Database) -> None:
+        """SQLite: take the write lock first, then the queue.  The lock is often held by
+        another process (a front-end, the worker) for an fsync; the calls that queue
+        while this leader waits for it go into this commit instead of the next one."""
+        group: list[_Call] | None = None
+        try:
+            try:
+                with db.begin() as conn:
+                    group = self._take()
+                    self._insert_group(conn, group)
+            except Exception:  # nothing of the group is stored: each call on its own
+                group = self._take() if group is None else group
+                for call in group:
+                    self._alone(db, call)
+                return
+            for call in group:
+                if call.again:
+                    self._alone(db, call)
+        finally:
+            for call in group or ():
                 call.done = True
 
     @staticmethod

@@ -9,6 +9,7 @@ leader commits them all at once.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import re
@@ -121,6 +122,61 @@ def test_a_failing_call_fails_alone_and_the_others_are_stored(db: Database):
     stored = _stored(db)
     assert "bad" not in stored
     assert [r.ids for r in results[:3]] == [[stored[f"g{i}"]] for i in range(3)]
+
+
+def test_on_sqlite_calls_that_queue_while_the_leader_waits_for_the_write_lock_join_it(
+        db: Database):
+    """SQLite: another writer holds the write gate (as a front-end or the worker of
+    another process does through its fsync); the first call becomes the leader and
+    waits for the gate; three more calls queue meanwhile.  When the gate frees, the
+    leader takes the queue *after* locking, so all four go out in one commit (taking
+    the queue first would commit the leader's call alone, then the three)."""
+    if not db.is_sqlite:
+        return  # PostgreSQL has no database-wide write lock to wait for
+    committer = _committer(db)
+    commits = _count_commits(db)
+    before = commits[0]
+    results: list[Any] = [None] * 4
+
+    def run(i: int) -> None:
+        results[i] = event_store.insert_events(db, [event_row(i, external_id=f"w{i}")])
+
+    gate = os.open(f"{db.sqlite_file}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    try:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # another writer
+        threads[0].start()
+        wait_until(lambda: committer._leader.locked() and len(committer._queue) == 1, 30,
+                   "the first call to lead and wait for the gate")
+        for t in threads[1:]:
+            t.start()
+        wait_until(lambda: len(committer._queue) == 4, 30, "the other calls to queue")
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        os.close(gate)
+    for t in threads:
+        t.join(60)
+    assert commits[0] - before == 1
+    stored = _stored(db)
+    assert [r.ids for r in results] == [[stored[f"w{i}"]] for i in range(4)]
+
+
+def test_a_database_that_fails_at_begin_fails_every_queued_call_and_none_hangs(
+        db: Database, tmp_path: Path):
+    """The transaction cannot even begin (here: a SQLite file in a directory that does
+    not exist; on PostgreSQL, nobody listening): every call of the group gets the
+    error -- none is left waiting for a commit that will not come."""
+    url = (f"sqlite:///{tmp_path}/missing/mc.db" if db.is_sqlite
+           else "postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=5")
+    broken = Database(create_engine(url), db.settings)
+    event_store._committers[broken] = event_store.GroupCommit()  # no insert can make it
+    try:
+        calls = [lambda i=i: event_store.insert_events(broken, [event_row(i)])
+                 for i in range(3)]
+        results = _grouped(broken, calls)
+    finally:
+        broken.dispose()
+    assert all(isinstance(r, Exception) for r in results), results
 
 
 def test_group_commit_can_be_switched_off(db: Database, settings):

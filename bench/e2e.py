@@ -29,7 +29,9 @@ template (``order_confirmation``: every event is rendered, instrumented and sent
 Usage: ``python bench/e2e.py [--duration 10] [--rate 300] [--databases sqlite,postgres]
 [--profile] [--quick]``.  A/B: ``--compare DIR`` also serves from another source tree
 (``git archive COMMIT | tar -x -C DIR``), the two alternating ``--rounds`` times per
-database so that both see the same noise; rows are labelled ``[A]`` (DIR) and ``[B]``.
+database so that both see the same noise; rows are labelled ``[A]`` (DIR) and ``[B]``;
+``--a-env`` / ``--b-env NAME=VALUE`` set one side's environment (without ``--compare``
+both sides serve this tree: ``--a-env MC_HTTP_WORKERS=1 --b-env MC_HTTP_WORKERS=2``).
 A script, not a test: on a shared 2-core machine numbers vary ±30 % and more; compare
 rows of one run, not runs of different days.
 """
@@ -70,18 +72,27 @@ BASELINE = {"SQLite": "ingest ~900-1,300 ev/s; e2e ~280 ev/s (acks p99 180-260 m
 # ---------------------------------------------------------------- servers
 
 
+@dataclass(frozen=True)
+class Side:
+    """What one side of an A/B serves: a source tree and extra environment."""
+
+    tree: Path = ROOT
+    env: tuple[tuple[str, str], ...] = ()
+
+
 def start_serve(url: str, sink_port: int, *, worker: bool, label: str,
-                tree: Path = ROOT) -> ingest.Server:
+                side: Side = Side()) -> ingest.Server:
     """``msgcenter serve`` on its defaults (HTTP workers, threads, batch sizes, the log
     level: one ``http.request`` line per call, here to /dev/null): only the database, the
     relay's port and the public URL are set."""
     port = ingest.free_port()
     env = {**os.environ, "MC_DATABASE_URL": url, "MC_SMTP_PORT": str(sink_port),
-           "MC_PUBLIC_URL": f"http://127.0.0.1:{port}", "PYTHONPATH": str(tree)}
+           "MC_PUBLIC_URL": f"http://127.0.0.1:{port}", "PYTHONPATH": str(side.tree),
+           **dict(side.env)}
     env.pop("MC_SQLITE_SYNCHRONOUS", None)  # the default (FULL) is what is measured
     cmd = [sys.executable, "-m", "soap_service.cli", "serve", "--host", "127.0.0.1",
            "--port", str(port)]
-    proc = subprocess.Popen(cmd + ([] if worker else ["--no-worker"]), env=env, cwd=tree,
+    proc = subprocess.Popen(cmd + ([] if worker else ["--no-worker"]), env=env, cwd=side.tree,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ingest.wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
     return ingest.Server(label, port, proc)
@@ -175,13 +186,13 @@ def _p99(values: list[float]) -> float:
 
 
 def realtime_latency(url: str | None, args: argparse.Namespace, tmp: Path, name: str,
-                     tree: Path) -> dict[str, float]:
+                     side: Side) -> dict[str, float]:
     """Open-loop PushEvent at ``--rate`` through ``serve`` (worker on, a fresh database)
     to an aiosmtpd sink that logs when each message arrives: ack latency, and ack -> the
     relay's acceptance (``deliver.sink_child_main``'s log, by X-MC-Event-Id)."""
     settings, db = deliver.fresh_db(url, tmp / f"{name}-rt")
     sink, sink_port, sink_log = deliver.start_sink("aiosmtpd", tmp)
-    server = start_serve(settings.database_url, sink_port, worker=True, label=name, tree=tree)
+    server = start_serve(settings.database_url, sink_port, worker=True, label=name, side=side)
     try:
         wait_worker(db)
         deliver.push_at_rate(server.port, 50, 1)  # warm-up (password checks...)
@@ -395,7 +406,7 @@ class Result:
 
 
 def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path,
-                 sink_port: int, tree: Path = ROOT) -> Result:
+                 sink_port: int, side: Side = Side()) -> Result:
     res = Result(name)
     tmp = tmp / str(len(list(tmp.iterdir())))  # a fresh directory per run
     tmp.mkdir(parents=True)
@@ -403,7 +414,7 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
     print(f"-- {name}: ingest only", flush=True)
     settings, db = deliver.fresh_db(url, tmp / f"{name}-ingest")
     server = start_serve(settings.database_url, sink_port, worker=False, label=name,
-                         tree=tree)
+                         side=side)
     try:
         wrk(server.port, body, 3, args.connections)  # warm-up (password checks...)
         res.ingest = wrk(server.port, body, args.duration, args.connections)
@@ -412,7 +423,7 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
     print(f"-- {name}: end to end", flush=True)
     settings, db = deliver.fresh_db(url, tmp / f"{name}-e2e")
     server = start_serve(settings.database_url, sink_port, worker=True, label=name,
-                         tree=tree)
+                         side=side)
     try:
         wait_worker(db)
         commits = pg_commits(db)
@@ -428,12 +439,12 @@ def run_database(name: str, url: str | None, args: argparse.Namespace, tmp: Path
     finally:
         server.stop()
     print(f"-- {name}: real-time latency at {args.rate:.0f}/s", flush=True)
-    res.rt = realtime_latency(url, args, tmp, name, tree)
+    res.rt = realtime_latency(url, args, tmp, name, side)
     if args.profile:
         print(f"-- {name}: end to end under py-spy", flush=True)
         settings, db = deliver.fresh_db(url, tmp / f"{name}-spy")
         server = start_serve(settings.database_url, sink_port, worker=True, label=name,
-                         tree=tree)
+                         side=side)
         try:
             wait_worker(db)
             wrk(server.port, body, 2, args.connections)  # warm-up (password checks...)
@@ -545,6 +556,12 @@ def main() -> None:
                    help="A/B: also serve from this source tree ([A]), alternating with this "
                         "one ([B]) --rounds times per database")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--a-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment of the [A] servers only (repeatable); without --compare "
+                        "both sides serve this tree, e.g. --a-env MC_HTTP_WORKERS=1 "
+                        "--b-env MC_HTTP_WORKERS=2")
+    p.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment of the [B] servers only (repeatable)")
     p.add_argument("--spy-dir", type=Path, help="keep py-spy's raw stacks in this directory")
     p.add_argument("--quick", action="store_true", help="4 s per phase")
     args = p.parse_args()
@@ -555,16 +572,20 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mc-e2e-"))
     sink, sink_port, _ = deliver.start_sink("smtp-sink", tmp)
     results = []
-    trees = [("", ROOT)] if args.compare is None else [
-        ("[A] ", args.compare.resolve()), ("[B] ", ROOT)]
+    a_env = tuple(tuple(kv.split("=", 1)) for kv in args.a_env)
+    b_env = tuple(tuple(kv.split("=", 1)) for kv in args.b_env)
+    ab = args.compare is not None or bool(a_env or b_env)
+    sides = [("", Side())] if not ab else [
+        ("[A] ", Side((args.compare or ROOT).resolve(), a_env)),  # type: ignore[arg-type]
+        ("[B] ", Side(ROOT, b_env))]  # type: ignore[arg-type]
     urls = {"sqlite": ("SQLite", None), "postgres": ("PostgreSQL", args.database_url)}
     try:
         for db in args.databases.split(","):
             name, url = urls[db]
-            for _ in range(args.rounds if args.compare else 1):
-                for tag, tree in trees:
+            for _ in range(args.rounds if ab else 1):
+                for tag, side in sides:
                     results.append(run_database(f"{tag}{name}", url, args, tmp, sink_port,
-                                                tree))
+                                                side))
     finally:
         sink.terminate()
         sink.wait(10)

@@ -175,6 +175,9 @@ class Settings:
     # per HTTP process
     http_read_timeout: float = 30.0
     http_threads: int = 8
+    # HTTP processes of `msgcenter serve` (its --workers wins); 0: by database
+    # (cli.serve.default_workers)
+    http_workers: int = 0
     # concurrent inserts of one process share a transaction (store.events.GroupCommit)
     ingest_group_commit: bool = True
     # Email relay
@@ -383,6 +386,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
             raise ConfigError(f"MC_{name.upper()} must be at least 1")
     if not 0 <= settings.batch_min_share <= 1:
         raise ConfigError("MC_BATCH_MIN_SHARE must be between 0 and 1")
+    if settings.http_workers < 0:
+        raise ConfigError("MC_HTTP_WORKERS must be 0 (by database) or more")
     if not 0 <= settings.worker_linger <= 1:
         raise ConfigError("MC_WORKER_LINGER must be between 0 and 1 second")
     try:

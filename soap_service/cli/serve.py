@@ -64,7 +64,10 @@ def default_workers(settings: Settings) -> int:
     commit), and every other process only adds commits that queue for the same lock --
     measured on 2 cores with the worker on, 1 process x 8 threads pushed-to-sent ~850
     events/s where 4 x 4 made ~700.  PostgreSQL commits in parallel, and more processes
-    use more cores (4 x 8 ~900-980, 1 x 8 ~740-820).  See docs/performance.md."""
+    use more cores (4 x 8 ~900-980, 1 x 8 ~740-820).  See docs/performance.md.
+    ``MC_HTTP_WORKERS`` (more than 0) sets it instead."""
+    if settings.http_workers:
+        return settings.http_workers
     if settings.database_url.startswith("sqlite"):
         return 1
     return max(2, 2 * (os.cpu_count() or 1))

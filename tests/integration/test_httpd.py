@@ -8,6 +8,7 @@ test sees exactly what the front handed over."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
 import threading
@@ -46,11 +47,17 @@ def slow_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 class Running:
-    def __init__(self, limits: httpd.Limits = LIMITS, app: Any = echo_app) -> None:
+    """A front on its own loop thread, accepting as ``serve`` does (:class:`httpd.Acceptor`
+    on a listening socket; ``spread`` as with several HTTP processes)."""
+
+    def __init__(self, limits: httpd.Limits = LIMITS, app: Any = echo_app,
+                 spread: bool = False, listener: Any = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(2)
         self.front: httpd.Front | None = None
-        self.port = 0
+        self.own_listener = listener is None
+        self.listener = listener or socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
         ready = threading.Event()
 
         def run() -> None:
@@ -58,8 +65,7 @@ class Running:
 
             async def start() -> None:
                 self.front = httpd.Front(app, limits, self.executor, "0")
-                self.server = await self.loop.create_server(self.front.protocol, "127.0.0.1", 0)
-                self.port = self.server.sockets[0].getsockname()[1]
+                self.acceptor = httpd.Acceptor(self.front, self.listener, spread=spread)
                 ready.set()
 
             self.loop.run_until_complete(start())
@@ -78,10 +84,12 @@ class Running:
         return future.result(30)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.acceptor.close)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.executor.shutdown()
+        if self.own_listener:
+            self.listener.close()
 
 
 @pytest.fixture
@@ -268,3 +276,101 @@ def test_input_that_arrives_while_a_request_runs() -> None:
         assert closed(sock)
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- accepting
+
+
+def test_the_wait_before_accepting_grows_with_the_connections_held_and_is_capped() -> None:
+    """Spreading: a process holding no connection accepts at once; one holding more
+    waits longer (so that a less loaded process takes the connection), never beyond
+    ``MAX_WAIT``."""
+    waits = [httpd.Acceptor.wait_for(held) for held in range(20)]
+    assert waits[0] == 0.0
+    assert all(a < b for a, b in zip(waits, waits[1:]) if b < httpd.Acceptor.MAX_WAIT)
+    assert max(waits) == httpd.Acceptor.MAX_WAIT
+
+
+def test_a_spreading_front_that_holds_connections_still_accepts_and_answers() -> None:
+    """With ``spread`` on and five connections held (each answered once), a sixth is
+    accepted after the wait and answered; so is every one of a burst of five more
+    opened at once -- the wait delays a connection, never drops it."""
+    running = Running(spread=True)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(6):
+            sock = running.connect()
+            held.append(sock)
+            sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        burst = [running.connect() for _ in range(5)]
+        held.extend(burst)
+        for sock in burst:
+            sock.sendall(b"GET /burst HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert [read_response(sock)[0] for sock in burst] == [200] * 5
+        assert running.front is not None and len(running.front.connections) == 11
+    finally:
+        for sock in held:
+            sock.close()
+        running.stop()
+
+
+def test_two_fronts_on_one_listening_socket_share_it_and_both_answer() -> None:
+    """Two fronts (as two HTTP processes) accept from one listening socket: every
+    connection is answered by one of them, and each connection is held by exactly one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    first, second = Running(spread=True, listener=listener), Running(spread=True,
+                                                                     listener=listener)
+    socks = []
+    try:
+        for _ in range(8):
+            sock = first.connect()
+            socks.append(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        assert first.front is not None and second.front is not None
+        assert len(first.front.connections) + len(second.front.connections) == 8
+    finally:
+        for sock in socks:
+            sock.close()
+        first.stop()
+        second.stop()
+        listener.close()
+
+
+class _Exhausted:
+    """A listening socket whose first ``accept`` fails as when the process is out of file
+    descriptors (``EMFILE``); the rest is the real socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.failures = 1
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.sock.accept()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def test_an_accept_that_fails_for_lack_of_descriptors_pauses_then_goes_on(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``EMFILE`` on accept: one warning, accepting pauses (no busy loop on a socket that
+    stays readable), then resumes and the waiting connection is answered."""
+    monkeypatch.setattr(httpd.Acceptor, "RETRY_AFTER", 0.2)
+    listener = _Exhausted(socket.create_server(("127.0.0.1", 0)))
+    running = Running(listener=listener)
+    try:
+        with caplog.at_level("WARNING", logger="soap_service.httpd"):
+            sock = running.connect()
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        failures = [r for r in caplog.records if "http.accept_failed" in r.getMessage()]
+        assert len(failures) == 1 and f"errno={errno.EMFILE}" in failures[0].getMessage()
+        sock.close()
+    finally:
+        running.stop()
+        listener.sock.close()

@@ -38,7 +38,7 @@ interop: $(STAMP)
 	$(BIN)/python -m pytest tests/interop $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check soap_service tests bench
+	$(BIN)/ruff check soap_service tests bench scripts
 	$(BIN)/mypy soap_service
 
 migration: $(STAMP)

@@ -26,4 +26,5 @@ with tempfile.TemporaryDirectory() as tmp:
     generated = next((MIGRATIONS / "versions").glob("0001_*.py"))
     if generated != target:
         generated.rename(target)
-print(f"wrote {Path(target).relative_to(Path.cwd()) if target.is_relative_to(Path.cwd()) else target}")
+shown = Path(target).relative_to(Path.cwd()) if target.is_relative_to(Path.cwd()) else target
+print(f"wrote {shown}")

@@ -144,7 +144,7 @@ class Acceptor:
     at start-up) the process that wakes first takes them all: measured with 2 processes,
     ``[8, 0]`` half the time, one process saturated (one core: the GIL) and the other
     idle.  Here a process accepts one connection per wake-up, and when ``spread`` is on
-    (more than one process) it first waits ``held`` × ``STEP`` seconds (at most
+    (more than one process) it first waits ``held`` x ``STEP`` seconds (at most
     ``MAX_WAIT``), ``held`` being the connections it has open: every process is woken for
     a new connection, and the one holding the fewest takes it.  A connection is never
     refused for it; at worst it waits ``MAX_WAIT`` in the kernel's backlog.  With one

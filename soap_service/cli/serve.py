@@ -57,20 +57,18 @@ REQUESTS_TIMEOUT = STOP_TIMEOUT / 2 - FLUSH_TIMEOUT - 1.0
 
 
 def default_workers(settings: Settings) -> int:
-    """HTTP processes when ``--workers`` is not given: one on SQLite, 2 x CPU cores on
-    PostgreSQL.
+    """HTTP processes when ``--workers`` is not given: one per CPU core (at least 2), on
+    SQLite and PostgreSQL alike; ``MC_HTTP_WORKERS`` (more than 0) sets it instead.
 
-    SQLite has one writer: the inserts of one process's threads share a commit (group
-    commit), and every other process only adds commits that queue for the same lock --
-    measured on 2 cores with the worker on, 1 process x 8 threads pushed-to-sent ~850
-    events/s where 4 x 4 made ~700.  PostgreSQL commits in parallel, and more processes
-    use more cores (4 x 8 ~900-980, 1 x 8 ~740-820).  See docs/performance.md.
-    ``MC_HTTP_WORKERS`` (more than 0) sets it instead."""
+    Measured on 2 cores with the worker on (``bench/e2e.py``, docs/performance.md): with
+    the acceptor spreading connections (``httpd.Acceptor``) and, on SQLite, the group
+    commit's leader taking the write lock before the queue, 2 processes x 8 threads
+    pushed 1,730-1,860 events/s to sent on SQLite where 1 process made 1,440-1,460, and
+    1,290-1,360 on PostgreSQL where 4 processes made 1,130-1,170 (more processes than
+    cores take the CPU the dispatch worker needs, and group fewer inserts per commit)."""
     if settings.http_workers:
         return settings.http_workers
-    if settings.database_url.startswith("sqlite"):
-        return 1
-    return max(2, 2 * (os.cpu_count() or 1))
+    return max(2, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- request log

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import json
 import socket
 import threading
@@ -287,7 +288,7 @@ def test_the_wait_before_accepting_grows_with_the_connections_held_and_is_capped
     ``MAX_WAIT``."""
     waits = [httpd.Acceptor.wait_for(held) for held in range(20)]
     assert waits[0] == 0.0
-    assert all(a < b for a, b in zip(waits, waits[1:]) if b < httpd.Acceptor.MAX_WAIT)
+    assert all(a < b for a, b in itertools.pairwise(waits) if b < httpd.Acceptor.MAX_WAIT)
     assert max(waits) == httpd.Acceptor.MAX_WAIT
 
 

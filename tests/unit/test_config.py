@@ -162,3 +162,18 @@ def test_worker_linger_is_bounded(value: str) -> None:
     with pytest.raises(ConfigError, match="MC_WORKER_LINGER"):
         load_settings({"MC_WORKER_LINGER": value})
     assert load_settings({}).worker_linger == 0.01
+
+
+def test_http_workers_follow_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` runs one HTTP process per core (at least 2) on either database;
+    ``MC_HTTP_WORKERS`` sets the number; a negative one is refused."""
+    from soap_service.cli.serve import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    for url in ("sqlite:///x.db", "postgresql+psycopg://u@h/d"):
+        assert default_workers(load_settings({"MC_DATABASE_URL": url})) == 6
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert default_workers(load_settings({})) == 2
+    assert default_workers(load_settings({"MC_HTTP_WORKERS": "3"})) == 3
+    with pytest.raises(ConfigError, match="MC_HTTP_WORKERS"):
+        load_settings({"MC_HTTP_WORKERS": "-1"})

@@ -354,8 +354,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     p.add_argument("--workers", type=int, default=None,
-                   help="HTTP worker processes (default: 1 on SQLite, 2 x CPU cores on "
-                        "PostgreSQL)")
+                   help="HTTP worker processes (default: MC_HTTP_WORKERS, else one per CPU "
+                        "core, at least 2)")
     p.add_argument("--no-worker", action="store_true", help="do not start a dispatch worker")
     p.add_argument("--no-bounced", action="store_true",
                    help="do not start the bounce listener (started when MC_BOUNCE_DOMAIN is set)")

@@ -44,6 +44,9 @@ _INSERT_DEFAULTS: dict[str, Any] = {c: None for c in INSERT_COLUMNS} | {
     "email_format": 0, "attributes": "{}", "error_count": 0,
 }
 _IDEMPOTENCY_RETRIES = 3
+# rows that certainly go out as one statement: far below SQLAlchemy's insertmanyvalues page
+# (1,000 rows) and its bound-parameter cap (32,700 = 1,211 rows of all 27 columns)
+ONE_STATEMENT_ROWS = 100
 # the sizes of the text columns: ingest refuses a longer value (PostgreSQL would fail the
 # whole insert with an error no caller should see; SQLite would store it)
 TEXT_COLUMN_LENGTHS: dict[str, int] = {
@@ -185,7 +188,7 @@ class GroupCommit:
                 self._alone(db, group[0])
                 return
             try:
-                with db.begin() as conn:
+                with self._writing_group(db, group) as conn:
                     self._insert_group(conn, group)
             except Exception:  # nothing of the group is stored: each call on its own
                 for call in group:
@@ -197,6 +200,18 @@ class GroupCommit:
         finally:
             for call in group:
                 call.done = True
+
+    @staticmethod
+    def _writing_group(db: Database, group: list[_Call]) -> AbstractContextManager[Connection]:
+        """A group without idempotency keys and of at most ``ONE_STATEMENT_ROWS`` rows is
+        one multi-row ``INSERT``: :meth:`Database.one_statement` (autocommit on
+        PostgreSQL: one round trip instead of ``BEGIN``, ``INSERT``, ``COMMIT``; the
+        statement is atomic on its own).  Keys need savepoints, and a larger insert may be
+        split into several statements (``insertmanyvalues`` pages): a transaction."""
+        plain = not any(_has_keys(call.rows) for call in group)
+        if plain and sum(len(call.rows) for call in group) <= ONE_STATEMENT_ROWS:
+            return db.one_statement()
+        return db.begin()
 
     def _commit_when_locked(self, db: Database) -> None:
         """SQLite: take the write lock first, then the queue.  The lock is often held by

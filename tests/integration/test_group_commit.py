@@ -179,6 +179,40 @@ def test_a_database_that_fails_at_begin_fails_every_queued_call_and_none_hangs(
     assert all(isinstance(r, Exception) for r in results), results
 
 
+def test_on_postgresql_a_small_plain_group_is_one_insert_without_begin_or_commit(
+        db: Database):
+    """PostgreSQL: a group without idempotency keys and of at most ``ONE_STATEMENT_ROWS``
+    rows goes out as one multi-row INSERT in autocommit (atomic on its own: no BEGIN and
+    COMMIT round trips); a larger group runs in a transaction, since SQLAlchemy may split
+    it into several statements."""
+    if db.is_sqlite:
+        return  # SQLite writes in BEGIN IMMEDIATE transactions (see the write-lock test)
+    seen: list[bool] = []
+
+    def on_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
+            seen.append(bool(conn.connection.dbapi_connection.autocommit))
+
+    _committer(db)
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    try:
+        small = _grouped(db, [lambda i=i: event_store.insert_events(
+            db, [event_row(i, external_id=f"s{i}")]) for i in range(4)])
+        assert seen == [True]
+        seen.clear()
+        half = event_store.ONE_STATEMENT_ROWS // 2 + 1
+        large = _grouped(db, [lambda c=c: event_store.insert_events(
+            db, [event_row(100 * c + i, external_id=f"l{c}-{i}") for i in range(half)])
+            for c in range(2)])
+        assert seen and not any(seen)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_execute)
+    stored = _stored(db)
+    assert [r.ids for r in small] == [[stored[f"s{i}"]] for i in range(4)]
+    assert [r.ids for r in large] == [[stored[f"l{c}-{i}"] for i in range(half)]
+                                      for c in range(2)]
+
+
 def test_group_commit_can_be_switched_off(db: Database, settings):
     """``MC_INGEST_GROUP_COMMIT=false``: every call commits on its own (no committer)."""
     off = Database(db.engine, settings.replace(ingest_group_commit=False))

@@ -16,6 +16,7 @@ process), and with ``--profile`` a yappi cpu-clock profile (top by self and by t
 time).  ``--no-store`` replaces the database insert by a stub, to see the edge alone.
 
 Usage: ``python bench/soap_edge.py [--mode wsgi|front|threads] [-n 3000] [--profile]
+[--database-url postgresql+psycopg://...]
 [--no-store] [--rounds 3]``.  A script, not a test.
 """
 
@@ -85,7 +86,7 @@ class FakeTransport(asyncio.Transport):
         return ("127.0.0.1", 40000) if name == "peername" else default
 
 
-def setup(no_store: bool) -> Any:
+def setup(no_store: bool, url: str | None = None) -> Any:
     from soap_service.cli.serve import RequestLog
     from soap_service.http import app as web
 
@@ -93,7 +94,7 @@ def setup(no_store: bool) -> Any:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("soap_service").setLevel("INFO")
     tmp = Path(tempfile.mkdtemp(prefix="mc-edge-"))
-    settings, _db = fresh_db(None, tmp)
+    settings, _db = fresh_db(url, tmp)
     app = web.create_app(settings)
     if no_store:
         from soap_service.store import events as event_store
@@ -189,8 +190,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-store", action="store_true")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--database-url", default=None,
+                        help="a PostgreSQL server URL (a fresh database is made on it); "
+                             "default: a SQLite file")
     args = parser.parse_args()
-    _settings, app = setup(args.no_store)
+    _settings, app = setup(args.no_store, args.database_url)
 
     def once(first: int) -> None:
         if args.mode == "wsgi":
@@ -236,4 +240,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        from bench.deliver import drop_created
+
+        drop_created()  # the PostgreSQL database made for the run

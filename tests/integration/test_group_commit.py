@@ -19,11 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import run_cli
 from dispatch_support import event_row, wait_until
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, func, select, text
 
-from soap_service.errors import ServerError
+from soap_service.errors import ServerError, Unavailable
 from soap_service.models import split_plid
 from soap_service.store import Database
 from soap_service.store import events as event_store
@@ -179,38 +180,64 @@ def test_a_database_that_fails_at_begin_fails_every_queued_call_and_none_hangs(
     assert all(isinstance(r, Exception) for r in results), results
 
 
-def test_on_postgresql_a_small_plain_group_is_one_insert_without_begin_or_commit(
+def test_on_postgresql_a_plain_group_goes_out_on_the_driver_with_each_calls_ids(
         db: Database):
     """PostgreSQL: a group without idempotency keys and of at most ``ONE_STATEMENT_ROWS``
-    rows goes out as one multi-row INSERT in autocommit (atomic on its own: no BEGIN and
-    COMMIT round trips); a larger group runs in a transaction, since SQLAlchemy may split
-    it into several statements."""
+    rows is one INSERT on the driver's own connection in autocommit (SQLAlchemy executes
+    nothing for it), and every call gets the ids of its own rows, in order, whatever
+    their number; a larger group runs in a SQLAlchemy transaction, since SQLAlchemy may
+    split it into several statements."""
     if db.is_sqlite:
         return  # SQLite writes in BEGIN IMMEDIATE transactions (see the write-lock test)
-    seen: list[bool] = []
+    seen: list[bool] = []  # INSERTs executed through SQLAlchemy: the driver's autocommit
 
     def on_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
             seen.append(bool(conn.connection.dbapi_connection.autocommit))
 
+    def call(tag: str, n: int) -> Callable[[], event_store.StoredIds]:
+        return lambda: event_store.insert_events(
+            db, [event_row(i, external_id=f"{tag}-{i}") for i in range(n)])
+
     _committer(db)
+    sizes = [1, 7, 30, 2, 40]  # 80 rows
+    half = event_store.ONE_STATEMENT_ROWS // 2 + 1
     event.listen(db.engine, "before_cursor_execute", on_execute)
     try:
-        small = _grouped(db, [lambda i=i: event_store.insert_events(
-            db, [event_row(i, external_id=f"s{i}")]) for i in range(4)])
-        assert seen == [True]
-        seen.clear()
-        half = event_store.ONE_STATEMENT_ROWS // 2 + 1
-        large = _grouped(db, [lambda c=c: event_store.insert_events(
-            db, [event_row(100 * c + i, external_id=f"l{c}-{i}") for i in range(half)])
-            for c in range(2)])
+        small = _grouped(db, [call(f"s{c}", n) for c, n in enumerate(sizes)])
+        assert seen == []
+        large = _grouped(db, [call(f"l{c}", half) for c in range(2)])
         assert seen and not any(seen)
     finally:
         event.remove(db.engine, "before_cursor_execute", on_execute)
     stored = _stored(db)
-    assert [r.ids for r in small] == [[stored[f"s{i}"]] for i in range(4)]
+    assert [r.ids for r in small] == [[stored[f"s{c}-{i}"] for i in range(n)]
+                                      for c, n in enumerate(sizes)]
     assert [r.ids for r in large] == [[stored[f"l{c}-{i}"] for i in range(half)]
                                       for c in range(2)]
+    with db.connect() as conn:
+        row = conn.execute(select(events).where(events.c.external_id == "s0-0")).one()
+    # the columns event_row leaves out get their defaults, as through SQLAlchemy
+    assert (row.status, row.attributes, row.error_count, row.wished_channel,
+            row.email_format) == ("pending", "{}", 0, 0, 0)
+
+
+def test_on_postgresql_a_connection_lost_under_an_insert_is_unavailable_then_renewed(
+        db: Database):
+    """PostgreSQL: the server ends every connection of the pool (as a restart does); the
+    next insert is refused as *unavailable* (nothing stored, a SOAP Server fault for the
+    caller), and the one after it gets a new connection and is stored."""
+    if db.is_sqlite:
+        return
+    event_store.insert_events(db, [event_row(1, external_id="before")])
+    with create_engine(db.engine.url, isolation_level="AUTOCOMMIT").connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+    with pytest.raises(Unavailable):
+        event_store.insert_events(db, [event_row(2, external_id="lost")])
+    ids = event_store.insert_events(db, [event_row(3, external_id="after")]).ids
+    stored = _stored(db)
+    assert "lost" not in stored and ids == [stored["after"]]
 
 
 def test_group_commit_can_be_switched_off(db: Database, settings):

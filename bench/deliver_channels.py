@@ -34,6 +34,7 @@ from typing import Any
 
 import deliver_push
 import deliver_sms
+from deliver import cpu_seconds
 from sqlalchemy import func, select
 
 from soap_service import clock
@@ -65,15 +66,6 @@ def _processed(db: Database) -> int:
                                 .where(events.c.status == "processed")).scalar_one())
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU a process has used (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def run_worker(db: Database, database_url: str, config: Path, n: int,
                extra_env: dict[str, str] | None = None) -> tuple[float, float, float | None]:
     """One ``msgcenter worker`` draining n events: (rate over the delivery log, rate over
@@ -89,7 +81,7 @@ def run_worker(db: Database, database_url: str, config: Path, n: int,
                 raise SystemExit("the worker exited early")
             time.sleep(0.2)
         wall = time.perf_counter() - started
-        cpu = _cpu_seconds(proc.pid)
+        cpu = cpu_seconds(proc.pid) or None  # 0: not Linux
     finally:
         proc.terminate()
         proc.wait(60)
@@ -172,9 +164,9 @@ def bench_push(db: Database, database_url: str, n: int, concurrency: int, platfo
         config.write_text(f'[[connectors]]\nname = "devpush"\nchannel = "push"\n{table}\n'
                           f"concurrency = {concurrency}\n", encoding="utf-8")
         queue_channel_events(db, n, wished, address)
-        server = deliver_push.cpu_seconds(sink.pid)
+        server = cpu_seconds(sink.pid)
         rate, wall, cpu = run_worker(db, database_url, config, n)
-        server = deliver_push.cpu_seconds(sink.pid) - server
+        server = cpu_seconds(sink.pid) - server
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(30)

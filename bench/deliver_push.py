@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from deliver import cpu_seconds  # noqa: E402
 
 from soap_service.channels.apns import ApnsConnector, build_payload  # noqa: E402
 from soap_service.channels.failover import ConnectorSet  # noqa: E402
@@ -71,17 +72,6 @@ def serve_sink(directory: str, ready_file: str) -> None:
 SERVER_PID: int | None = None  # the sink process, whose CPU per message is reported
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU a process has used (Linux ``/proc``; 0 elsewhere)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 async def _run(n: int, concurrency: int, send: Callable[[int], Awaitable[bool]]
                ) -> tuple[float, float, float]:
     """(messages/s, client CPU µs per message, server CPU µs per message) for ``n``
@@ -99,10 +89,10 @@ async def _run(n: int, concurrency: int, send: Callable[[int], Awaitable[bool]]
                 failures += 1
 
     started, cpu = time.perf_counter(), time.process_time()
-    server = cpu_seconds(SERVER_PID)
+    server = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    server = cpu_seconds(SERVER_PID) - server
+    server = cpu_seconds(SERVER_PID) - server if SERVER_PID else 0.0
     if failures:
         raise SystemExit(f"{failures} of {n} sends failed")
     return n / elapsed, cpu / n * 1e6, server / n * 1e6

@@ -45,8 +45,9 @@ _INSERT_DEFAULTS: dict[str, Any] = {c: None for c in INSERT_COLUMNS} | {
     "email_format": 0, "attributes": "{}", "error_count": 0,
 }
 _IDEMPOTENCY_RETRIES = 3
-# rows that certainly go out as one statement: far below SQLAlchemy's insertmanyvalues page
-# (1,000 rows) and its bound-parameter cap (32,700 = 1,211 rows of all 27 columns)
+# rows written as one statement on PostgreSQL's driver (_insert_on_driver): 100 rows of all
+# 27 columns are 2,700 bound parameters, far below PostgreSQL's 65,535; a larger call goes
+# through SQLAlchemy in a transaction (which may split it into several statements)
 ONE_STATEMENT_ROWS = 100
 # the sizes of the text columns: ingest refuses a longer value (PostgreSQL would fail the
 # whole insert with an error no caller should see; SQLite would store it)
@@ -303,9 +304,12 @@ def _insert_on_driver(db: Database, rows: Sequence[Mapping[str, Any]]) -> list[i
     (:func:`dialect.driver_autocommit`: the statement is atomic on its own, and this
     skips SQLAlchemy's execution layers, ~50 µs of CPU per insert), the wake-up folded
     in.  The NOT NULL columns' defaults are filled here, as SQLAlchemy fills a Column's
-    default.  The ids come back sorted: the rows of one ``VALUES`` list are inserted in
-    their order, each taking the next value of the id sequence -- the assumption
-    SQLAlchemy's own ordered multi-row insert makes (``sort_by_parameter_order``)."""
+    default.  The ids are matched to the rows by sorting them: a ``VALUES`` list is read
+    in its order and each row takes the next value of the id sequence as it is inserted,
+    so the ids ascend with the rows (other sessions' inserts may take values in between).
+    SQLAlchemy's own ordered multi-row insert (``sort_by_parameter_order``) sorts
+    ascending ids the same way, after an ``INSERT ... SELECT ... ORDER BY``; the tests
+    check the mapping on groups of up to 80 rows."""
     columns = tuple(c for c in INSERT_COLUMNS
                     if c in _DRIVER_DEFAULTS or any(r.get(c) is not None for r in rows))
     values = []

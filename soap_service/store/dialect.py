@@ -202,12 +202,8 @@ def driver_autocommit(engine: Engine, refused: str) -> Iterator[psycopg.Connecti
     driver = raw.driver_connection
     assert isinstance(driver, psycopg.Connection)
     try:
-        driver.autocommit = True
-        try:
-            yield driver
-        finally:
-            if not driver.closed:
-                driver.autocommit = False
+        driver.autocommit = True  # a flag of the client: nothing is sent
+        yield driver
     except psycopg.OperationalError as exc:
         # as SQLAlchemy does on a disconnect: every pooled connection made before now is
         # replaced at its next checkout (after a server restart, one failed call per
@@ -217,6 +213,11 @@ def driver_autocommit(engine: Engine, refused: str) -> Iterator[psycopg.Connecti
     except psycopg.Error as exc:
         raise ServerError(refused, str(exc)[:200]) from exc
     finally:
+        try:  # never an error of its own: the statement's outcome is already known
+            if not driver.closed:
+                driver.autocommit = False
+        except psycopg.Error:
+            raw.invalidate()  # could not be reset: not handed out again
         raw.close()
 
 

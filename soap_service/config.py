@@ -178,6 +178,8 @@ class Settings:
     # HTTP processes of `msgcenter serve` (its --workers wins); 0: by database
     # (cli.serve.default_workers)
     http_workers: int = 0
+    # dispatch worker processes of `msgcenter serve` (more than 1: PostgreSQL only)
+    dispatch_workers: int = 1
     # concurrent inserts of one process share a transaction (store.events.GroupCommit)
     ingest_group_commit: bool = True
     # Email relay
@@ -381,7 +383,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     if settings.http_read_timeout <= 0:
         raise ConfigError("MC_HTTP_READ_TIMEOUT must be more than 0 seconds")
     for name in ("smtp_concurrency", "worker_batch_size", "lease_seconds", "http_threads",
-                 "max_json_depth", "webhook_concurrency"):
+                 "max_json_depth", "webhook_concurrency", "dispatch_workers"):
         if getattr(settings, name) < 1:  # 0 would claim nothing, ever; SQLite reads LIMIT -1 as all
             raise ConfigError(f"MC_{name.upper()} must be at least 1")
     if not 0 <= settings.batch_min_share <= 1:

@@ -71,6 +71,18 @@ def default_workers(settings: Settings) -> int:
     return max(2, os.cpu_count() or 1)
 
 
+def dispatch_workers(settings: Settings) -> int:
+    """Dispatch worker processes ``serve`` starts: ``MC_DISPATCH_WORKERS`` (default 1).
+    Several claim side by side only on PostgreSQL (``FOR UPDATE SKIP LOCKED``; never the
+    same message twice); SQLite serialises claims on its one writer, so one worker is
+    its supported setup and more are refused."""
+    n = settings.dispatch_workers
+    if n > 1 and settings.database_url.startswith("sqlite"):
+        raise ValidationFailed("MC_DISPATCH_WORKERS above 1 needs PostgreSQL "
+                               "(on SQLite one worker is the supported setup)")
+    return n
+
+
 # ---------------------------------------------------------------- request log
 
 
@@ -221,18 +233,46 @@ def worker_command() -> list[str] | None:
     return [sys.executable, "-m", "soap_service.cli", "worker"]
 
 
+class Child:
+    """A supervised child process that is started again ``WORKER_RESTART_DELAY`` seconds
+    after it dies (a dispatch worker, the bounce listener); ``kind`` names its log lines
+    (``serve.<kind>_started`` / ``serve.<kind>_exited``)."""
+
+    def __init__(self, kind: str, cmd: list[str]) -> None:
+        self.kind = kind
+        self.cmd = cmd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restart_at = 0.0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, env=_child_env())
+        log.info("serve.%s_started pid=%s", self.kind, self.proc.pid)
+
+    def watch(self) -> None:
+        """Called every tick: notice a death, restart after the delay."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        if not self.restart_at:
+            log.error("serve.%s_exited code=%s", self.kind, self.proc.returncode)
+            self.restart_at = time.monotonic() + WORKER_RESTART_DELAY
+        elif time.monotonic() >= self.restart_at:
+            self.restart_at = 0.0
+            self.start()
+
+
 class Supervisor:
-    """Start gunicorn and the worker, restart the worker if it dies, stop both on a signal."""
+    """Start gunicorn, the dispatch workers and the bounce listener, restart a worker or
+    the listener if it dies, stop them all on a signal."""
 
     def __init__(self, gunicorn_cmd: list[str], worker_cmd: list[str] | None,
-                 bounced_cmd: list[str] | None = None) -> None:
+                 bounced_cmd: list[str] | None = None, dispatchers: int = 1) -> None:
         self.gunicorn_cmd = gunicorn_cmd
-        self.worker_cmd = worker_cmd
-        self.bounced_cmd = bounced_cmd  # the bounce listener, when MC_BOUNCE_DOMAIN is set
         self.stopping = False
         self.gunicorn: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.bounced: subprocess.Popen[bytes] | None = None
+        self.children = [Child("worker", worker_cmd) for _ in range(dispatchers)
+                         if worker_cmd]
+        if bounced_cmd:  # the bounce listener, when MC_BOUNCE_DOMAIN is set
+            self.children.append(Child("bounced", bounced_cmd))
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stopping = True
@@ -242,58 +282,34 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self.gunicorn = subprocess.Popen(self.gunicorn_cmd, env=_child_env())
         log.info("serve.started pid=%s gunicorn=%s", os.getpid(), self.gunicorn.pid)
-        if self.worker_cmd:
-            self._start_worker()
-        if self.bounced_cmd:
-            self._start_bounced()
+        for child in self.children:
+            child.start()
         try:
             return self._watch()
         finally:
             self._stop_all()
 
-    def _start_worker(self) -> None:
-        assert self.worker_cmd is not None
-        self.worker = subprocess.Popen(self.worker_cmd, env=_child_env())
-        log.info("serve.worker_started pid=%s", self.worker.pid)
-
-    def _start_bounced(self) -> None:
-        assert self.bounced_cmd is not None
-        self.bounced = subprocess.Popen(self.bounced_cmd, env=_child_env())
-        log.info("serve.bounced_started pid=%s", self.bounced.pid)
-
     def _watch(self) -> int:
         assert self.gunicorn is not None
-        restart_at = bounced_restart_at = 0.0
         while not self.stopping:
             code = self.gunicorn.poll()
             if code is not None:
                 log.error("serve.gunicorn_exited code=%s", code)
                 return code or 1
-            if self.bounced is not None and self.bounced.poll() is not None:
-                if not bounced_restart_at:
-                    log.error("serve.bounced_exited code=%s", self.bounced.returncode)
-                    bounced_restart_at = time.monotonic() + WORKER_RESTART_DELAY
-                elif time.monotonic() >= bounced_restart_at:
-                    bounced_restart_at = 0.0
-                    self._start_bounced()
-            if self.worker is not None and self.worker.poll() is not None:
-                if not restart_at:
-                    log.error("serve.worker_exited code=%s", self.worker.returncode)
-                    restart_at = time.monotonic() + WORKER_RESTART_DELAY
-                elif time.monotonic() >= restart_at:
-                    restart_at = 0.0
-                    self._start_worker()
+            for child in self.children:
+                child.watch()
             time.sleep(0.2)
         log.info("serve.stopping")
         return 0
 
     def _stop_all(self) -> None:
-        children = [p for p in (self.worker, self.bounced, self.gunicorn) if p is not None]
-        for proc in children:
+        procs = [c.proc for c in self.children] + [self.gunicorn]
+        running = [p for p in procs if p is not None]
+        for proc in running:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in children:
+        for proc in running:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -325,8 +341,10 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     os.environ["MC_PUBLIC_URL"] = advertised_url(ctx.settings.public_url, args.host, args.port)
     logging.getLogger("soap_service").setLevel(args.log_level.upper())
     warn_if_default_secret(ctx.settings)
+    dispatchers = 1
     worker_cmd = None
     if not args.no_worker:
+        dispatchers = dispatch_workers(ctx.settings)
         worker_cmd = worker_command()
         if worker_cmd is None:
             log.warning("serve.no_worker_command (running as --no-worker)")
@@ -341,7 +359,7 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="msgcenter-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        code = Supervisor(gunicorn_cmd, worker_cmd, bounced_cmd).run()
+        code = Supervisor(gunicorn_cmd, worker_cmd, bounced_cmd, dispatchers).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if code:

@@ -183,6 +183,30 @@ def test_serve_runs_and_restarts_a_worker_and_stops_cleanly(start_server, sqlite
     assert "serve.worker_exited" in server.log() and "serve.stopped" in server.log()
 
 
+@pytest.mark.postgres
+def test_serve_runs_as_many_dispatch_workers_as_asked_on_postgresql(start_server,
+                                                                    postgres_url: str):
+    """``MC_DISPATCH_WORKERS=2`` on PostgreSQL: serve starts two ``msgcenter worker``
+    processes, restarts the one that dies (the other goes on), and stops them all."""
+    prepare(postgres_url)
+    server = start_server(postgres_url, "--workers", "1", init=False, worker=True,
+                          env={"MC_DISPATCH_WORKERS": "2"})
+    supervisor = server.process.pid
+
+    def worker_pids() -> set[int]:
+        return {p for p, cmd in children_of(supervisor).items()
+                if cmd.endswith("soap_service.cli worker ")}
+
+    first = wait_for(lambda: len(pids := worker_pids()) == 2 and pids, what="two workers")
+    killed, kept = sorted(first)
+    os.kill(killed, signal.SIGKILL)
+    again = wait_for(lambda: len(pids := worker_pids()) == 2 and killed not in pids and pids,
+                     what="the dead worker restarted")
+    assert kept in again
+    assert stop(server) == 0
+    assert server.log().count("serve.worker_started") == 3
+
+
 def test_serve_refuses_bad_options(tmp_path: Path):
     """Bad --workers or a bad MC_* setting: one error line and a non-zero exit, no server."""
     env = {"MC_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
@@ -190,6 +214,10 @@ def test_serve_refuses_bad_options(tmp_path: Path):
     assert proc.returncode == 1 and "--workers" in proc.stderr
     proc = run_cli({**env, "MC_INSTANCE_ID": "999"}, "serve", check=False)
     assert proc.returncode == 2 and "MC_INSTANCE_ID" in proc.stderr
+    proc = run_cli({**env, "MC_DISPATCH_WORKERS": "2"}, "serve", check=False)
+    assert proc.returncode == 1 and "needs PostgreSQL" in proc.stderr
+    proc = run_cli({**env, "MC_DISPATCH_WORKERS": "0"}, "serve", check=False)
+    assert proc.returncode == 2 and "MC_DISPATCH_WORKERS" in proc.stderr
 
 
 @pytest.mark.parametrize("events", [1, 3])

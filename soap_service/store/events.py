@@ -200,8 +200,8 @@ class GroupCommit:
                 self._alone(db, group[0])
                 return
             try:
-                rows = [] if group is None else [row for call in group for row in call.rows]
-                if group is not None and _on_driver(db, rows):
+                if group is not None and _on_driver(
+                        db, rows := [row for call in group for row in call.rows]):
                     self._share_ids(group, _insert_on_driver(db, rows))
                 else:
                     with db.begin() as conn:
@@ -222,7 +222,8 @@ class GroupCommit:
 
     @staticmethod
     def _share_ids(group: list[_Call], ids: list[int]) -> None:
-        """Each call of a group without keys gets the ids of its own rows, in order."""
+        """Each call of a group without keys gets the ids of its own rows, in order (none
+        replayed: only a key replays)."""
         start = 0
         for call in group:
             end = start + len(call.rows)
@@ -237,16 +238,11 @@ class GroupCommit:
         except Exception as exc:  # the caller's own error, raised in its thread
             call.error = exc
 
-    @staticmethod
-    def _insert_group(conn: Connection, group: list[_Call]) -> None:
+    @classmethod
+    def _insert_group(cls, conn: Connection, group: list[_Call]) -> None:
         plain = [c for c in group if not _has_keys(c.rows)]
-        if plain:
-            stored = _insert_in(conn, [row for c in plain for row in c.rows])
-            start = 0
-            for call in plain:
-                end = start + len(call.rows)
-                call.result = StoredIds(stored.ids[start:end], stored.replayed[start:end])
-                start = end
+        if plain:  # no keys, so nothing is replayed
+            cls._share_ids(plain, _insert_in(conn, [row for c in plain for row in c.rows]).ids)
         for call in group:
             if not _has_keys(call.rows):
                 continue

@@ -292,6 +292,14 @@ def test_the_wait_before_accepting_grows_with_the_connections_held_and_is_capped
     assert max(waits) == httpd.Acceptor.MAX_WAIT
 
 
+def _connect_and_get(running: Running, opened: list[socket.socket]) -> int:
+    """A new connection (kept in ``opened``) and one GET on it: the answer's status."""
+    sock = running.connect()
+    opened.append(sock)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    return read_response(sock)[0]
+
+
 def test_a_spreading_front_that_holds_connections_still_accepts_and_answers() -> None:
     """With ``spread`` on and five connections held (each answered once), a sixth is
     accepted after the wait and answered; so is every one of a burst of five more
@@ -300,10 +308,7 @@ def test_a_spreading_front_that_holds_connections_still_accepts_and_answers() ->
     held: list[socket.socket] = []
     try:
         for _ in range(6):
-            sock = running.connect()
-            held.append(sock)
-            sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert read_response(sock)[0] == 200
+            assert _connect_and_get(running, held) == 200
         burst = [running.connect() for _ in range(5)]
         held.extend(burst)
         for sock in burst:
@@ -322,13 +327,10 @@ def test_two_fronts_on_one_listening_socket_share_it_and_both_answer() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     first, second = Running(spread=True, listener=listener), Running(spread=True,
                                                                      listener=listener)
-    socks = []
+    socks: list[socket.socket] = []
     try:
         for _ in range(8):
-            sock = first.connect()
-            socks.append(sock)
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert read_response(sock)[0] == 200
+            assert _connect_and_get(first, socks) == 200
         assert first.front is not None and second.front is not None
         assert len(first.front.connections) + len(second.front.connections) == 8
     finally:
